@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (offline learning demo) and `make test` (lint + the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint format bench clean
+
+$(BIN)/kilroy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# pin torch first: the local CPU wheel here, the CUDA build on a GPU machine; unpinned pulls GBs of CUDA
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/kilroy
+
+demo: setup
+	$(BIN)/kilroy simulate --json data/simulate.json --plot data/simulate.png
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+lint:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/adapters.py
+
+clean:
+	rm -rf $(VENV) data/simulate data/tiny-gpt2* .pytest_cache

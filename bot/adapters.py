@@ -1,0 +1,241 @@
+"""The adapter store: LoRA versions under `adapters/<name>/`, their metadata, and the active choice.
+
+Layout, PEFT's on-disk format plus ours:
+    adapters/v0003/adapter_model.safetensors, adapter_config.json, meta.json
+    adapters/STATE.json   {"current": "v0003", "history": ["base", "v0001", "v0002"]}
+Every write is atomic (temp file or folder, then os.replace). This module never loads weights into a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BASE = "base"  # the name of "no adapter"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_VERSION = re.compile(r"^v(\d{4,})$")
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+META = "meta.json"
+
+
+class AdapterError(Exception):
+    """Base class of adapter store errors; messages are fit to show to an operator."""
+
+
+class InvalidAdapterName(AdapterError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not a valid adapter name: use letters, digits, '_', '.', '-' and no path parts")
+
+
+class AdapterNotFound(AdapterError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no adapter named {name!r}; `kilroy adapters list` shows the versions")
+
+
+class CorruptAdapter(AdapterError):
+    pass
+
+
+class NothingToRollBack(AdapterError):
+    def __init__(self) -> None:
+        super().__init__("there is no earlier adapter to roll back to")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    created_at: float | None
+    parent: str | None
+    metrics: dict[str, Any]
+    active: bool
+    meta: dict[str, Any]
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a plain identifier, else raise InvalidAdapterName."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or name.startswith(".tmp"):
+        raise InvalidAdapterName(str(name))
+    return name
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class AdapterStore:
+    """Versions on disk and the pointer to the active one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- names and paths ---------------------------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """The folder of an existing, well-formed adapter; raises on a bad name, a missing or a corrupt one."""
+        validate_name(name)
+        if name == BASE:
+            raise AdapterError("'base' is the model without an adapter; it has no folder")
+        folder = (self.root / name).resolve()
+        if folder.parent != self.root.resolve() or not folder.is_dir():
+            raise AdapterNotFound(name)
+        if any(folder.glob("*.bin")):
+            raise CorruptAdapter(f"adapter {name!r} holds .bin (pickle) weights; only safetensors are loaded")
+        for required in (WEIGHTS, CONFIG):
+            if not (folder / required).is_file():
+                raise CorruptAdapter(f"adapter {name!r} is missing {required}")
+        try:
+            json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+            _check_safetensors(folder / WEIGHTS)
+        except (ValueError, OSError) as exc:
+            raise CorruptAdapter(f"adapter {name!r} is corrupt: {exc}") from exc
+        return folder
+
+    def exists(self, name: str) -> bool:
+        """True for `base` and for any adapter folder with weights."""
+        validate_name(name)
+        return name == BASE or (self.root / name / WEIGHTS).is_file()
+
+    def names(self) -> list[str]:
+        """Adapter names on disk, oldest version first."""
+        found = [
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and _NAME.match(p.name) and (p / WEIGHTS).exists()
+        ]
+        return sorted(found, key=lambda n: (self._meta(n).get("created_at") or 0, n))
+
+    def next_version(self) -> str:
+        """The next free version name (v0001, v0002, ...)."""
+        numbers = [int(m.group(1)) for n in os.listdir(self.root) if (m := _VERSION.match(n))]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    # --- metadata ----------------------------------------------------------------------------------------------------
+
+    def _meta(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / name / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def info(self, name: str) -> AdapterInfo:
+        """Metadata of one adapter (or of `base`)."""
+        current = self.current()
+        if name == BASE:
+            return AdapterInfo(BASE, None, None, {}, current == BASE, {})
+        self.path(name)
+        meta = self._meta(name)
+        return AdapterInfo(
+            name, meta.get("created_at"), meta.get("parent"), meta.get("metrics", {}), current == name, meta
+        )
+
+    def list(self) -> list[AdapterInfo]:
+        """All versions, `base` first, with the active marker."""
+        current = self.current()
+        out = [AdapterInfo(BASE, None, None, {}, current == BASE, {})]
+        for name in self.names():
+            meta = self._meta(name)
+            out.append(
+                AdapterInfo(
+                    name, meta.get("created_at"), meta.get("parent"), meta.get("metrics", {}), current == name, meta
+                )
+            )
+        return out
+
+    # --- writing versions --------------------------------------------------------------------------------------------
+
+    def new_temp_dir(self) -> Path:
+        """A fresh temp folder inside the store, for a candidate to be written into."""
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        return tmp
+
+    def commit(self, tmp_dir: Path, meta: dict[str, Any], name: str | None = None) -> str:
+        """Turn a written temp folder into a version, atomically; return its name."""
+        tmp_dir = Path(tmp_dir)
+        if not (tmp_dir / WEIGHTS).is_file() or not (tmp_dir / CONFIG).is_file():
+            raise CorruptAdapter(f"{tmp_dir} does not hold {WEIGHTS} and {CONFIG}")
+        for stray in tmp_dir.glob("*.bin"):
+            stray.unlink()
+        name = validate_name(name or self.next_version())
+        if name == BASE or (self.root / name).exists():
+            raise AdapterError(f"adapter {name!r} already exists")
+        _write_json_atomic(tmp_dir / META, {**meta, "name": name})
+        os.replace(tmp_dir, self.root / name)
+        log.info("saved adapter %s", name)
+        return name
+
+    def discard(self, tmp_dir: Path) -> None:
+        """Remove an uncommitted temp folder."""
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    # --- the active adapter ------------------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.root / "STATE.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"current": BASE, "history": []}
+        return {"current": state.get("current") or BASE, "history": list(state.get("history") or [])}
+
+    def current(self) -> str:
+        """The active adapter's name (`base` when none); a vanished one reads as `base`."""
+        name = self._state()["current"]
+        try:
+            return name if self.exists(name) else BASE
+        except InvalidAdapterName:
+            return BASE
+
+    def previous(self) -> str | None:
+        """What a rollback would switch to, or None."""
+        history = [n for n in self._state()["history"] if _NAME.match(n) and self.exists(n)]
+        return history[-1] if history else None
+
+    def set_current(self, name: str) -> None:
+        """Make `name` active (after it was checked or loaded); the old one goes on the rollback history."""
+        if name != BASE:
+            self.path(name)
+        state = self._state()
+        if state["current"] == name:
+            return
+        history = [*state["history"], state["current"]][-50:]
+        _write_json_atomic(self.root / "STATE.json", {"current": name, "history": history})
+
+    def rollback(self) -> str:
+        """Make the previous adapter active again; return its name."""
+        state = self._state()
+        history = state["history"]
+        while history:
+            candidate = history.pop()
+            if self.exists(candidate):
+                _write_json_atomic(self.root / "STATE.json", {"current": candidate, "history": history})
+                return candidate
+        raise NothingToRollBack()
+
+
+def _check_safetensors(path: Path) -> None:
+    """Parse the safetensors header and check the file is as long as it says, without loading tensors."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("truncated safetensors header")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > size - 8:
+            raise ValueError("bad safetensors header length")
+        header = json.loads(f.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise ValueError("safetensors file is truncated or has trailing bytes")

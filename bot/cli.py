@@ -1,0 +1,379 @@
+"""`kilroy` console script: the composition root. Parses arguments, builds Settings and services, runs a command.
+
+Heavy imports (torch, transformers, discord) happen inside the subcommands, so `kilroy --help` is instant.
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.config import ConfigError, Settings
+
+log = logging.getLogger("kilroy")
+
+
+def load_settings(env_file: str | None = ".env", overrides: dict[str, str] | None = None) -> Settings:
+    """Settings from `.env` (if present) overlaid by the process environment, then CLI overrides."""
+    from dotenv import dotenv_values
+
+    values: dict[str, str | None] = {}
+    if env_file and Path(env_file).is_file():
+        values.update(dotenv_values(env_file))
+    values.update(os.environ)
+    values.update(overrides or {})
+    return Settings.from_env(values)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr once; quiet the chatty libraries."""
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # bitsandbytes warns about an optional 'kernels' package on CPU-only machines; harmless (DESIGN.md)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*kernels.*")
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = -1
+
+    def update(self, done: int, total: int, suffix: str = "") -> None:
+        """Draw `done` of `total`."""
+        total = max(total, 1)
+        frac = min(1.0, done / total)
+        if not self.tty:
+            decile = int(frac * 10)
+            if decile == self._last:
+                return
+            self._last = decile
+        bar = "█" * int(frac * 24) + "·" * (24 - int(frac * 24))
+        line = f"{self.label} {bar} {done}/{total} {suffix}"
+        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line."""
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- subcommands -----------------------------------------------------------------------------------------------------
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the Discord bot."""
+    if not settings.discord.token:
+        print(
+            "error: DISCORD_TOKEN is not set.\n"
+            "  Create an application and bot at https://discord.com/developers/applications, copy the bot token,\n"
+            "  and put DISCORD_TOKEN=... in .env (see README, 'Run it on your server').\n"
+            "  To see Kilroy learn without Discord, run: kilroy simulate",
+            file=sys.stderr,
+        )
+        return 2
+    from bot.app import run_bot
+
+    return asyncio.run(run_bot(settings))
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the offline nights loop against a simulated audience."""
+    from bot.simulation import AudienceError, AudienceSpec, builtin_audiences, simulate
+
+    try:
+        if args.audience_file:
+            audience = AudienceSpec.from_file(Path(args.audience_file))
+        else:
+            audiences = builtin_audiences()
+            if args.audience not in audiences:
+                print(f"error: unknown audience {args.audience!r}; built in: {', '.join(audiences)}", file=sys.stderr)
+                return 2
+            audience = audiences[args.audience]
+    except AudienceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.nights < 1 or args.posts_per_night < 2:
+        print("error: --nights must be at least 1 and --posts-per-night at least 2", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate"
+    bar: ProgressBar | None = None
+    started = time.perf_counter()
+
+    def on_event(e: dict[str, Any]) -> None:
+        nonlocal bar
+        kind = e.get("event")
+        if kind == "night" and e.get("stage") == "posting":
+            print(f"night {e['night']}: posting with adapter {e['adapter']}", file=sys.stderr)
+        elif kind == "progress" and e.get("stage") == "train":
+            if bar is None:
+                bar = ProgressBar(f"night {e['night']}: training")
+            bar.update(e["step"], e["of"], f"loss {e['loss']:+.3f}")
+        elif kind == "night_done":
+            if bar is not None:
+                bar.close()
+                bar = None
+            gate = "" if e["promoted"] is None else (" -> promoted" if e["promoted"] else f" -> kept out: {e['gate']}")
+            print(f"night {e['night']}: mean score {e['mean_score']:.2f}{gate}", file=sys.stderr)
+
+    print(
+        f"simulating {args.nights} nights x {args.posts_per_night} posts for audience {audience.name!r} "
+        f"(seed {args.seed}, model {settings.model.name})",
+        file=sys.stderr,
+    )
+    result = asyncio.run(
+        simulate(
+            settings,
+            audience,
+            nights=args.nights,
+            posts_per_night=args.posts_per_night,
+            seed=args.seed,
+            workdir=workdir,
+            on_event=on_event,
+        )
+    )
+    out = result.as_json()
+    out["seconds"] = time.perf_counter() - started
+    print("\nnight  mean score  adapter   distinct-2")
+    for n in result.nights:
+        print(f"{n.night:>5}  {n.mean_score:>10.2f}  {n.adapter:<8}  {n.distinct2:>10.2f}")
+    print(
+        f"\nbaseline {result.baseline_mean_score:.2f} -> final {result.final_mean_score:.2f}: lift {result.lift:.2f}x "
+        f"in {out['seconds']:.0f}s"
+    )
+    print("samples from the last night:")
+    for text in result.nights[-1].samples[:5]:
+        print(f"  • {text}")
+    if args.json:
+        _write_atomic(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False))
+    if args.plot:
+        from bot.plotting import plot_learning_curve
+
+        plot_learning_curve(result, Path(args.plot))
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    """One training run over the database."""
+    from bot.adapters import AdapterStore
+    from bot.storage import Storage
+    from bot.training.nightly import run_training
+
+    bar = ProgressBar("training")
+
+    def on_progress(e: dict[str, Any]) -> None:
+        if e.get("event") == "progress" and e.get("stage") == "train":
+            bar.update(e["step"], e["of"], f"loss {e['loss']:+.3f}")
+        elif e.get("event") == "progress" and e.get("stage") == "evaluate":
+            bar.close()
+            print("evaluating the candidate...", file=sys.stderr)
+
+    async def go() -> int:
+        async with Storage.open(settings.db_path) as storage:
+            result = await run_training(
+                settings, storage, AdapterStore(settings.adapters_dir), reason="cli", on_progress=on_progress
+            )
+        if args.json:
+            print(json.dumps(result.as_event(), indent=2))
+        elif result.status == "skipped":
+            print(f"nothing to train: {result.reason}")
+        else:
+            verdict = "promoted (now active)" if result.promoted else "kept but NOT promoted"
+            print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
+            for key, value in sorted(result.metrics.items()):
+                print(f"  {key:<18} {value:.4f}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    """Print samples from the current or a named adapter."""
+    from bot.adapters import BASE, AdapterStore
+    from bot.engine.generator import Generator, SamplingParams
+    from bot.engine.model import load_base
+
+    if args.n < 1:
+        print("error: -n must be at least 1", file=sys.stderr)
+        return 2
+    store = AdapterStore(settings.adapters_dir)
+    name = args.adapter or store.current()
+    path = None if name == BASE else store.path(name)  # validates before the slow model load
+
+    async def go() -> list[Any]:
+        generator = Generator(
+            load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
+        )
+        try:
+            await generator.use_adapter(name, path)
+            prompt = args.prompt if args.prompt is not None else settings.generation.prompt
+            return await generator.generate(args.n, prompt=prompt, seed=args.seed)
+        finally:
+            await generator.close()
+
+    samples = asyncio.run(go())
+    if args.json:
+        print(
+            json.dumps(
+                {"samples": [{"text": s.text, "adapter": s.adapter, "tokens": s.tokens} for s in samples]},
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for s in samples:
+            print(s.text)
+    return 0
+
+
+def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
+    """The adapter store from the shell."""
+    from bot.adapters import AdapterStore
+
+    store = AdapterStore(settings.adapters_dir)
+    if args.action == "list":
+        for info in store.list():
+            created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at)) if info.created_at else "-"
+            m = info.metrics
+            metrics = f"kl={m['kl']:.3f} distinct2={m['distinct2']:.2f}" if "kl" in m else ""
+            print(
+                f"{'*' if info.active else ' '} {info.name:<12} {created:<17} parent={info.parent or '-':<8} {metrics}"
+            )
+    elif args.action == "show":
+        info = store.info(args.name)
+        print(json.dumps({"name": info.name, "active": info.active, **info.meta}, indent=2, ensure_ascii=False))
+    elif args.action == "use":
+        store.set_current(args.name)
+        print(f"active adapter: {store.current()} (a running bot picks it up with /adapter use or on restart)")
+    elif args.action == "rollback":
+        print(f"rolled back; active adapter: {store.rollback()}")
+    return 0
+
+
+def cmd_story(settings: Settings, args: argparse.Namespace) -> int:
+    """Story mode in the terminal: human lines on stdin, machine lines on stdout."""
+    from bot.story_session import run_terminal_story
+
+    return asyncio.run(run_terminal_story(settings, opening=args.opening, stdin=sys.stdin, stdout=sys.stdout))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="kilroy", description="A Discord bot that learns what its community engages with.")
+    p.add_argument("--env-file", default=".env", help="read settings from this file too (default: .env)")
+    p.add_argument("--model", help="override KILROY_MODEL (gpt2, a local path, or tiny)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+
+    s = sub.add_parser("simulate", help="offline demo: nights of posting to a simulated audience, with training")
+    s.add_argument("--nights", type=int, default=8)
+    s.add_argument("--posts-per-night", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--audience", default="cat_people", help="a built-in audience (cat_people, stargazers, foodies, ...)"
+    )
+    s.add_argument("--audience-file", help="a JSON audience spec (see DESIGN.md)")
+    s.add_argument("--json", help="write machine-readable results here")
+    s.add_argument("--plot", help="write a PNG learning curve here")
+    s.add_argument("--workdir", help="where the simulation's database and adapters go (default: <data>/simulate)")
+
+    t = sub.add_parser("train", help="one training run over the database; promotes only if the gate passes")
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    g = sub.add_parser("generate", help="print samples from the current or a named adapter")
+    g.add_argument("-n", type=int, default=1)
+    g.add_argument("--adapter")
+    g.add_argument("--prompt")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("adapters", help="list, show, use or roll back LoRA adapters")
+    asub = a.add_subparsers(dest="action", required=True)
+    asub.add_parser("list")
+    asub.add_parser("show").add_argument("name")
+    asub.add_parser("use").add_argument("name")
+    asub.add_parser("rollback")
+
+    st = sub.add_parser("story", help="story mode in the terminal (lines on stdin, answers on stdout)")
+    st.add_argument("--opening", help="the story's opening (default: KILROY_STORY_OPENING)")
+    return p
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "simulate": cmd_simulate,
+    "train": cmd_train,
+    "generate": cmd_generate,
+    "adapters": cmd_adapters,
+    "story": cmd_story,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kilroy` console script."""
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    if args.model:
+        overrides["KILROY_MODEL"] = args.model
+    elif args.command in ("simulate", "story") and "KILROY_MODEL" not in os.environ:
+        overrides["KILROY_MODEL"] = "tiny"  # the offline commands default to the offline model
+    try:
+        settings = load_settings(args.env_file, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from bot.adapters import AdapterError
+    from bot.simulation import AudienceError
+
+    try:
+        return COMMANDS[args.command](settings, args)
+    except (AdapterError, AudienceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from bot.engine.model import ModelLoadError
+
+        if isinstance(exc, ModelLoadError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        log.exception("%s failed", args.command)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""One frozen settings object, read from the environment and `.env`, validated at start.
+
+`Settings.from_env(mapping)` is pure: `cli.py` calls it with `{**dotenv_values(".env"), **os.environ}` so that
+reading `.env` never mutates the process environment. Every problem is collected and reported together, each
+naming the variable, the bad value and the expected form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+DEFAULT_OPENING = (
+    "It is morning, the sun is rising and it is very quiet. The lamps are on and she rearranges them for hours. "
+    "She deals a deck of cards in silence."
+)
+
+
+class ConfigError(Exception):
+    """One or more settings are invalid; the message lists each with its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """Return the secret value; call only where it is used."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = "gpt2"
+    quantization: str = "auto"  # auto | 4bit | 8bit | none
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+    max_new_tokens: int = 60
+    repetition_penalty: float = 1.0
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    emoji_weights: Mapping[str, float] = field(default_factory=lambda: {"👎": -1.0})
+    default_emoji_weight: float = 1.0
+    reply_weight: float = 2.0
+    settle_hours: float = 12.0
+    baseline_window: int = 500
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    objective: str = "reinforce"  # reinforce | awr
+    learning_rate: float = 3e-3
+    epochs: int = 4
+    batch_size: int = 16
+    grad_accum: int = 1
+    kl_beta: float = 0.1
+    awr_temperature: float = 1.0
+    min_posts: int = 8
+    gate_max_kl: float = 1.0
+    gate_min_diversity: float = 0.6
+    gate_samples: int = 32
+    train_time: dt.time = dt.time(3, 30)
+    timezone: str = "UTC"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: Secret = field(default_factory=lambda: Secret(""))
+    guild_ids: tuple[int, ...] = ()
+    post_channel_ids: tuple[int, ...] = ()
+    post_interval_minutes: float = 60.0
+    log_channel_id: int | None = None
+    moderator_role_ids: tuple[int, ...] = ()
+    operator_user_ids: tuple[int, ...] = ()
+    operator_role_ids: tuple[int, ...] = ()
+    blocklist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorySettings:
+    opening: str = DEFAULT_OPENING
+    max_line_chars: int = 300
+    cooldown_seconds: float = 10.0
+    max_new_tokens: int = 40
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    db_path: Path = Path("data/kilroy.db")
+    adapters_dir: Path = Path("adapters")
+    log_level: str = "INFO"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    story: StorySettings = field(default_factory=StorySettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str | None]) -> Settings:
+        """Build settings from a mapping of variables; raise ConfigError listing every bad one."""
+        return _Reader(env).build()
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with top-level fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str | None]) -> None:
+        self.env = {k: v for k, v in env.items() if v is not None}
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def get(self, name: str, default: T, parse: Callable[[str], T], expected: str, example: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError, ZoneInfoNotFoundError) as exc:
+            detail = f" ({exc})" if str(exc) and "invalid literal" not in str(exc) else ""
+            self.problems.append(f"{name}={value!r} is not {expected}{detail}; set it to e.g. {example} in .env")
+            return default
+
+    def number(self, name: str, default: float, *, low: float | None = None, high: float | None = None) -> float:
+        def parse(v: str) -> float:
+            x = float(v)
+            if x != x or (low is not None and x < low) or (high is not None and x > high):
+                raise ValueError(f"must be between {low} and {high}")
+            return x
+
+        return self.get(name, default, parse, "a number", str(default))
+
+    def integer(self, name: str, default: int, *, low: int | None = None) -> int:
+        def parse(v: str) -> int:
+            x = int(v)
+            if low is not None and x < low:
+                raise ValueError(f"must be at least {low}")
+            return x
+
+        return self.get(name, default, parse, "a whole number", str(default))
+
+    def ids(self, name: str) -> tuple[int, ...]:
+        def parse(v: str) -> tuple[int, ...]:
+            parts = [p for p in re.split(r"[,\s]+", v) if p]
+            if not all(p.isdigit() for p in parts):
+                raise ValueError("Discord ids are digits only")
+            return tuple(int(p) for p in parts)
+
+        return self.get(
+            name, (), parse, "a comma-separated list of Discord ids", "123456789012345678,234567890123456789"
+        )
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        def parse(v: str) -> str:
+            if v.lower() not in options:
+                raise ValueError(f"choose one of {', '.join(options)}")
+            return v.lower()
+
+        return self.get(name, default, parse, "a known option", options[0])
+
+    def build(self) -> Settings:
+        d = Settings()
+        data_dir = Path(self.raw("KILROY_DATA_DIR") or d.data_dir)
+        db_raw = self.raw("KILROY_DB_PATH")
+        model = ModelSettings(
+            name=self.raw("KILROY_MODEL") or d.model.name,
+            quantization=self.choice("KILROY_QUANTIZATION", "auto", ("auto", "4bit", "8bit", "none")),
+            lora_rank=self.integer("KILROY_LORA_RANK", d.model.lora_rank, low=1),
+            lora_alpha=self.integer("KILROY_LORA_ALPHA", d.model.lora_alpha, low=1),
+            lora_dropout=self.number("KILROY_LORA_DROPOUT", d.model.lora_dropout, low=0, high=0.9),
+        )
+        g = d.generation
+        generation = GenerationSettings(
+            temperature=self.number("KILROY_TEMPERATURE", g.temperature, low=0.05, high=5),
+            top_p=self.number("KILROY_TOP_P", g.top_p, low=0.01, high=1),
+            top_k=self.integer("KILROY_TOP_K", g.top_k, low=0),
+            max_new_tokens=self.integer("KILROY_MAX_NEW_TOKENS", g.max_new_tokens, low=1),
+            repetition_penalty=self.number("KILROY_REPETITION_PENALTY", g.repetition_penalty, low=0.5, high=3),
+            prompt=self.env.get("KILROY_POST_PROMPT", g.prompt) or "",
+        )
+        s = d.scoring
+        scoring = ScoringSettings(
+            emoji_weights=self.get(
+                "KILROY_EMOJI_WEIGHTS", s.emoji_weights, _parse_weights, "a list of emoji=weight pairs", "'👎=-1,❤️=2'"
+            ),
+            default_emoji_weight=self.number("KILROY_DEFAULT_EMOJI_WEIGHT", s.default_emoji_weight),
+            reply_weight=self.number("KILROY_REPLY_WEIGHT", s.reply_weight),
+            settle_hours=self.number("KILROY_SETTLE_HOURS", s.settle_hours, low=0),
+            baseline_window=self.integer("KILROY_BASELINE_WINDOW", s.baseline_window, low=2),
+        )
+        t = d.training
+        training = TrainingSettings(
+            objective=self.choice("KILROY_OBJECTIVE", t.objective, ("reinforce", "awr")),
+            learning_rate=self.number("KILROY_LEARNING_RATE", t.learning_rate, low=0, high=1),
+            epochs=self.integer("KILROY_EPOCHS", t.epochs, low=1),
+            batch_size=self.integer("KILROY_BATCH_SIZE", t.batch_size, low=1),
+            grad_accum=self.integer("KILROY_GRAD_ACCUM", t.grad_accum, low=1),
+            kl_beta=self.number("KILROY_KL_BETA", t.kl_beta, low=0),
+            awr_temperature=self.number("KILROY_AWR_TEMPERATURE", t.awr_temperature, low=0.01),
+            min_posts=self.integer("KILROY_MIN_TRAIN_POSTS", t.min_posts, low=1),
+            gate_max_kl=self.number("KILROY_GATE_MAX_KL", t.gate_max_kl, low=0),
+            gate_min_diversity=self.number("KILROY_GATE_MIN_DIVERSITY", t.gate_min_diversity, low=0, high=1),
+            gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2),
+            train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
+            timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
+            seed=self.integer("KILROY_SEED", t.seed),
+        )
+        ds = d.discord
+        log_channel = self.ids("KILROY_LOG_CHANNEL_ID")
+        discord = DiscordSettings(
+            token=Secret(self.raw("DISCORD_TOKEN") or ""),
+            guild_ids=self.ids("KILROY_GUILD_IDS"),
+            post_channel_ids=self.ids("KILROY_POST_CHANNEL_IDS"),
+            post_interval_minutes=self.number("KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=0.1),
+            log_channel_id=log_channel[0] if log_channel else None,
+            moderator_role_ids=self.ids("KILROY_MODERATOR_ROLE_IDS"),
+            operator_user_ids=self.ids("KILROY_OPERATOR_USER_IDS"),
+            operator_role_ids=self.ids("KILROY_OPERATOR_ROLE_IDS"),
+            blocklist=tuple(w.strip().lower() for w in (self.raw("KILROY_BLOCKLIST") or "").split(",") if w.strip()),
+        )
+        st = d.story
+        story = StorySettings(
+            opening=self.raw("KILROY_STORY_OPENING") or st.opening,
+            max_line_chars=self.integer("KILROY_STORY_MAX_LINE_CHARS", st.max_line_chars, low=1),
+            cooldown_seconds=self.number("KILROY_STORY_COOLDOWN_SECONDS", st.cooldown_seconds, low=0),
+            max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1),
+            retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1),
+        )
+        log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Settings(
+            data_dir=data_dir,
+            db_path=Path(db_raw) if db_raw else data_dir / "kilroy.db",
+            adapters_dir=Path(self.raw("KILROY_ADAPTERS_DIR") or d.adapters_dir),
+            log_level=log_level,
+            model=model,
+            generation=generation,
+            scoring=scoring,
+            training=training,
+            discord=discord,
+            story=story,
+        )
+
+
+def _parse_weights(value: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        emoji, sep, weight = part.rpartition("=")
+        if not sep or not emoji.strip():
+            raise ValueError(f"{part!r} has no '='")
+        weights[emoji.strip()] = float(weight)
+    return weights
+
+
+def _parse_time(value: str) -> dt.time:
+    hour, _, minute = value.partition(":")
+    return dt.time(int(hour), int(minute or 0))
+
+
+def _parse_zone(value: str) -> str:
+    ZoneInfo(value)
+    return value

@@ -1,0 +1,264 @@
+"""The only object that touches the live model: generation and adapter swaps, on one worker thread.
+
+One thread on purpose: it serialises generations and swaps, so a swap (which rewrites weights in place) can never
+land in the middle of a generation, and the event loop never runs torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.adapters import BASE
+from bot.config import GenerationSettings
+from bot.engine.model import LoadedModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AdapterLoadError(Exception):
+    """An adapter could not be loaded; the serving adapter is unchanged."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: the settings stored with every post."""
+
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+    max_new_tokens: int = 60
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_settings(cls, g: GenerationSettings) -> SamplingParams:
+        """Sampling settings from the generation section of Settings."""
+        return cls(g.temperature, g.top_p, g.top_k, g.max_new_tokens, g.repetition_penalty)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated text with the exact ids it was sampled as."""
+
+    text: str
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+    adapter: str
+    params: dict[str, Any]
+
+    @property
+    def tokens(self) -> int:
+        """Number of generated tokens."""
+        return len(self.completion_ids)
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """EOS plus every token that contains a newline (byte-level BPE writes '\\n' as 'Ċ')."""
+    ids = {tokenizer.eos_token_id}
+    cached = getattr(tokenizer, "_kilroy_stop_ids", None)
+    if cached is not None:
+        return cached
+    for token, idx in tokenizer.get_vocab().items():
+        if "Ċ" in token or "\n" in token:
+            ids.add(idx)
+    out = sorted(i for i in ids if i is not None)
+    tokenizer._kilroy_stop_ids = out
+    return out
+
+
+def prompt_ids_for(tokenizer: Any, prompt: str, budget: int) -> list[int]:
+    """Token ids of a prompt, starting with BOS, keeping the last `budget` tokens."""
+    ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    if prompt:
+        ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ids[-budget:]
+
+
+def sample_batch(
+    model: Any,
+    tokenizer: Any,
+    *,
+    prompt: str,
+    n: int,
+    params: SamplingParams,
+    stop_at_newline: bool,
+    context_size: int,
+    adapter: str,
+    prompt_ids: Sequence[int] | None = None,
+) -> list[Sample]:
+    """Sample `n` completions of one prompt in one batch (synchronous; call from a worker thread)."""
+    import torch
+
+    budget = max(1, context_size - params.max_new_tokens)
+    ids = list(prompt_ids)[-budget:] if prompt_ids is not None else prompt_ids_for(tokenizer, prompt, budget)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([ids] * n, device=device)  # (n, P): same prompt, no padding needed
+    stops = stop_token_ids(tokenizer) if stop_at_newline else [tokenizer.eos_token_id]
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_new_tokens=params.max_new_tokens,
+            repetition_penalty=params.repetition_penalty,
+            eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    stop_set = set(stops)
+    samples = []
+    for row in out[:, len(ids) :].tolist():
+        completion: list[int] = []
+        for tok in row:
+            completion.append(tok)
+            if tok in stop_set:  # keep the stop token: training teaches where a post ends
+                break
+        body = completion[:-1] if completion and completion[-1] in stop_set else completion
+        text = tokenizer.decode(body, skip_special_tokens=True).strip()
+        samples.append(Sample(text, prompt, tuple(ids), tuple(completion), adapter, asdict(params)))
+    return samples
+
+
+class Generator:
+    """Generates text with the base model plus the active LoRA adapter; swaps adapters without a restart."""
+
+    def __init__(self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2) -> None:
+        self.loaded = loaded
+        self.params = params
+        self.keep_loaded = keep_loaded
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model")
+        self._peft: Any = None  # PeftModel, created on the first adapter load
+        self._active = BASE
+        self._resident: list[str] = []  # adapters loaded in memory, oldest first
+
+    @property
+    def active(self) -> str:
+        """The adapter serving right now (`base` for none)."""
+        return self._active
+
+    @property
+    def context_size(self) -> int:
+        """The model's context length in tokens."""
+        return self.loaded.context_size
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""
+        return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(
+        self,
+        n: int = 1,
+        *,
+        prompt: str = "",
+        stop_at_newline: bool = True,
+        prompt_ids: Sequence[int] | None = None,
+        seed: int | None = None,
+        **overrides: Any,
+    ) -> list[Sample]:
+        """Sample `n` texts off the event loop; each carries the adapter that wrote it."""
+        params = replace(self.params, **overrides) if overrides else self.params
+        return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+
+    def _generate_sync(
+        self,
+        n: int,
+        prompt: str,
+        params: SamplingParams,
+        stop_at_newline: bool,
+        prompt_ids: Sequence[int] | None,
+        seed: int | None,
+    ) -> list[Sample]:
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = self._peft if self._peft is not None else self.loaded.model
+        kwargs = dict(
+            prompt=prompt,
+            n=n,
+            params=params,
+            stop_at_newline=stop_at_newline,
+            context_size=self.context_size,
+            adapter=self._active,
+            prompt_ids=prompt_ids,
+        )
+        if self._peft is not None and self._active == BASE:
+            with self._peft.disable_adapter():
+                return sample_batch(model, self.loaded.tokenizer, **kwargs)
+        return sample_batch(model, self.loaded.tokenizer, **kwargs)
+
+    async def use_adapter(self, name: str, path: Path | None) -> float:
+        """Switch the live model to `name` (loading it from `path` if not resident); return seconds taken.
+
+        All or nothing: if loading fails, the serving adapter is unchanged and AdapterLoadError is raised.
+        """
+        return await self._run(self._use_sync, name, path)
+
+    def _use_sync(self, name: str, path: Path | None) -> float:
+        started = time.perf_counter()
+        if name == BASE:
+            self._active = BASE
+            return time.perf_counter() - started
+        if name not in self._resident:
+            if path is None:
+                raise AdapterLoadError(f"adapter {name!r} is not loaded and no path was given")
+            self._load_sync(name, path)
+        self._peft.set_adapter(name)
+        self._active = name
+        self._evict_sync()
+        took = time.perf_counter() - started
+        log.info("serving adapter %s (switch took %.0f ms)", name, took * 1000)
+        return took
+
+    def _load_sync(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.loaded.model, str(path), adapter_name=name)
+                self._peft.eval()
+            else:
+                self._peft.load_adapter(str(path), adapter_name=name)
+        except Exception as exc:
+            # a half-registered adapter must not linger; the active one is untouched
+            if self._peft is not None and name in getattr(self._peft, "peft_config", {}):
+                try:
+                    self._peft.delete_adapter(name)
+                except Exception:
+                    log.debug("cleanup of failed adapter %s failed", name, exc_info=True)
+                if self._active != BASE:
+                    self._peft.set_adapter(self._active)
+            raise AdapterLoadError(f"could not load adapter {name!r}: {exc}") from exc
+        self._resident.append(name)
+
+    def _evict_sync(self) -> None:
+        # keep the active adapter and the one before it resident, so a rollback is instant
+        while len(self._resident) > self.keep_loaded:
+            victim = next((n for n in self._resident if n != self._active), None)
+            if victim is None:
+                break
+            self._resident.remove(victim)
+            self._peft.delete_adapter(victim)
+
+    def is_resident(self, name: str) -> bool:
+        """True if the adapter is loaded in memory (a switch to it needs no disk read)."""
+        return name == BASE or name in self._resident
+
+    async def close(self) -> None:
+        """Stop the worker thread after the work in flight."""
+        await asyncio.get_running_loop().run_in_executor(None, partial(self._executor.shutdown, wait=True))

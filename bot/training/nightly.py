@@ -1,0 +1,135 @@
+"""One training run over what the database holds: score, normalise, train, gate, commit, promote.
+
+Called in the training worker process (the bot's path, `bot.training.worker`), by `kilroy train`, and by the
+simulation: the same code in every case. Posts are marked as trained only after the candidate is safely
+committed, so a crash at any point loses no data (the earlier Kilroy cleared a night's posts before scoring
+them, and lost them when scoring failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot.adapters import BASE, AdapterStore
+from bot.config import Settings
+from bot.dataset import build_examples
+from bot.scoring import formula_from_settings, normalise_rewards, score_post
+from bot.storage import Storage
+from bot.training.gate import GateConfig, decide
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training run did."""
+
+    status: str  # done | skipped | failed
+    run_id: int | None = None
+    adapter: str | None = None
+    parent: str | None = None
+    promoted: bool = False
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_event(self) -> dict[str, Any]:
+        """The JSON-lines `done` event the worker prints."""
+        return {"event": "done", **asdict(self)}
+
+
+async def run_training(
+    settings: Settings,
+    storage: Storage,
+    store: AdapterStore,
+    *,
+    now: float | None = None,
+    reason: str = "manual",
+    on_progress: Progress | None = None,
+) -> RunResult:
+    """Train one new adapter version from settled, untrained posts; promote it if the gate passes."""
+    from bot.training.trainer import train_adapter
+
+    emit = on_progress or (lambda _event: None)
+    now = time.time() if now is None else now
+    formula = formula_from_settings(settings.scoring)
+    run_id = await storage.start_run(reason, at=now)
+    settled_before = now - settings.scoring.settle_hours * 3600.0
+    # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
+    records = await storage.post_records(created_before=settled_before, limit=settings.scoring.baseline_window)
+    fresh = [r for r in records if r.post.trained_at is None]
+    history: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        if r.post.trained_at is not None:
+            history[r.post.channel_id].append(score_post(r, formula))
+    if len(fresh) < settings.training.min_posts:
+        msg = f"only {len(fresh)} settled untrained posts (need {settings.training.min_posts})"
+        await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
+        emit({"event": "skipped", "reason": msg})
+        return RunResult("skipped", run_id, reason=msg)
+
+    scores = [score_post(r, formula) for r in fresh]
+    rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
+    examples = build_examples(fresh, rewards)
+    parent = store.current()
+    parent_path = None if parent == BASE else store.path(parent)
+    emit({"event": "start", "run_id": run_id, "posts": len(examples), "parent": parent})
+    tmp = store.new_temp_dir()
+    try:
+        candidate = await asyncio.to_thread(
+            train_adapter,
+            examples,
+            model_settings=settings.model,
+            training=settings.training,
+            generation=settings.generation,
+            data_dir=settings.data_dir,
+            parent_path=parent_path,
+            out_dir=tmp,
+            on_progress=emit,
+        )
+        metrics = {**candidate.metrics, "mean_score": sum(scores) / len(scores)}
+        gate = GateConfig(max_kl=settings.training.gate_max_kl, min_diversity=settings.training.gate_min_diversity)
+        decision = decide(metrics, {"distinct2": metrics["serving_distinct2"]}, gate)
+        meta = {
+            "created_at": time.time(),
+            "parent": parent,
+            "run_id": run_id,
+            "reason": reason,
+            "metrics": metrics,
+            "promoted": decision.promote,
+            "gate": decision.reason,
+            "data": {"posts": len(examples), "from": fresh[0].post.created_at, "to": fresh[-1].post.created_at},
+            "train_config": {
+                k: (str(v) if not isinstance(v, int | float | str) else v) for k, v in asdict(settings.training).items()
+            },
+            "model": settings.model.name,
+        }
+        name = store.commit(tmp, meta)
+    except BaseException as exc:
+        store.discard(tmp)
+        await storage.finish_run(run_id, status="failed", at=time.time(), message=f"{type(exc).__name__}: {exc}")
+        raise
+    await storage.record_adapter(name, parent=parent, run_id=run_id, at=time.time(), metrics=metrics)
+    if decision.promote:
+        store.set_current(name)
+    await storage.mark_trained([e.post_id for e in examples], at=time.time(), run_id=run_id)
+    await storage.finish_run(
+        run_id,
+        status="done",
+        at=time.time(),
+        adapter=name,
+        promoted=decision.promote,
+        message=decision.reason,
+        metrics=metrics,
+    )
+    log.info(
+        "run %d: %s %s (%s)", run_id, name, "promoted" if decision.promote else "kept, not promoted", decision.reason
+    )
+    return RunResult("done", run_id, name, parent, decision.promote, decision.reason, metrics)

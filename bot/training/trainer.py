@@ -1,0 +1,225 @@
+"""One nightly fine-tune of the LoRA adapter, reading top to bottom, plus the candidate's evaluation.
+
+Runs on a fresh model instance (never the serving one: bitsandbytes repacks 4-bit weights after inference, and a
+swap would make peft's config stale). The reference for the KL anchor is the same model with the adapter
+disabled, so no second copy of the base is held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.config import GenerationSettings, ModelSettings, TrainingSettings
+from bot.dataset import TrainingExample
+from bot.engine.generator import SamplingParams, sample_batch
+from bot.engine.model import load_base, lora_config
+from bot.training.objective import IGNORE, distinct_n, kl_per_sequence, reward_weighted_loss, token_logprobs
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained adapter written to `path` (a temp folder of the store) and its evaluation."""
+
+    path: Path
+    metrics: dict[str, float]
+
+
+def _batch(examples: Sequence[TrainingExample], pad_id: int, device: Any) -> tuple[Any, Any, Any, Any]:
+    """Right-padded (B, T) input ids, attention mask, labels (prompt and padding = IGNORE) and advantages (B,)."""
+    import torch
+
+    width = max(len(e.prompt_ids) + len(e.completion_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(examples):
+        seq = list(e.prompt_ids) + list(e.completion_ids)
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        # only the sampled completion is scored: training sees exactly the tokens members reacted to
+        labels[i, len(e.prompt_ids) : len(seq)] = torch.tensor(e.completion_ids)
+    adv = torch.tensor([e.reward for e in examples], dtype=torch.float32)
+    return ids.to(device), attn.to(device), labels.to(device), adv.to(device)
+
+
+def _sequence_stats(model: Any, ids: Any, attn: Any, labels: Any) -> tuple[Any, Any, Any]:
+    """(policy token logp, base token logp, mask), each (B, T-1); the base pass runs without gradients."""
+    import torch
+
+    logp, mask = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, labels)
+    with torch.no_grad(), model.disable_adapter():
+        ref_logp, _ = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, labels)
+    return logp, ref_logp, mask
+
+
+def train_adapter(
+    examples: Sequence[TrainingExample],
+    *,
+    model_settings: ModelSettings,
+    training: TrainingSettings,
+    generation: GenerationSettings,
+    data_dir: Path,
+    parent_path: Path | None,
+    out_dir: Path,
+    on_progress: Progress | None = None,
+) -> Candidate:
+    """Train a new adapter version from `parent_path` (or from scratch) on the examples; evaluate; save to out_dir."""
+    import torch
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    emit = on_progress or (lambda _event: None)
+    started = time.perf_counter()
+    torch.manual_seed(training.seed)
+    rng = random.Random(training.seed)
+
+    loaded = load_base(model_settings, data_dir)
+    base, tok = loaded.model, loaded.tokenizer
+    if loaded.quantization != "none":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if parent_path is not None:
+        # continue from the serving adapter: each night is a small step from yesterday, anchored to the base
+        model = PeftModel.from_pretrained(base, str(parent_path), adapter_name="default", is_trainable=True)
+    else:
+        model = get_peft_model(base, lora_config(model_settings))
+    # eval mode during training too: GPT-2's dropout would make policy and reference log-probs disagree
+    model.eval()
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loaded.device == "cuda" else _null()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+    # a batch-constant length normaliser keeps REINFORCE's per-post sum (the correct gradient) at a sane scale
+    mean_len = max(1.0, sum(len(e.completion_ids) for e in examples) / max(1, len(examples)))
+    order = list(examples)
+    per_epoch = math.ceil(len(order) / training.batch_size)
+    total = per_epoch * training.epochs
+    step, losses, kls = 0, [], []
+    for epoch in range(training.epochs):
+        rng.shuffle(order)
+        opt.zero_grad(set_to_none=True)
+        for b in range(per_epoch):
+            chunk = order[b * training.batch_size : (b + 1) * training.batch_size]
+            ids, attn, labels, adv = _batch(chunk, tok.pad_token_id, device)
+            with autocast:
+                logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
+            seq_logp = logp.sum(-1) / mean_len  # (B,)
+            kl = kl_per_sequence(logp, ref_logp, mask)  # (B,)
+            loss = reward_weighted_loss(
+                seq_logp,
+                adv,
+                kl,
+                training.kl_beta,
+                objective=training.objective,
+                awr_temperature=training.awr_temperature,
+            )
+            (loss / training.grad_accum).backward()
+            step += 1
+            if step % training.grad_accum == 0 or b == per_epoch - 1:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            kls.append(float(kl.detach().mean()))
+            emit({"event": "progress", "stage": "train", "step": step, "of": total, "epoch": epoch, "loss": losses[-1]})
+
+    emit({"event": "progress", "stage": "evaluate", "step": total, "of": total})
+    metrics = evaluate(
+        model, tok, loaded.context_size, generation, training, parent_path=parent_path, seed=training.seed
+    )
+    metrics.update(
+        loss=sum(losses) / len(losses) if losses else float("nan"),
+        train_kl=sum(kls) / len(kls) if kls else 0.0,
+        examples=float(len(examples)),
+        mean_reward=sum(e.reward for e in examples) / max(1, len(examples)),
+        seconds=time.perf_counter() - started,
+    )
+    model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    return Candidate(Path(out_dir), metrics)
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    context_size: int,
+    generation: GenerationSettings,
+    training: TrainingSettings,
+    *,
+    parent_path: Path | None,
+    seed: int,
+) -> dict[str, float]:
+    """Fresh candidate samples: per-token KL to the base and distinct-2, and the serving adapter's distinct-2."""
+    import torch
+
+    params = SamplingParams.from_settings(generation)
+    n = training.gate_samples
+    torch.manual_seed(seed + 1)
+    samples = sample_batch(
+        model,
+        tokenizer,
+        prompt=generation.prompt,
+        n=n,
+        params=params,
+        stop_at_newline=True,
+        context_size=context_size,
+        adapter="candidate",
+    )
+    examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        ids, attn, labels, _ = _batch(examples, tokenizer.pad_token_id, device)
+        logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
+        # on the candidate's own samples, E[logp - ref_logp] estimates KL(candidate || base) per token
+        kl = float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1))
+    torch.manual_seed(seed + 1)
+    if parent_path is not None:
+        model.load_adapter(str(parent_path), adapter_name="serving")
+        model.set_adapter("serving")
+        serving = sample_batch(
+            model,
+            tokenizer,
+            prompt=generation.prompt,
+            n=n,
+            params=params,
+            stop_at_newline=True,
+            context_size=context_size,
+            adapter="serving",
+        )
+        model.set_adapter("default")
+        model.delete_adapter("serving")
+    else:
+        with model.disable_adapter():
+            serving = sample_batch(
+                model,
+                tokenizer,
+                prompt=generation.prompt,
+                n=n,
+                params=params,
+                stop_at_newline=True,
+                context_size=context_size,
+                adapter="base",
+            )
+    return {
+        "kl": kl,
+        "distinct2": distinct_n([s.text for s in samples]),
+        "serving_distinct2": distinct_n([s.text for s in serving]),
+        "mean_tokens": sum(s.tokens for s in samples) / max(1, len(samples)),
+    }
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
