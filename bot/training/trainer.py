@@ -180,7 +180,7 @@ def evaluate(
         ids, attn, labels, _ = _batch(examples, tokenizer.pad_token_id, device)
         logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
         # on the candidate's own samples, E[logp - ref_logp] estimates KL(candidate || base) per token
-        kl = float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1))
+        kl = max(0.0, float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1)))  # a sampled estimate
     torch.manual_seed(seed + 1)
     if parent_path is not None:
         model.load_adapter(str(parent_path), adapter_name="serving")

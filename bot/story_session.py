@@ -1,0 +1,195 @@
+"""Story mode as a service: one active story per channel, persisted; used by `/story` and `kilroy story`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from bot.config import Settings, StorySettings
+from bot.storage import NewPost, Storage, Story
+from bot.story import HUMAN, INSTRUCTION, MACHINE, buffer_from_lines, parse_answer
+
+if TYPE_CHECKING:
+    from bot.engine.generator import Generator, Sample
+
+log = logging.getLogger(__name__)
+
+
+class StoryError(Exception):
+    """A story request that cannot be served; the message is fit for the member."""
+
+
+class NoStory(StoryError):
+    def __init__(self) -> None:
+        super().__init__("no story is running here; start one with /story start")
+
+
+class OnCooldown(StoryError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"slow down: you can add another line in {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The machine director's answer to a human line, ready to be posted and then recorded."""
+
+    story_id: int
+    channel_id: int
+    text: str
+    sample: Sample
+
+
+class StoryService:
+    """Starts, continues, shows and ends stories."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        generator: Generator,
+        settings: StorySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.generator = generator
+        self.settings = settings
+        self.clock = clock
+        self._last_line: dict[tuple[int, int], float] = {}
+
+    async def start(self, channel_id: int, *, opening: str | None = None, member_id: int | None = None) -> Story:
+        """Start a story here; raises StoryError if one is running or the opening is too long."""
+        from bot.storage import StoryExists
+
+        opening = " ".join((opening or self.settings.opening).split())
+        if len(opening) > self.settings.max_line_chars * 3:
+            raise StoryError(f"the opening is too long: keep it under {self.settings.max_line_chars * 3} characters")
+        try:
+            await self.storage.start_story(
+                channel_id, instruction=INSTRUCTION, opening=opening, started_by=member_id, at=self.clock()
+            )
+        except StoryExists as exc:
+            raise StoryError("a story is already running here; /story end finishes it") from exc
+        story = await self.storage.active_story(channel_id)
+        assert story is not None
+        return story
+
+    async def show(self, channel_id: int) -> str:
+        """The transcript of the running story."""
+        story = await self._story(channel_id)
+        return buffer_from_lines(story.opening, [(l.speaker, l.text) for l in story.lines]).transcript()
+
+    async def end(self, channel_id: int) -> str:
+        """End the running story; return its final transcript."""
+        transcript = await self.show(channel_id)
+        await self.storage.end_story(channel_id, at=self.clock())
+        return transcript
+
+    async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
+        """Record the human director's line and write the machine director's answer (not yet recorded)."""
+        text = " ".join(text.split())
+        if not text:
+            raise StoryError("the line is empty")
+        if len(text) > self.settings.max_line_chars:
+            raise StoryError(f"the line is {len(text)} characters long; keep it under {self.settings.max_line_chars}")
+        now = self.clock()
+        if member_id is not None:
+            last = self._last_line.get((channel_id, member_id))
+            if last is not None and now - last < self.settings.cooldown_seconds:
+                raise OnCooldown(self.settings.cooldown_seconds - (now - last))
+        story = await self._story(channel_id)
+        if member_id is not None:
+            self._last_line[(channel_id, member_id)] = now
+        await self.storage.add_story_line(story.id, speaker=HUMAN, text=text, member_id=member_id, at=now)
+        lines = [(l.speaker, l.text) for l in story.lines] + [(HUMAN, text)]
+        buffer = buffer_from_lines(story.opening, lines, story.instruction)
+        budget = self.generator.context_size - self.settings.max_new_tokens - 1  # BOS
+        prompt = buffer.render(self.generator.count_tokens, budget)
+        for attempt in range(self.settings.retries):
+            (sample,) = await self.generator.generate(1, prompt=prompt, max_new_tokens=self.settings.max_new_tokens)
+            answer = parse_answer(sample.text)
+            if answer:
+                return Turn(story.id, channel_id, answer, sample)
+            log.info("empty story answer (attempt %d of %d)", attempt + 1, self.settings.retries)
+        raise StoryError(
+            f"the machine director had nothing to say after {self.settings.retries} tries; try another line"
+        )
+
+    async def record(self, turn: Turn, *, message_id: int | None = None, guild_id: int | None = None) -> int:
+        """Record the machine's line in the story and as a post of kind `story` (so reactions on it count)."""
+        s = turn.sample
+        post_id = await self.storage.add_post(
+            NewPost(
+                channel_id=turn.channel_id,
+                text=turn.text,
+                adapter=s.adapter,
+                created_at=self.clock(),
+                message_id=message_id,
+                guild_id=guild_id,
+                kind="story",
+                prompt=s.prompt,
+                prompt_ids=s.prompt_ids,
+                completion_ids=s.completion_ids,
+                params=s.params,
+            )
+        )
+        await self.storage.add_story_line(
+            turn.story_id, speaker=MACHINE, text=turn.text, member_id=None, at=self.clock(), post_id=post_id
+        )
+        return post_id
+
+    async def _story(self, channel_id: int) -> Story:
+        story = await self.storage.active_story(channel_id)
+        if story is None:
+            raise NoStory()
+        return story
+
+
+async def run_terminal_story(settings: Settings, *, opening: str | None, stdin: TextIO, stdout: TextIO) -> int:
+    """`kilroy story`: human lines from stdin, one `machine_director: …` line each on stdout; the rest on stderr."""
+    from bot.adapters import BASE, AdapterStore
+    from bot.engine.generator import Generator, SamplingParams
+    from bot.engine.model import load_base
+
+    generator = Generator(
+        load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
+    )
+    store = AdapterStore(settings.adapters_dir)
+    current = store.current()
+    if current != BASE:
+        await generator.use_adapter(current, store.path(current))
+    interactive = stdin.isatty()
+    try:
+        # the terminal story lives in memory: it is play, not data for the server's training
+        async with Storage.open(":memory:") as storage:
+            service = StoryService(storage, generator, _no_cooldown(settings.story))
+            story = await service.start(0, opening=opening)
+            print(f"{story.instruction}\n{story.opening}", file=sys.stderr)
+            while True:
+                if interactive:
+                    print("human_director: ", end="", file=sys.stderr, flush=True)
+                raw = stdin.readline()
+                if not raw:
+                    break
+                if not raw.strip():
+                    continue
+                try:
+                    turn = await service.line(0, None, raw)
+                except StoryError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    continue
+                await service.record(turn)
+                print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
+    finally:
+        await generator.close()
+    return 0
+
+
+def _no_cooldown(settings: StorySettings) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(settings, cooldown_seconds=0.0)

@@ -1,0 +1,77 @@
+"""Shared fixtures: settings from a dict, a migrated storage, the tiny test model built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.adapters import AdapterStore
+from bot.config import Settings
+from bot.storage import Storage
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing at test time touches a hub
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    if not cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The small offline GPT-2 ('test' preset), built once per session through the real builder."""
+    from bot.engine.tiny import ensure_tiny
+
+    cache = os.environ.get("KILROY_TEST_MODEL_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("model")
+    return ensure_tiny(root, "test")
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    """Settings.from_env on a dict, with paths inside the test's tmp dir."""
+
+    def make(**env: str) -> Settings:
+        base = {
+            "KILROY_DATA_DIR": str(tmp_path / "data"),
+            "KILROY_ADAPTERS_DIR": str(tmp_path / "adapters"),
+            "KILROY_MODEL": "gpt2",
+        }
+        return Settings.from_env({**base, **env})
+
+    return make
+
+
+@pytest.fixture
+def tiny_settings(make_settings, tiny_model_dir):
+    """Settings that run the tiny model, with small training and gate budgets."""
+
+    def make(**env: str) -> Settings:
+        defaults = {"KILROY_MODEL": str(tiny_model_dir), "KILROY_GATE_SAMPLES": "8", "KILROY_MAX_NEW_TOKENS": "24"}
+        return make_settings(**{**defaults, **env})
+
+    return make
+
+
+@pytest.fixture
+async def storage(tmp_path):
+    async with Storage.open(tmp_path / "kilroy.db") as s:
+        yield s
+
+
+@pytest.fixture
+def store(tmp_path) -> AdapterStore:
+    return AdapterStore(tmp_path / "adapters")

@@ -1,0 +1,95 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, tiny_model_dir):
+    values = {
+        "KILROY_DATA_DIR": str(tmp_path / "data"),
+        "KILROY_ADAPTERS_DIR": str(tmp_path / "adapters"),
+        "KILROY_MODEL": str(tiny_model_dir),
+        "KILROY_GATE_SAMPLES": "8",
+        "KILROY_MAX_NEW_TOKENS": "24",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return values
+
+
+def test_run_without_token_explains(env, capsys):
+    """`kilroy run` without DISCORD_TOKEN exits 2 with how to get one and a pointer to simulate."""
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "DISCORD_TOKEN" in err and "kilroy simulate" in err
+
+
+def test_bad_config_exits_2_naming_variable(env, monkeypatch, capsys):
+    monkeypatch.setenv("KILROY_EPOCHS", "many")
+    assert main(["adapters", "list"]) == 2
+    assert "KILROY_EPOCHS='many'" in capsys.readouterr().err
+
+
+def test_adapters_use_bad_name(env, capsys):
+    assert main(["adapters", "use", "../x"]) == 2
+    assert "not a valid adapter name" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_generate_json(env, capsys):
+    """`kilroy generate -n 3 --json` prints samples with text, adapter and token counts."""
+    assert main(["generate", "-n", "3", "--json", "--seed", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["samples"]) == 3
+    assert {"text", "adapter", "tokens"} <= set(out["samples"][0]) and out["samples"][0]["adapter"] == "base"
+
+
+@pytest.mark.slow
+def test_simulate_end_to_end_json_and_plot(env, tmp_path, capsys):
+    """A short simulation runs the whole loop and writes the documented JSON and a PNG."""
+    out, plot = tmp_path / "sim.json", tmp_path / "sim.png"
+    code = main(["simulate", "--nights", "2", "--posts-per-night", "12", "--json", str(out), "--plot", str(plot)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert [n["night"] for n in data["nights"]] == [0, 1]
+    for n in data["nights"]:
+        assert isinstance(n["mean_score"], float) and n["posts"] == 12 and isinstance(n["adapter"], str)
+    assert data["nights"][0]["adapter"] == "base"
+    assert data["lift"] == pytest.approx(data["final_mean_score"] / data["baseline_mean_score"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulate_bad_audience_file(env, tmp_path, capsys):
+    bad = tmp_path / "a.json"
+    bad.write_text('{"members": 0, "reaction_rate": 0.1, "likes": {}}')
+    assert main(["simulate", "--audience-file", str(bad)]) == 2
+    assert "members" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_story_pipes_three_lines(env):
+    """Piping three lines into `kilroy story` prints three machine lines on stdout, nothing else."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "story"],
+        input="She opens the window.\nA bird flies in.\nThe cards are blank.\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("machine_director: ") and len(line) > len("machine_director: ") for line in lines)
+    assert "Continue the story" in proc.stderr

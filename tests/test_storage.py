@@ -1,0 +1,161 @@
+import sqlite3
+
+import pytest
+
+from bot.storage import NewPost, Storage, StoryExists
+
+
+def post(message_id: int, channel: int = 1, at: float = 100.0) -> NewPost:
+    return NewPost(
+        channel_id=channel,
+        text=f"post {message_id}",
+        adapter="base",
+        created_at=at,
+        message_id=message_id,
+        prompt_ids=(0,),
+        completion_ids=(5, 6),
+    )
+
+
+async def score_rows(storage: Storage, message_id: int):
+    (record,) = [r for r in await storage.post_records() if r.post.message_id == message_id]
+    return record
+
+
+async def test_migrates_fresh_db_to_latest(storage):
+    """A new database is migrated to the latest schema version."""
+    assert await storage.schema_version() >= 1
+
+
+async def test_migrations_resume_on_existing_db(tmp_path):
+    """Reopening an existing database keeps its data and applies nothing twice."""
+    path = tmp_path / "k.db"
+    async with Storage.open(path) as s:
+        await s.add_post(post(1))
+        version = await s.schema_version()
+    async with Storage.open(path) as s:
+        assert await s.schema_version() == version
+        assert await s.count_posts() == 1
+
+
+async def test_wal_and_foreign_keys(storage):
+    """The database runs in WAL mode with foreign keys enforced."""
+    async with storage.db.execute("PRAGMA journal_mode") as cur:
+        assert (await cur.fetchone())[0] == "wal"
+    async with storage.db.execute("PRAGMA foreign_keys") as cur:
+        assert (await cur.fetchone())[0] == 1
+
+
+async def test_same_message_id_twice_keeps_one_post(storage):
+    """Recording the same Discord message twice returns the same post."""
+    a = await storage.add_post(post(7))
+    b = await storage.add_post(post(7))
+    assert a == b and await storage.count_posts() == 1
+
+
+async def test_duplicate_reaction_event_counts_once(storage):
+    """The same reaction event twice gives one vote."""
+    await storage.add_post(post(1))
+    assert await storage.add_vote(1, 42, "❤️", at=1.0) is True
+    assert await storage.add_vote(1, 42, "❤️", at=2.0) is False
+    assert len((await score_rows(storage, 1)).votes) == 1
+
+
+async def test_remove_after_add_cancels(storage):
+    """A removal after an add leaves no vote; removing again is harmless."""
+    await storage.add_post(post(1))
+    await storage.add_vote(1, 42, "❤️", at=1.0)
+    assert await storage.remove_vote(1, 42, "❤️", at=2.0) is True
+    assert await storage.remove_vote(1, 42, "❤️", at=3.0) is False
+    assert (await score_rows(storage, 1)).votes == ()
+
+
+async def test_bot_reaction_logged_never_counted(storage):
+    """A bot's reaction is kept in the event log but never becomes a vote."""
+    await storage.add_post(post(1))
+    assert await storage.add_vote(1, 99, "🤖", at=1.0, is_bot=True) is False
+    assert (await score_rows(storage, 1)).votes == ()
+    async with storage.db.execute("SELECT is_bot FROM reaction_events") as cur:
+        assert [r[0] for r in await cur.fetchall()] == [1]
+
+
+async def test_reactions_on_other_messages_are_ignored(storage):
+    """Only our own posts collect votes and replies."""
+    assert await storage.add_vote(12345, 42, "❤️", at=1.0) is False
+    assert await storage.add_reply(5, 12345, 42, at=1.0) is False
+
+
+async def test_reply_stored_once(storage):
+    """A reply to a post is stored once, however often the event arrives."""
+    await storage.add_post(post(1))
+    assert await storage.add_reply(500, 1, 42, at=1.0) is True
+    assert await storage.add_reply(500, 1, 42, at=1.0) is False
+    assert [r.member_id for r in (await score_rows(storage, 1)).replies] == [42]
+
+
+async def test_reconcile_adds_missed_and_drops_stale(storage):
+    """Catch-up makes stored votes equal what Discord shows now."""
+    await storage.add_post(post(1))
+    await storage.add_vote(1, 1, "❤️", at=1.0)
+    await storage.add_vote(1, 2, "❤️", at=1.0)
+    changed = await storage.reconcile_votes(1, [(2, "❤️"), (3, "👍")], at=5.0)
+    assert changed == 2
+    assert {(v.member_id, v.emoji) for v in (await score_rows(storage, 1)).votes} == {(2, "❤️"), (3, "👍")}
+    assert await storage.reconcile_votes(1, [(2, "❤️"), (3, "👍")], at=6.0) == 0
+
+
+async def test_post_records_window_and_marking(storage):
+    """Records come oldest first within the window; trained posts can be excluded."""
+    for i, at in enumerate([10.0, 20.0, 30.0], start=1):
+        await storage.add_post(post(i, at=at))
+    recs = await storage.post_records(created_before=25.0)
+    assert [r.post.message_id for r in recs] == [1, 2]
+    await storage.mark_trained([recs[0].post.id], at=40.0, run_id=None)
+    fresh = await storage.post_records(untrained_only=True)
+    assert [r.post.message_id for r in fresh] == [2, 3]
+    assert (await storage.post_records(limit=1))[0].post.message_id == 3
+
+
+async def test_post_keeps_exact_token_ids(storage):
+    """A post's sampled ids round-trip exactly."""
+    await storage.add_post(post(1))
+    p = await storage.post_by_message(1)
+    assert p.prompt_ids == (0,) and p.completion_ids == (5, 6)
+
+
+async def test_one_active_story_per_channel(storage):
+    """A second story in the same channel is refused until the first ends."""
+    await storage.start_story(5, instruction="i", opening="o", started_by=1, at=1.0)
+    with pytest.raises(StoryExists):
+        await storage.start_story(5, instruction="i", opening="o", started_by=1, at=2.0)
+    assert await storage.end_story(5, at=3.0)
+    await storage.start_story(5, instruction="i", opening="o2", started_by=1, at=4.0)
+    assert (await storage.active_story(5)).opening == "o2"
+
+
+async def test_forget_member(storage):
+    """A member's votes and replies can be deleted on request."""
+    await storage.add_post(post(1))
+    await storage.add_vote(1, 42, "❤️", at=1.0)
+    await storage.add_reply(500, 1, 42, at=1.0)
+    assert await storage.forget_member(42) == 3
+    rec = await score_rows(storage, 1)
+    assert rec.votes == () and rec.replies == ()
+
+
+async def test_training_run_rows(storage):
+    """Runs open as running and close with their outcome."""
+    run = await storage.start_run("test", at=1.0)
+    await storage.finish_run(run, status="done", at=2.0, adapter="v0001", promoted=True, metrics={"kl": 0.1})
+    (r,) = await storage.runs()
+    assert (r.status, r.adapter, r.promoted, r.metrics) == ("done", "v0001", True, {"kl": 0.1})
+
+
+def test_schema_is_plain_sqlite(tmp_path):
+    """The migration SQL is valid for the sqlite3 module too (no driver-specific syntax)."""
+    from bot.storage import _migrations
+
+    con = sqlite3.connect(tmp_path / "x.db")
+    for _, sql in _migrations():
+        con.executescript(sql)
+    assert con.execute("SELECT COUNT(*) FROM posts").fetchone() == (0,)

@@ -1,0 +1,105 @@
+import random
+
+import pytest
+
+from bot.adapters import BASE, AdapterStore
+from bot.storage import NewPost
+from bot.training import nightly
+from bot.training.nightly import run_training
+
+pytestmark = pytest.mark.slow
+
+DAY = 86400.0
+
+
+async def seed_posts(settings, storage, n=16, at=0.0):
+    """Sample real posts from the tiny model and give the ones mentioning cats many votes."""
+    from bot.engine.generator import Generator, SamplingParams
+    from bot.engine.model import load_base
+
+    g = Generator(load_base(settings.model, settings.data_dir, device="cpu"), SamplingParams(max_new_tokens=24))
+    try:
+        samples = await g.generate(n, seed=1)
+    finally:
+        await g.close()
+    rng = random.Random(0)
+    for i, s in enumerate(samples):
+        mid = int(at) + i + 1
+        await storage.add_post(
+            NewPost(
+                channel_id=1,
+                text=s.text,
+                adapter=s.adapter,
+                created_at=at + i,
+                message_id=mid,
+                prompt_ids=s.prompt_ids,
+                completion_ids=s.completion_ids,
+            )
+        )
+        for member in range(rng.randint(0, 2) + (6 if "cat" in s.text else 0)):
+            await storage.add_vote(mid, 100 + member, "❤️", at=at + i)
+    return samples
+
+
+async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
+    """A run over settled posts writes a new adapter version that differs from the base, and marks the posts."""
+    settings = tiny_settings(KILROY_EPOCHS="1", KILROY_GATE_MAX_KL="100", KILROY_GATE_MIN_DIVERSITY="0")
+    store = AdapterStore(settings.adapters_dir)
+    await seed_posts(settings, storage)
+    events = []
+    result = await run_training(settings, storage, store, now=DAY, on_progress=events.append)
+    assert result.status == "done" and result.promoted and result.adapter == "v0001"
+    assert store.current() == "v0001"
+    assert any(e.get("stage") == "train" for e in events)
+    import math
+
+    assert math.isfinite(result.metrics["loss"]) and result.metrics["kl"] >= 0
+    # the adapter's weights moved away from zero-initialised LoRA B
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(store.path("v0001") / "adapter_model.safetensors"))
+    assert any(float(t.abs().sum()) > 0 for k, t in tensors.items() if "lora_B" in k)
+    assert await storage.post_records(untrained_only=True) == []
+    (run,) = await storage.runs()
+    assert run.status == "done" and run.adapter == "v0001"
+
+
+async def test_gate_failure_keeps_adapter_but_not_active(tiny_settings, storage):
+    """A candidate the gate refuses is stored with its reason but the serving adapter stays."""
+    settings = tiny_settings(KILROY_EPOCHS="3", KILROY_LEARNING_RATE="0.05", KILROY_GATE_MAX_KL="0.000001")
+    store = AdapterStore(settings.adapters_dir)
+    await seed_posts(settings, storage)
+    result = await run_training(settings, storage, store, now=DAY)
+    assert result.status == "done" and not result.promoted and "KL" in result.reason
+    assert store.current() == BASE
+    assert store.info(result.adapter).meta["promoted"] is False
+
+
+async def test_unsettled_posts_are_not_used(tiny_settings, storage):
+    """Posts younger than the settle window wait; the run is skipped with a reason."""
+    settings = tiny_settings()
+    store = AdapterStore(settings.adapters_dir)
+    await seed_posts(settings, storage, at=DAY - 3600)
+    result = await run_training(settings, storage, store, now=DAY)
+    assert result.status == "skipped" and "settled" in result.reason
+    assert len(await storage.post_records(untrained_only=True)) == 16
+
+
+async def test_training_crash_leaves_active_adapter_and_data(tiny_settings, storage, monkeypatch):
+    """A crash mid-training changes nothing: same active adapter, posts still untrained, run marked failed."""
+    settings = tiny_settings(KILROY_EPOCHS="1")
+    store = AdapterStore(settings.adapters_dir)
+    await seed_posts(settings, storage)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr("bot.training.trainer.train_adapter", boom)
+    with pytest.raises(RuntimeError):
+        await run_training(settings, storage, store, now=DAY)
+    assert store.current() == BASE and store.names() == []
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp")]
+    assert len(await storage.post_records(untrained_only=True)) == 16
+    (run,) = await storage.runs()
+    assert run.status == "failed" and "out of memory" in run.message
+    assert nightly  # module imported for monkeypatch path
