@@ -81,7 +81,7 @@ class StoryService:
     async def show(self, channel_id: int) -> str:
         """The transcript of the running story."""
         story = await self._story(channel_id)
-        return buffer_from_lines(story.opening, [(l.speaker, l.text) for l in story.lines]).transcript()
+        return buffer_from_lines(story.opening, [(ln.speaker, ln.text) for ln in story.lines]).transcript()
 
     async def end(self, channel_id: int) -> str:
         """End the running story; return its final transcript."""
@@ -105,7 +105,7 @@ class StoryService:
         if member_id is not None:
             self._last_line[(channel_id, member_id)] = now
         await self.storage.add_story_line(story.id, speaker=HUMAN, text=text, member_id=member_id, at=now)
-        lines = [(l.speaker, l.text) for l in story.lines] + [(HUMAN, text)]
+        lines = [(ln.speaker, ln.text) for ln in story.lines] + [(HUMAN, text)]
         buffer = buffer_from_lines(story.opening, lines, story.instruction)
         budget = self.generator.context_size - self.settings.max_new_tokens - 1  # BOS
         prompt = buffer.render(self.generator.count_tokens, budget)

@@ -36,9 +36,9 @@ def test_drops_oldest_lines_first(n, budget):
         buf.add(HUMAN if i % 2 == 0 else MACHINE, f"line {i}")
     prompt = buf.render(count, budget)
     kept = [
-        int(l.split()[-1])
-        for l in prompt.splitlines()
-        if l.startswith(("human_director:", "machine_director:")) and l != CUE
+        int(ln.split()[-1])
+        for ln in prompt.splitlines()
+        if ln.startswith(("human_director:", "machine_director:")) and ln != CUE
     ]
     assert kept == list(range(n - len(kept), n))
 
