@@ -97,6 +97,7 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
+    gate_min_base_diversity: float = 0.6
     gate_samples: int = 32
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
@@ -252,6 +253,9 @@ class _Reader:
             min_posts=self.integer("KILROY_MIN_TRAIN_POSTS", t.min_posts, low=1),
             gate_max_kl=self.number("KILROY_GATE_MAX_KL", t.gate_max_kl, low=0),
             gate_min_diversity=self.number("KILROY_GATE_MIN_DIVERSITY", t.gate_min_diversity, low=0, high=1),
+            gate_min_base_diversity=self.number(
+                "KILROY_GATE_MIN_BASE_DIVERSITY", t.gate_min_base_diversity, low=0, high=1
+            ),
             gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2),
             train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
             timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_OPENING_CHARS = 1000
+
 
 class StoryError(Exception):
     """A story request that cannot be served; the message is fit for the member."""
@@ -65,9 +67,9 @@ class StoryService:
         """Start a story here; raises StoryError if one is running or the opening is too long."""
         from bot.storage import StoryExists
 
+        if opening is not None and len(opening) > MAX_OPENING_CHARS:
+            raise StoryError(f"the opening is too long: keep it under {MAX_OPENING_CHARS} characters")
         opening = " ".join((opening or self.settings.opening).split())
-        if len(opening) > self.settings.max_line_chars * 3:
-            raise StoryError(f"the opening is too long: keep it under {self.settings.max_line_chars * 3} characters")
         try:
             await self.storage.start_story(
                 channel_id, instruction=INSTRUCTION, opening=opening, started_by=member_id, at=self.clock()
@@ -89,18 +91,28 @@ class StoryService:
         await self.storage.end_story(channel_id, at=self.clock())
         return transcript
 
-    async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
-        """Record the human director's line and write the machine director's answer (not yet recorded)."""
+    async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
+        """Check a human line before any slow work: not empty, not too long, no cooldown, a story running.
+
+        Returns the normalised line. Raises StoryError (or OnCooldown) with a message for the member.
+        """
         text = " ".join(text.split())
         if not text:
             raise StoryError("the line is empty")
         if len(text) > self.settings.max_line_chars:
             raise StoryError(f"the line is {len(text)} characters long; keep it under {self.settings.max_line_chars}")
-        now = self.clock()
         if member_id is not None:
             last = self._last_line.get((channel_id, member_id))
+            now = self.clock()
             if last is not None and now - last < self.settings.cooldown_seconds:
                 raise OnCooldown(self.settings.cooldown_seconds - (now - last))
+        await self._story(channel_id)
+        return text
+
+    async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
+        """Record the human director's line and write the machine director's answer (not yet recorded)."""
+        text = await self.validate(channel_id, member_id, text)
+        now = self.clock()
         story = await self._story(channel_id)
         if member_id is not None:
             self._last_line[(channel_id, member_id)] = now

@@ -57,7 +57,13 @@ def ensure_tiny(data_dir: Path, preset: str = "default", on_progress: Callable[[
     path = tiny_path(data_dir, preset)
     if (path / "config.json").exists() and (path / "tokenizer.json").exists():
         return path
-    build_tiny(path, PRESETS[preset], on_progress=on_progress)
+    log.info("building the offline tiny model (%s preset) once at %s; this takes a minute or two", preset, path)
+
+    def report(step: int, total: int) -> None:
+        if step == total or step % 100 == 1:
+            log.info("pretraining the tiny model: step %d of %d", step, total)
+
+    build_tiny(path, PRESETS[preset], on_progress=on_progress or report)
     return path
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 class GateConfig:
     max_kl: float = 1.0  # mean per-token KL(candidate || base) on fresh samples, in nats
     min_diversity: float = 0.6  # candidate distinct-2 must be at least this fraction of the serving adapter's
+    min_base_diversity: float = 0.6  # ... and of the base model's, so small nightly losses cannot compound
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class Decision:
 def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: GateConfig) -> Decision:
     """Promote only if the candidate stays close to the base and keeps its diversity.
 
-    candidate: {"kl": float, "distinct2": float, "loss": float}; serving: {"distinct2": float}.
+    candidate: {"kl": float, "distinct2": float, "loss": float, "base_distinct2": float (optional)};
+    serving: {"distinct2": float}.
     """
     kl, d2, loss = candidate.get("kl", math.nan), candidate.get("distinct2", 0.0), candidate.get("loss", 0.0)
     if not math.isfinite(loss) or not math.isfinite(kl):
@@ -34,4 +36,10 @@ def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: Ga
         return Decision(
             False, f"distinct-2 {d2:.3f} fell below {cfg.min_diversity:.0%} of the serving adapter's ({floor:.3f})"
         )
+    base_floor = cfg.min_base_diversity * candidate.get("base_distinct2", 0.0)
+    if d2 < base_floor:
+        return Decision(
+            False, f"distinct-2 {d2:.3f} fell below {cfg.min_base_diversity:.0%} of the base model's ({base_floor:.3f})"
+        )
+    floor = max(floor, base_floor)
     return Decision(True, f"KL {kl:.3f} ≤ {cfg.max_kl:.3f} and distinct-2 {d2:.3f} ≥ {floor:.3f}")

@@ -95,7 +95,10 @@ async def run_training(
             on_progress=emit,
         )
         metrics = {**candidate.metrics, "mean_score": sum(scores) / len(scores)}
-        gate = GateConfig(max_kl=settings.training.gate_max_kl, min_diversity=settings.training.gate_min_diversity)
+        t = settings.training
+        gate = GateConfig(
+            max_kl=t.gate_max_kl, min_diversity=t.gate_min_diversity, min_base_diversity=t.gate_min_base_diversity
+        )
         decision = decide(metrics, {"distinct2": metrics["serving_distinct2"]}, gate)
         meta = {
             "created_at": time.time(),

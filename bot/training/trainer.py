@@ -182,6 +182,18 @@ def evaluate(
         # on the candidate's own samples, E[logp - ref_logp] estimates KL(candidate || base) per token
         kl = max(0.0, float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1)))  # a sampled estimate
     torch.manual_seed(seed + 1)
+    with model.disable_adapter():
+        base = sample_batch(
+            model,
+            tokenizer,
+            prompt=generation.prompt,
+            n=n,
+            params=params,
+            stop_at_newline=True,
+            context_size=context_size,
+            adapter="base",
+        )
+    torch.manual_seed(seed + 1)
     if parent_path is not None:
         model.load_adapter(str(parent_path), adapter_name="serving")
         model.set_adapter("serving")
@@ -213,6 +225,7 @@ def evaluate(
         "kl": kl,
         "distinct2": distinct_n([s.text for s in samples]),
         "serving_distinct2": distinct_n([s.text for s in serving]),
+        "base_distinct2": distinct_n([s.text for s in base]),
         "mean_tokens": sum(s.tokens for s in samples) / max(1, len(samples)),
     }
 

@@ -1,6 +1,6 @@
 from bot.training.gate import GateConfig, decide
 
-CFG = GateConfig(max_kl=0.5, min_diversity=0.6)
+CFG = GateConfig(max_kl=0.5, min_diversity=0.6, min_base_diversity=0.6)
 
 
 def test_promotes_healthy_candidate():
@@ -22,3 +22,9 @@ def test_refuses_drift_from_base():
 def test_refuses_diverged_training():
     d = decide({"kl": 0.1, "distinct2": 0.8, "loss": float("nan")}, {"distinct2": 0.8}, CFG)
     assert not d.promote and "diverged" in d.reason
+
+
+def test_refuses_slow_collapse_relative_to_base():
+    """Nightly steps each within the serving floor cannot compound below the base floor."""
+    d = decide({"kl": 0.1, "distinct2": 0.4, "loss": 0.3, "base_distinct2": 0.8}, {"distinct2": 0.45}, CFG)
+    assert not d.promote and "base" in d.reason

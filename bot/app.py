@@ -1,0 +1,148 @@
+"""The Discord application: `KilroyBot`, its intents, extensions, command sync and the one app-command error handler.
+
+This module and `cogs/` are the only places that import discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from pathlib import Path
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.errors import user_message
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.posting", "cogs.engagement", "cogs.story", "cogs.training", "cogs.adapters", "cogs.stats")
+
+
+def intents() -> discord.Intents:
+    """Guilds, guild messages (replies) and reactions. Message *content* is not needed: replies are recognised by
+    their reference, and Kilroy never stores members' words."""
+    i = discord.Intents.none()
+    i.guilds = True
+    i.guild_messages = True
+    i.guild_reactions = True
+    i.members = False
+    return i
+
+
+class KilroyBot(commands.Bot):
+    """The bot: owns the services; cogs get them in `setup`."""
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None)
+        self.settings = settings
+        self.services = services
+
+    async def setup_hook(self) -> None:
+        self.tree.on_error = self.on_app_command_error
+        for ext in EXTENSIONS:
+            await self.load_extension(ext)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands only when they changed (Discord rate-limits command creation)."""
+        payload = json.dumps([c.to_dict(self.tree) for c in self.tree.get_commands()], sort_keys=True, default=str)
+        guilds = self.settings.discord.guild_ids
+        digest = hashlib.sha256((payload + repr(guilds)).encode()).hexdigest()
+        marker = Path(self.settings.data_dir) / "commands.sha256"
+        if marker.exists() and marker.read_text().strip() == digest:
+            log.info("slash commands unchanged; not syncing")
+            return
+        if guilds:
+            for gid in guilds:
+                guild = discord.Object(id=gid)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            log.info("synced slash commands to %d server(s)", len(guilds))
+        else:
+            await self.tree.sync()
+            log.info("synced slash commands globally (they can take up to an hour to appear)")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(digest)
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (%s) in %d server(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Expected errors become an ephemeral message; bugs are logged with context and get a short apology."""
+        await handle_app_command_error(interaction, error)
+
+
+async def handle_app_command_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Answer an app command that failed (also used by tests)."""
+    original = getattr(error, "original", error)
+    if isinstance(error, app_commands.CommandOnCooldown):
+        text = f"Slow down: try again in {error.retry_after:.0f}s."
+    elif isinstance(error, app_commands.CheckFailure):
+        text = str(error) or "You are not allowed to use this command."
+    elif (msg := user_message(original)) is not None:
+        text = msg
+    else:
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error(
+            "command /%s failed for user %s in channel %s",
+            command,
+            interaction.user.id,
+            interaction.channel_id,
+            exc_info=original,
+        )
+        text = "Sorry, something went wrong on my side. It has been logged."
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not report an error to the user", exc_info=True)
+
+
+async def run_bot(settings: Settings) -> int:
+    """Open the services, log in, run until stopped; close everything cleanly."""
+    from bot.adapters import AdapterStore
+    from bot.engine.generator import Generator, SamplingParams
+    from bot.engine.model import load_base
+    from bot.serving import AdapterService
+    from bot.storage import Storage
+    from bot.story_session import StoryService
+    from bot.training.runner import TrainingRunner
+
+    loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
+    generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
+    try:
+        async with Storage.open(settings.db_path) as storage:
+            adapters = AdapterService(AdapterStore(settings.adapters_dir), generator)
+            log.info("serving adapter %s", await adapters.restore())
+            services = Services(
+                settings=settings,
+                storage=storage,
+                generator=generator,
+                adapters=adapters,
+                training=TrainingRunner(settings, swap=adapters.use),
+                stories=StoryService(storage, generator, settings.story),
+            )
+            async with KilroyBot(settings, services) as bot:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
+                        loop.add_signal_handler(sig, lambda: asyncio.create_task(bot.close()))
+                try:
+                    await bot.start(settings.discord.token.get())
+                except discord.LoginFailure:
+                    log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
+                    return 2
+    finally:
+        await generator.close()
+    log.info("stopped cleanly")
+    return 0

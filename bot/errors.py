@@ -1,0 +1,25 @@
+"""Which domain errors are the user's to fix, and the words to tell them."""
+
+from __future__ import annotations
+
+from bot.adapters import AdapterError
+from bot.engine.generator import AdapterLoadError
+from bot.story import StoryTooLong
+from bot.story_session import StoryError
+from bot.training.runner import TrainingBusy, TrainingFailed
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    AdapterError,
+    AdapterLoadError,
+    StoryError,
+    StoryTooLong,
+    TrainingBusy,
+    TrainingFailed,
+)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The message to show a member for an expected error, or None for a bug (log it, apologise)."""
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    return None

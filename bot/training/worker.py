@@ -1,0 +1,50 @@
+"""`python -m bot.training.worker`: one training run in its own process, JSON-lines events on stdout.
+
+A crash or an out-of-memory error here kills only this process; the bot keeps serving its adapter.
+Events: {"event": "start"|"progress"|"skipped", ...}, then {"event": "done", ...} or {"event": "error", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, default=str) + "\n")
+    sys.stdout.flush()
+
+
+async def _main(reason: str) -> int:
+    from bot.adapters import AdapterStore
+    from bot.cli import load_settings, setup_logging
+    from bot.storage import Storage
+    from bot.training.nightly import run_training
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    async with Storage.open(settings.db_path) as storage:
+        result = await run_training(
+            settings, storage, AdapterStore(settings.adapters_dir), reason=reason, on_progress=_emit
+        )
+    _emit(result.as_event())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one training and report; exit 1 on failure."""
+    parser = argparse.ArgumentParser(prog="python -m bot.training.worker")
+    parser.add_argument("--reason", default="manual")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_main(args.reason))
+    except Exception as exc:  # report, then fail: the parent turns this into a message
+        _emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

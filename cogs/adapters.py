@@ -1,0 +1,73 @@
+"""/adapter list|use|rollback|info for operators: switch LoRA adapters at run time, without a restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.adapters import AdapterInfo
+from bot.config import Settings
+from bot.serving import AdapterService
+from cogs._checks import NotAllowed, is_operator, say
+
+
+def _line(info: AdapterInfo) -> str:
+    created = (
+        dt.datetime.fromtimestamp(info.created_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M") if info.created_at else "–"
+    )
+    m = info.metrics
+    figures = f" · kl {m['kl']:.3f} · distinct-2 {m['distinct2']:.2f}" if "kl" in m and "distinct2" in m else ""
+    return f"{'▶' if info.active else '·'} `{info.name}` {created}{figures}"
+
+
+class Adapters(commands.GroupCog, group_name="adapter", group_description="Manage Kilroy's LoRA adapters"):
+    """Operators only: KILROY_OPERATOR_USER_IDS, KILROY_OPERATOR_ROLE_IDS, or the application owner."""
+
+    def __init__(self, *, settings: Settings, adapters: AdapterService) -> None:
+        self.settings, self.adapters = settings, adapters
+        super().__init__()
+
+    async def _require_operator(self, interaction: discord.Interaction) -> None:
+        if not await is_operator(interaction, self.settings.discord):
+            raise NotAllowed("Only Kilroy's operators can manage adapters.")
+
+    @app_commands.command(name="list", description="List adapter versions")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await self._require_operator(interaction)
+        infos = self.adapters.list()[-20:]
+        await say(interaction, "\n".join(_line(i) for i in infos), ephemeral=True)
+
+    @app_commands.command(name="info", description="Show one adapter's metadata")
+    async def info(self, interaction: discord.Interaction, name: str) -> None:
+        await self._require_operator(interaction)
+        i = self.adapters.info(name)
+        gate = i.meta.get("gate", "")
+        await say(interaction, f"{_line(i)}\nparent `{i.parent}` · {gate}", ephemeral=True)
+
+    @app_commands.command(name="use", description="Serve another adapter now")
+    async def use(self, interaction: discord.Interaction, name: str) -> None:
+        await self._require_operator(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # loading from disk may take a moment
+        took = await self.adapters.use(name)
+        await say(interaction, f"Now serving `{name}` (switched in {took * 1000:.0f} ms).", ephemeral=True)
+
+    @app_commands.command(name="rollback", description="Go back to the previously served adapter")
+    async def rollback(self, interaction: discord.Interaction) -> None:
+        await self._require_operator(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        name = await self.adapters.rollback()
+        await say(interaction, f"Rolled back: now serving `{name}`.", ephemeral=True)
+
+    @use.autocomplete("name")
+    @info.autocomplete("name")
+    async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = [i.name for i in self.adapters.list() if current.lower() in i.name.lower()]
+        return [app_commands.Choice(name=n, value=n) for n in reversed(names[-25:])]
+
+
+async def setup(bot: commands.Bot) -> None:
+    s = bot.services  # type: ignore[attr-defined]
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters))

@@ -1,0 +1,106 @@
+"""Reactions and replies on Kilroy's own posts go to storage; on start, a catch-up reconciles missed ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import discord
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Engagement(commands.Cog):
+    """Records votes and replies from human members; bots and Kilroy itself never count."""
+
+    def __init__(
+        self, bot: commands.Bot, *, settings: Settings, storage: Storage, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.bot, self.settings, self.storage, self.clock = bot, settings, storage, clock
+        self._catchup: asyncio.Task[int] | None = None
+
+    def _me(self) -> int | None:
+        return self.bot.user.id if self.bot.user else None
+
+    async def cog_load(self) -> None:
+        self._catchup = asyncio.create_task(self._catch_up_when_ready())
+
+    async def cog_unload(self) -> None:
+        if self._catchup is not None:
+            self._catchup.cancel()
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        # raw events arrive for uncached messages too; message_author_id tells cheaply if it was our post
+        if payload.guild_id is None or payload.user_id == self._me():
+            return
+        if payload.message_author_id is not None and payload.message_author_id != self._me():
+            return
+        is_bot = bool(payload.member and payload.member.bot)
+        await self.storage.add_vote(
+            payload.message_id, payload.user_id, str(payload.emoji), at=self.clock(), is_bot=is_bot
+        )
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        # .member is None on remove, so no bot check here: a bot's add was never stored as a vote
+        if payload.guild_id is None or payload.user_id == self._me():
+            return
+        await self.storage.remove_vote(payload.message_id, payload.user_id, str(payload.emoji), at=self.clock())
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        ref = message.reference
+        if message.guild is None or message.author.bot or ref is None or ref.message_id is None:
+            return
+        await self.storage.add_reply(
+            message.id, ref.message_id, message.author.id, at=self.clock(), length=len(message.content or "")
+        )
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.storage.remove_reply(payload.message_id)
+
+    async def _catch_up_when_ready(self) -> int:
+        await self.bot.wait_until_ready()
+        try:
+            return await self.catch_up()
+        except Exception:
+            log.exception("reaction catch-up failed")
+            return 0
+
+    async def catch_up(self) -> int:
+        """For posts still inside the settle window, fetch their reactions and reconcile; return votes changed."""
+        since = self.clock() - self.settings.scoring.settle_hours * 3600.0
+        changed = 0
+        for post in await self.storage.posts_since(since):
+            channel = self.bot.get_channel(post.channel_id)
+            if channel is None or post.message_id is None:
+                continue
+            try:
+                message = await channel.fetch_message(post.message_id)  # type: ignore[union-attr]
+            except discord.NotFound:
+                continue
+            except discord.HTTPException:
+                log.warning("catch-up: could not fetch message %s", post.message_id)
+                continue
+            current: list[tuple[int, str]] = []
+            for reaction in message.reactions:
+                async for user in reaction.users():
+                    if not user.bot and user.id != self._me():
+                        current.append((user.id, str(reaction.emoji)))
+            changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock())
+        if changed:
+            log.info("catch-up reconciled %d vote(s) missed while offline", changed)
+        return changed
+
+
+async def setup(bot: commands.Bot) -> None:
+    s = bot.services  # type: ignore[attr-defined]
+    await bot.add_cog(Engagement(bot, settings=s.settings, storage=s.storage, clock=s.clock))

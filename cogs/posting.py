@@ -1,0 +1,90 @@
+"""Scheduled posts: generate, send to each configured channel, record with the exact ids sampled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import discord
+from discord.ext import commands, tasks
+
+from bot.config import Settings
+from bot.engine.generator import Generator
+from bot.posting import compose_post
+from bot.storage import NewPost, Storage
+
+log = logging.getLogger(__name__)
+
+
+class Posting(commands.Cog):
+    """Posts generated text into KILROY_POST_CHANNEL_IDS every KILROY_POST_INTERVAL_MINUTES."""
+
+    def __init__(self, bot: commands.Bot, *, settings: Settings, storage: Storage, generator: Generator) -> None:
+        self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
+        self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
+        self.loop.before_loop(self._before)
+
+    async def cog_load(self) -> None:
+        if self.settings.discord.post_channel_ids:
+            self.loop.start()
+
+    async def cog_unload(self) -> None:
+        self.loop.cancel()
+
+    async def _before(self) -> None:
+        await self.bot.wait_until_ready()
+
+    async def post_everywhere(self) -> None:
+        """One round: a post in every configured channel (a little jitter between channels)."""
+        # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
+        jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
+        for channel_id in self.settings.discord.post_channel_ids:
+            await asyncio.sleep(random.uniform(0, jitter))
+            await self.post_to(channel_id)
+
+    async def post_to(self, channel_id: int) -> discord.Message | None:
+        """Generate and send one post; skip (with a warning) a channel we cannot post in."""
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.HTTPException:
+                log.warning("post channel %s not found or not visible; skipping", channel_id)
+                return None
+        guild = getattr(channel, "guild", None)
+        if guild is not None and not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
+            log.warning("no permission to send messages in channel %s; skipping", channel_id)
+            return None
+        sample = await compose_post(
+            self.generator, prompt=self.settings.generation.prompt, blocklist=self.settings.discord.blocklist
+        )
+        if sample is None:
+            log.warning("no postable text for channel %s this round", channel_id)
+            return None
+        try:
+            message = await channel.send(sample.text)  # type: ignore[union-attr]
+        except discord.Forbidden:
+            log.warning("Discord refused a post in channel %s; skipping", channel_id)
+            return None
+        await self.storage.add_post(
+            NewPost(
+                channel_id=channel_id,
+                guild_id=guild.id if guild else None,
+                text=sample.text,
+                adapter=sample.adapter,
+                created_at=time.time(),
+                message_id=message.id,
+                prompt=sample.prompt,
+                prompt_ids=sample.prompt_ids,
+                completion_ids=sample.completion_ids,
+                params=sample.params,
+            )
+        )
+        return message
+
+
+async def setup(bot: commands.Bot) -> None:
+    s = bot.services  # type: ignore[attr-defined]
+    await bot.add_cog(Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator))

@@ -1,0 +1,121 @@
+"""Nightly retraining and /retrain for moderators, with a live progress bar."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.config import Settings
+from bot.training.runner import Outcome, TrainingBusy, TrainingRunner
+from cogs._checks import NotAllowed, is_moderator
+
+log = logging.getLogger(__name__)
+
+
+def progress_text(event: dict[str, Any]) -> str:
+    """A one-line progress bar from a worker event."""
+    if event.get("event") == "progress":
+        done, total = int(event.get("step", 0)), max(1, int(event.get("of", 1)))
+        filled = int(20 * done / total)
+        stage = "evaluating" if event.get("stage") == "evaluate" else "training"
+        loss = f" · loss {event['loss']:+.3f}" if "loss" in event else ""
+        return f"{stage} `{'█' * filled}{'░' * (20 - filled)}` {done}/{total}{loss}"
+    if event.get("event") == "start":
+        return f"training on {event.get('posts')} posts from adapter {event.get('parent')}…"
+    return "preparing…"
+
+
+def summary_text(outcome: Outcome) -> str:
+    """The final message of a run."""
+    if outcome.status == "skipped":
+        return f"Nothing to train: {outcome.reason}."
+    m = outcome.metrics
+    verdict = (
+        "promoted and now serving" if outcome.swapped else ("promoted" if outcome.promoted else "kept, not promoted")
+    )
+    figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
+    return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
+
+
+class Training(commands.Cog):
+    """Runs training in its own process; moderators can trigger it."""
+
+    def __init__(
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings,
+        runner: TrainingRunner,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
+        t = settings.training
+        run_at = dt.time(t.train_time.hour, t.train_time.minute, tzinfo=ZoneInfo(t.timezone))
+        self.nightly = tasks.loop(time=run_at)(self.run_nightly)
+
+    async def cog_load(self) -> None:
+        self.nightly.start()
+
+    async def cog_unload(self) -> None:
+        self.nightly.cancel()
+
+    async def run_nightly(self) -> Outcome | None:
+        """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
+        try:
+            outcome = await self.runner.run("nightly")
+        except TrainingBusy:
+            log.info("nightly training skipped: a run is already in progress")
+            return None
+        except Exception:
+            log.exception("nightly training failed; still serving the previous adapter")
+            await self._log_channel("Nightly training failed; the previous adapter keeps serving. See the logs.")
+            return None
+        await self._log_channel("Nightly training: " + summary_text(outcome))
+        return outcome
+
+    async def _log_channel(self, text: str) -> None:
+        channel_id = self.settings.discord.log_channel_id
+        channel = self.bot.get_channel(channel_id) if channel_id else None
+        if channel is not None:
+            try:
+                await channel.send(text)  # type: ignore[union-attr]
+            except discord.HTTPException:
+                log.warning("could not write to the log channel %s", channel_id)
+
+    @app_commands.command(name="retrain", description="Train a new adapter now (moderators)")
+    @app_commands.default_permissions(manage_guild=True)  # only a UI hint; the check below decides
+    @app_commands.guild_only()
+    async def retrain(self, interaction: discord.Interaction) -> None:
+        if not is_moderator(interaction, self.settings.discord):
+            raise NotAllowed("Only moderators (Manage Server or a moderator role) can retrain Kilroy.")
+        if self.runner.busy:
+            raise TrainingBusy()
+        await interaction.response.defer(thinking=True)
+        last_edit = 0.0
+
+        async def on_progress(event: dict[str, Any]) -> None:
+            nonlocal last_edit
+            now = self.clock()
+            if now - last_edit < 1.0:  # at most one edit a second
+                return
+            last_edit = now
+            try:
+                await interaction.edit_original_response(content=progress_text(event))
+            except discord.HTTPException:
+                log.debug("progress edit failed", exc_info=True)
+
+        outcome = await self.runner.run(f"/retrain by {interaction.user.id}", on_progress)
+        await interaction.edit_original_response(content=summary_text(outcome))
+
+
+async def setup(bot: commands.Bot) -> None:
+    s = bot.services  # type: ignore[attr-defined]
+    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training))

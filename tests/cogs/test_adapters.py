@@ -1,0 +1,64 @@
+import pytest
+
+from bot.adapters import AdapterError, AdapterStore
+from bot.engine.generator import Generator, SamplingParams
+from bot.engine.model import load_base
+from bot.serving import AdapterService
+from cogs._checks import NotAllowed
+from cogs.adapters import Adapters
+from tests.cogs.helpers import interaction, member, texts
+from tests.engine.test_generator import make_adapter
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def setup(tiny_settings):
+    settings = tiny_settings(KILROY_OPERATOR_USER_IDS="7", KILROY_OPERATOR_ROLE_IDS="70")
+    loaded = load_base(settings.model, settings.data_dir, device="cpu")
+    store = AdapterStore(settings.adapters_dir)
+    names = [make_adapter(loaded, store, 1), make_adapter(loaded, store, 2)]
+    generator = Generator(loaded, SamplingParams(max_new_tokens=8))
+    service = AdapterService(store, generator)
+    await service.use(names[0])
+    yield Adapters(settings=settings, adapters=service), service, names
+    await generator.close()
+
+
+async def test_use_refused_for_non_operator(setup):
+    cog, service, names = setup
+    with pytest.raises(NotAllowed):
+        await cog.use.callback(cog, interaction(member(1)), names[1])
+    assert service.active == names[0]
+
+
+@pytest.mark.parametrize("who", ["user", "role", "owner"])
+async def test_use_accepted_for_operator(setup, who):
+    """Operators by user id, by role, or as the application owner switch the serving adapter."""
+    cog, service, names = setup
+    user = member(7) if who == "user" else member(2, roles=(70,)) if who == "role" else member(3)
+    i = interaction(user, owner=(who == "owner"))
+    await cog.use.callback(cog, i, names[1])
+    assert service.active == names[1]
+    assert "Now serving" in texts(i.followup.send)[-1]
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "v9999", "base/../x"])
+async def test_bad_name_leaves_active_unchanged(setup, bad):
+    cog, service, names = setup
+    with pytest.raises(AdapterError):
+        await cog.use.callback(cog, interaction(member(7)), bad)
+    assert service.active == names[0]
+
+
+async def test_rollback_and_list(setup):
+    cog, service, names = setup
+    await cog.use.callback(cog, interaction(member(7)), names[1])
+    await cog.rollback.callback(cog, interaction(member(7)))
+    assert service.active == names[0]
+    i = interaction(member(7))
+    await cog.list_.callback(cog, i)
+    listing = texts(i.response.send_message)[-1]
+    assert f"▶ `{names[0]}`" in listing and names[1] in listing
+    choices = await cog._names(interaction(member(7)), "v000")
+    assert {c.value for c in choices} == set(names)

@@ -1,0 +1,86 @@
+from unittest.mock import AsyncMock, MagicMock
+
+import discord
+import pytest
+
+from bot.storage import NewPost
+from cogs.engagement import Engagement
+from tests.cogs.helpers import fake_bot, member, reaction_payload
+
+
+@pytest.fixture
+async def cog(storage, make_settings):
+    await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1.0, message_id=1))
+    return Engagement(fake_bot(999), settings=make_settings(), storage=storage, clock=lambda: 10.0)
+
+
+async def votes(storage):
+    (rec,) = await storage.post_records()
+    return sorted((v.member_id, v.emoji) for v in rec.votes)
+
+
+async def test_reaction_on_bot_post_stored_once(cog, storage):
+    """The same reaction event twice is one vote."""
+    await cog.on_raw_reaction_add(reaction_payload(1, 42))
+    await cog.on_raw_reaction_add(reaction_payload(1, 42))
+    assert await votes(storage) == [(42, "❤️")]
+
+
+async def test_removal_cancels(cog, storage):
+    await cog.on_raw_reaction_add(reaction_payload(1, 42))
+    await cog.on_raw_reaction_remove(reaction_payload(1, 42, event="REACTION_REMOVE"))
+    assert await votes(storage) == []
+
+
+async def test_bot_reaction_ignored(cog, storage):
+    """Another bot's reaction never counts, and neither does Kilroy's own."""
+    await cog.on_raw_reaction_add(reaction_payload(1, 77, bot=True))
+    await cog.on_raw_reaction_add(reaction_payload(1, 999))
+    assert await votes(storage) == []
+
+
+async def test_reaction_on_someone_elses_message_ignored(cog, storage):
+    await cog.on_raw_reaction_add(reaction_payload(1, 42, author_id=12345))
+    assert await votes(storage) == []
+
+
+async def test_reply_to_bot_post_stored(cog, storage):
+    msg = MagicMock(spec=discord.Message)
+    msg.id, msg.guild, msg.content = 50, MagicMock(), "nice"
+    msg.author = member(42)
+    msg.reference = MagicMock(spec=discord.MessageReference, message_id=1)
+    await cog.on_message(msg)
+    await cog.on_message(msg)  # replayed event
+    msg2 = MagicMock(spec=discord.Message)
+    msg2.id, msg2.guild, msg2.content, msg2.author = 51, MagicMock(), "beep", member(77, bot=True)
+    msg2.reference = MagicMock(spec=discord.MessageReference, message_id=1)
+    await cog.on_message(msg2)
+    (rec,) = await storage.post_records()
+    assert [r.member_id for r in rec.replies] == [42]
+
+
+async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
+    """Reactions added while the bot was down are stored at start; stale ones are dropped."""
+    settings = make_settings()
+    await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1000.0, message_id=1))
+    await storage.add_vote(1, 5, "👍", at=1000.0)  # removed while we were offline
+
+    def users(*people):
+        async def gen():
+            for p in people:
+                yield p
+
+        return lambda: gen()
+
+    reaction = MagicMock(spec=discord.Reaction)
+    reaction.emoji = "❤️"
+    reaction.users = users(member(42), member(77, bot=True), member(999))
+    message = MagicMock(spec=discord.Message)
+    message.reactions = [reaction]
+    channel = MagicMock(spec=discord.TextChannel)
+    channel.fetch_message = AsyncMock(return_value=message)
+    bot = fake_bot(999)
+    bot.get_channel = MagicMock(return_value=channel)
+    cog = Engagement(bot, settings=settings, storage=storage, clock=lambda: 2000.0)
+    assert await cog.catch_up() == 2
+    assert await votes(storage) == [(42, "❤️")]

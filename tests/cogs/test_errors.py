@@ -1,0 +1,32 @@
+import logging
+
+from bot.adapters import InvalidAdapterName
+from bot.app import handle_app_command_error
+from cogs._checks import NotAllowed
+from tests.cogs.helpers import interaction, texts
+
+
+async def test_permission_failure_is_ephemeral():
+    i = interaction()
+    await handle_app_command_error(i, NotAllowed("Only operators."))
+    i.response.send_message.assert_awaited_once()
+    assert i.response.send_message.call_args.kwargs["ephemeral"] is True
+    assert texts(i.response.send_message) == ["Only operators."]
+
+
+async def test_bad_input_after_defer_goes_to_followup():
+    i = interaction()
+    await i.response.defer()
+    await handle_app_command_error(i, InvalidAdapterName("../x"))
+    assert "not a valid adapter name" in texts(i.followup.send)[0]
+    assert i.followup.send.call_args.kwargs["ephemeral"] is True
+
+
+async def test_unexpected_error_logged_and_apologised(caplog):
+    """A bug is logged with context; the member sees a short apology, not a traceback."""
+    i = interaction()
+    with caplog.at_level(logging.ERROR):
+        await handle_app_command_error(i, ZeroDivisionError("division by zero"))
+    (text,) = texts(i.response.send_message)
+    assert "Sorry" in text and "ZeroDivision" not in text
+    assert "ZeroDivisionError" in caplog.text

@@ -1,0 +1,131 @@
+import pytest
+
+from bot.engine.generator import Generator, SamplingParams
+from bot.engine.model import load_base
+from bot.storage import Storage
+from bot.story_session import OnCooldown, StoryError, StoryService
+from cogs.story import Story
+from tests.cogs.helpers import interaction, member, texts
+
+pytestmark = pytest.mark.slow
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+async def generator(tiny_settings):
+    s = tiny_settings()
+    g = Generator(load_base(s.model, s.data_dir, device="cpu"), SamplingParams(max_new_tokens=24))
+    yield g
+    await g.close()
+
+
+def make_cog(storage, generator, settings, clock):
+    return Story(stories=StoryService(storage, generator, settings.story, clock=clock))
+
+
+async def test_start_line_show_end(tiny_settings, storage, generator):
+    """The whole exchange through the cog: the machine answers, its line becomes a story post."""
+    settings, clock = tiny_settings(), Clock()
+    cog = make_cog(storage, generator, settings, clock)
+    await cog.start.callback(cog, interaction(member(1)), None)
+    i = interaction(member(1))
+    await cog.line.callback(cog, i, "She opens the window.")
+    assert i.response.defer.called
+    (answer,) = texts(i.followup.send)
+    assert "human_director:** She opens the window." in answer and "**machine_director:** " in answer
+    posts = await storage.post_records()
+    assert [p.post.kind for p in posts] == ["story"] and posts[0].post.message_id is not None
+    i = interaction(member(1))
+    await cog.show.callback(cog, i)
+    shown = texts(i.response.send_message)[0]
+    assert shown.startswith("Continue the story in a surprising and interesting way.")
+    assert "human_director: She opens the window." in shown and "machine_director: " in shown
+    await cog.end.callback(cog, interaction(member(1)))
+    with pytest.raises(StoryError, match="no story"):
+        await cog.show.callback(cog, interaction(member(1)))
+
+
+async def test_story_survives_restart(tiny_settings, tmp_path, generator):
+    """A new bot instance over the same database continues the same story."""
+    settings, clock = tiny_settings(), Clock()
+    db = tmp_path / "story.db"
+    async with Storage.open(db) as storage:
+        cog = make_cog(storage, generator, settings, clock)
+        await cog.start.callback(cog, interaction(), "A lighthouse at night.")
+        await cog.line.callback(cog, interaction(member(1)), "The lamp goes out.")
+    async with Storage.open(db) as storage:
+        cog = make_cog(storage, generator, settings, clock)
+        i = interaction(member(1))
+        await cog.show.callback(cog, i)
+        shown = texts(i.response.send_message)[0]
+        assert "A lighthouse at night." in shown and "human_director: The lamp goes out." in shown
+        assert shown.count("machine_director:") == 1
+
+
+async def test_length_limit_and_cooldown(tiny_settings, storage, generator):
+    """Too-long lines and flooding are refused before deferring, so the refusal stays ephemeral."""
+    settings = tiny_settings(KILROY_STORY_MAX_LINE_CHARS="20", KILROY_STORY_COOLDOWN_SECONDS="30")
+    clock = Clock()
+    cog = make_cog(storage, generator, settings, clock)
+    await cog.start.callback(cog, interaction(), None)
+    i = interaction(member(1))
+    with pytest.raises(StoryError, match="under 20"):
+        await cog.line.callback(cog, i, "x" * 21)
+    assert not i.response.defer.called
+    await cog.line.callback(cog, interaction(member(1)), "short line")
+    clock.now += 5
+    with pytest.raises(OnCooldown):
+        await cog.line.callback(cog, interaction(member(1)), "again")
+    await cog.line.callback(cog, interaction(member(2)), "another member")  # others are not blocked
+    clock.now += 30
+    await cog.line.callback(cog, interaction(member(1)), "later")
+
+
+async def test_one_story_per_channel(tiny_settings, storage, generator):
+    settings = tiny_settings()
+    cog = make_cog(storage, generator, settings, Clock())
+    await cog.start.callback(cog, interaction(channel_id=1), None)
+    with pytest.raises(StoryError, match="already running"):
+        await cog.start.callback(cog, interaction(channel_id=1), None)
+    await cog.start.callback(cog, interaction(channel_id=2), None)  # a thread or other channel is independent
+
+
+async def test_long_transcript_sent_as_file(tiny_settings, storage, generator):
+    settings = tiny_settings()
+    service = StoryService(storage, generator, settings.story, clock=Clock())
+    cog = Story(stories=service)
+    story = await service.start(500, opening="o" * 900)
+    for _ in range(12):
+        await storage.add_story_line(story.id, speaker="human_director", text="y" * 250, member_id=1, at=1.0)
+    i = interaction()
+    await cog.show.callback(cog, i)
+    assert "file" in i.response.send_message.call_args.kwargs
+
+
+class EmptyGenerator:
+    """A generator that only ever produces blank lines."""
+
+    context_size = 256
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    async def generate(self, n, **kw):
+        from bot.engine.generator import Sample
+
+        return [Sample("   ", "", (0,), (1,), "base", {}) for _ in range(n)]
+
+
+async def test_empty_answers_retried_then_reported(tiny_settings, storage):
+    settings = tiny_settings(KILROY_STORY_RETRIES="2")
+    service = StoryService(storage, EmptyGenerator(), settings.story, clock=Clock())
+    await service.start(1)
+    with pytest.raises(StoryError, match="after 2 tries"):
+        await service.line(1, 5, "hello")
