@@ -1,0 +1,84 @@
+from unittest.mock import AsyncMock, MagicMock
+
+import discord
+import pytest
+
+from bot.engine.generator import Sample
+from bot.posting import is_postable
+from cogs.posting import Posting
+from tests.cogs.helpers import fake_bot
+
+
+class ScriptedGenerator:
+    """Returns the given texts in order, two per call (as compose_post asks)."""
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    async def generate(self, n, **kw):
+        out = []
+        for _ in range(n):
+            text = self.texts.pop(0) if self.texts else ""
+            out.append(Sample(text, "", (0,), (5, 6, 0), "v0003", {"temperature": 1.0}))
+        return out
+
+
+def channel(can_send=True, message_id=777):
+    ch = MagicMock(spec=discord.TextChannel)
+    ch.guild = MagicMock(spec=discord.Guild, id=1)
+    ch.permissions_for.return_value = discord.Permissions(send_messages=can_send)
+    sent = MagicMock(spec=discord.Message, id=message_id)
+    ch.send = AsyncMock(return_value=sent)
+    return ch
+
+
+@pytest.fixture
+def make_cog(make_settings, storage):
+    def make(texts, ch, **env):
+        bot = fake_bot()
+        bot.get_channel = MagicMock(return_value=ch)
+        settings = make_settings(KILROY_POST_CHANNEL_IDS="500", **env)
+        return Posting(bot, settings=settings, storage=storage, generator=ScriptedGenerator(texts))
+
+    return make
+
+
+async def test_post_is_sent_and_recorded_with_ids_and_adapter(make_cog, storage):
+    ch = channel()
+    cog = make_cog(["hello world"], ch)
+    await cog.post_to(500)
+    ch.send.assert_awaited_once_with("hello world")
+    post = await storage.post_by_message(777)
+    assert post.text == "hello world" and post.adapter == "v0003" and post.completion_ids == (5, 6, 0)
+    assert post.channel_id == 500 and post.guild_id == 1 and post.params == {"temperature": 1.0}
+
+
+async def test_empty_and_blocklisted_texts_never_posted(make_cog, storage):
+    ch = channel()
+    cog = make_cog(["   ", "buy crypto now", "a fine post"], ch, KILROY_BLOCKLIST="crypto")
+    await cog.post_to(500)
+    ch.send.assert_awaited_once_with("a fine post")
+
+
+async def test_gives_up_after_retries_without_posting(make_cog, storage):
+    ch = channel()
+    cog = make_cog([""] * 10, ch)
+    assert await cog.post_to(500) is None
+    ch.send.assert_not_awaited()
+    assert await storage.count_posts() == 0
+
+
+async def test_channel_without_permission_skipped_with_warning(make_cog, storage, caplog):
+    ch = channel(can_send=False)
+    cog = make_cog(["hello"], ch)
+    assert await cog.post_to(500) is None
+    ch.send.assert_not_awaited()
+    assert "no permission" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("hello", True), ("", False), ("  \n", False), ("I love Crypto!", False), ("cryptography rocks", True)],
+)
+def test_is_postable(text, ok):
+    assert is_postable(text, ["crypto"]) is ok
