@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -40,8 +42,8 @@ def intents() -> discord.Intents:
 class KilroyBot(commands.Bot):
     """The bot: owns the services; cogs get them in `setup`."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None)
+    def __init__(self, settings: Settings, services: Services, **options: Any) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None, **options)
         self.settings = settings
         self.services = services
 
@@ -108,8 +110,9 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
         log.warning("could not report an error to the user", exc_info=True)
 
 
-async def run_bot(settings: Settings) -> int:
-    """Open the services, log in, run until stopped; close everything cleanly."""
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Load the model, open the database, restore the active adapter; close everything on exit."""
     from bot.adapters import AdapterStore
     from bot.engine.generator import Generator, SamplingParams
     from bot.engine.model import load_base
@@ -124,7 +127,7 @@ async def run_bot(settings: Settings) -> int:
         async with Storage.open(settings.db_path) as storage:
             adapters = AdapterService(AdapterStore(settings.adapters_dir), generator)
             log.info("serving adapter %s", await adapters.restore())
-            services = Services(
+            yield Services(
                 settings=settings,
                 storage=storage,
                 generator=generator,
@@ -132,17 +135,21 @@ async def run_bot(settings: Settings) -> int:
                 training=TrainingRunner(settings, swap=adapters.use),
                 stories=StoryService(storage, generator, settings.story),
             )
-            async with KilroyBot(settings, services) as bot:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
-                        loop.add_signal_handler(sig, lambda: asyncio.create_task(bot.close()))
-                try:
-                    await bot.start(settings.discord.token.get())
-                except discord.LoginFailure:
-                    log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
-                    return 2
     finally:
         await generator.close()
+
+
+async def run_bot(settings: Settings) -> int:
+    """Open the services, log in, run until stopped (Ctrl-C or SIGTERM); close everything cleanly."""
+    async with open_services(settings) as services, KilroyBot(settings, services) as bot:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
+                loop.add_signal_handler(sig, lambda: asyncio.create_task(bot.close()))
+        try:
+            await bot.start(settings.discord.token.get())
+        except discord.LoginFailure:
+            log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
+            return 2
     log.info("stopped cleanly")
     return 0

@@ -97,7 +97,7 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.6
+    gate_min_base_diversity: float = 0.7
     gate_samples: int = 32
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
@@ -178,6 +178,8 @@ class _Reader:
         def parse(v: str) -> float:
             x = float(v)
             if x != x or (low is not None and x < low) or (high is not None and x > high):
+                if high is None:
+                    raise ValueError(f"must be at least {low}")
                 raise ValueError(f"must be between {low} and {high}")
             return x
 
@@ -267,7 +269,7 @@ class _Reader:
             token=Secret(self.raw("DISCORD_TOKEN") or ""),
             guild_ids=self.ids("KILROY_GUILD_IDS"),
             post_channel_ids=self.ids("KILROY_POST_CHANNEL_IDS"),
-            post_interval_minutes=self.number("KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=0.1),
+            post_interval_minutes=self.number("KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=0.01),
             log_channel_id=log_channel[0] if log_channel else None,
             moderator_role_ids=self.ids("KILROY_MODERATOR_ROLE_IDS"),
             operator_user_ids=self.ids("KILROY_OPERATOR_USER_IDS"),

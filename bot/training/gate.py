@@ -11,7 +11,7 @@ from dataclasses import dataclass
 class GateConfig:
     max_kl: float = 1.0  # mean per-token KL(candidate || base) on fresh samples, in nats
     min_diversity: float = 0.6  # candidate distinct-2 must be at least this fraction of the serving adapter's
-    min_base_diversity: float = 0.6  # ... and of the base model's, so small nightly losses cannot compound
+    min_base_diversity: float = 0.7  # ... and of the base model's, so small nightly losses cannot compound
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Fixtures that run the real Kilroy bot (real discord.py client, tiny model) against the fake Discord server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import discord
+import pytest
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.app import KilroyBot, open_services
+from tests.e2e import fake_discord as fd
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[fd.FakeDiscord]:
+    s = fd.FakeDiscord()
+    await s.start()
+    old = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    Route.BASE = s.base_url
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(s.gateway_url)
+    try:
+        yield s
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = old
+        await s.stop()
+
+
+E2E_ENV = {
+    "KILROY_GUILD_IDS": str(fd.GUILD_ID),
+    "KILROY_MODERATOR_ROLE_IDS": str(fd.MODERATOR_ROLE),
+    "KILROY_OPERATOR_USER_IDS": str(fd.OPERATOR_ID),
+    "KILROY_SETTLE_HOURS": "0",
+    "KILROY_MIN_TRAIN_POSTS": "2",
+    "KILROY_EPOCHS": "1",
+    "KILROY_GATE_MAX_KL": "100",
+    "KILROY_GATE_MIN_DIVERSITY": "0",
+    "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
+    "KILROY_STORY_COOLDOWN_SECONDS": "0",
+}
+
+
+@pytest.fixture
+def e2e_settings(tiny_settings, monkeypatch):
+    """Settings for the bot under test; also exported so the training worker process sees the same."""
+
+    def make(**extra: str):
+        env = {**E2E_ENV, **extra}
+        settings = tiny_settings(**env)
+        for k, v in {
+            **env,
+            "KILROY_MODEL": settings.model.name,
+            "KILROY_GATE_SAMPLES": "8",
+            "KILROY_MAX_NEW_TOKENS": "24",
+        }.items():
+            monkeypatch.setenv(k, v)
+        return settings
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings, server: fd.FakeDiscord) -> AsyncIterator[KilroyBot]:
+    """Start the real bot with a fake token; yield once it is ready; stop it cleanly."""
+    async with open_services(settings) as services:
+        bot = KilroyBot(settings, services, guild_ready_timeout=0.05)
+        async with bot:
+            task = asyncio.create_task(bot.start("fake-token"))
+            try:
+                await asyncio.wait_for(bot.wait_until_ready(), 30)
+                yield bot
+            finally:
+                await bot.close()
+                with contextlib.suppress(asyncio.CancelledError, discord.ConnectionClosed):
+                    await asyncio.wait_for(task, 10)
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:  # noqa: ASYNC109
+    """Wait until an async predicate holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")

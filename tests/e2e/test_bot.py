@@ -1,0 +1,149 @@
+"""End-to-end: the real discord.py client and the real bot, against a fake Discord on loopback. Nothing is mocked
+inside the bot process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e import fake_discord as fd
+from tests.e2e.conftest import running_bot, until
+
+pytestmark = pytest.mark.slow
+
+
+async def post_once(bot) -> int:
+    """Make the posting cog post one message through REST; return its id."""
+    message = await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
+    assert message is not None
+    return message.id
+
+
+async def votes(bot, message_id):
+    post = await bot.services.storage.post_by_message(message_id)
+    recs = [r for r in await bot.services.storage.post_records() if r.post.id == post.id]
+    return sorted((v.member_id, v.emoji) for v in recs[0].votes), recs[0]
+
+
+async def test_scheduled_post_arrives_and_is_stored(server, e2e_settings):
+    settings = e2e_settings(KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID), KILROY_POST_INTERVAL_MINUTES="0.01")
+    async with running_bot(settings, server) as bot:
+
+        async def posted():
+            return bool(server.posts_by_bot()) and await bot.services.storage.count_posts() >= 1
+
+        await until(posted)
+        msg = server.posts_by_bot()[0]
+        post = await bot.services.storage.post_by_message(int(msg["id"]))
+        assert post is not None and post.text == msg["content"] and post.completion_ids
+    # the slash commands were synced to the configured guild at start
+    assert any(r.method == "PUT" and f"/guilds/{fd.GUILD_ID}/commands" in r.path for r in server.requests)
+
+
+async def test_reactions_and_replies(server, e2e_settings):
+    """Add then remove through gateway events leaves the right score; a bot's reaction is ignored; a reply counts."""
+    async with running_bot(e2e_settings(), server) as bot:
+        mid = await post_once(bot)
+        await server.react(mid, fd.MEMBER_ID, "❤️")
+        await server.react(mid, fd.OPERATOR_ID, "❤️")
+        await server.react(mid, fd.OTHER_BOT_ID, "🤖")
+        await server.react(mid, fd.OPERATOR_ID, "❤️", add=False)
+        await server.reply(mid, fd.MODERATOR_ID)
+
+        async def settled():
+            v, rec = await votes(bot, mid)
+            return v == [(fd.MEMBER_ID, "❤️")] and len(rec.replies) == 1
+
+        await until(settled)
+        from bot.scoring import formula_from_settings, score_post
+
+        _, rec = await votes(bot, mid)
+        assert score_post(rec, formula_from_settings(bot.settings.scoring)) == 1.0 + 2.0
+
+
+async def test_story_start_and_line_through_interactions(server, e2e_settings):
+    async with running_bot(e2e_settings(), server) as bot:
+        iid, _ = await server.slash(fd.MEMBER_ID, "story", "start")
+        await until(lambda: _has(server.callbacks, iid))
+        assert "Continue the story" in server.callbacks[iid][0]["data"]["content"]
+        iid, token = await server.slash(fd.MEMBER_ID, "story", "line", text="She opens the window.")
+        await until(lambda: _has(server.webhook_messages, token), timeout=30)
+        assert server.callbacks[iid][0]["type"] == 5  # deferred first: generation may take over 3 s
+        content = server.webhook_messages[token][0]["content"]
+        assert "She opens the window." in content and "**machine_director:** " in content
+        story = await bot.services.storage.active_story(fd.CHANNEL_ID)
+        assert [ln.speaker for ln in story.lines] == ["human_director", "machine_director"]
+
+
+async def test_retrain_refused_for_member_and_run_for_moderator(server, e2e_settings):
+    async with running_bot(e2e_settings(), server) as bot:
+        for _ in range(3):
+            await post_once(bot)
+        iid, _ = await server.slash(fd.MEMBER_ID, "retrain")
+        await until(lambda: _has(server.callbacks, iid))
+        refusal = server.callbacks[iid][0]
+        assert refusal["type"] == 4 and refusal["data"]["flags"] & 64 and "moderators" in refusal["data"]["content"]
+
+        iid, token = await server.slash(fd.MODERATOR_ID, "retrain")
+
+        async def finished():
+            edits = server.original_edits.get(token, [])
+            return bool(edits) and "Adapter" in (edits[-1].get("content") or "")
+
+        await until(finished, timeout=120)
+        assert server.callbacks[iid][0]["type"] == 5
+        final = server.original_edits[token][-1]["content"]
+        assert "v0001" in final and "promoted and now serving" in final
+        assert bot.services.generator.active == "v0001"
+
+
+async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):
+    from bot.engine.model import load_base
+    from tests.engine.test_generator import make_adapter
+
+    settings = e2e_settings()
+    loaded = load_base(settings.model, settings.data_dir, device="cpu")
+    from bot.adapters import AdapterStore
+
+    name = make_adapter(loaded, AdapterStore(settings.adapters_dir), 1)
+    async with running_bot(settings, server) as bot:
+        iid, _ = await server.slash(fd.MEMBER_ID, "adapter", "use", name=name)
+        await until(lambda: _has(server.callbacks, iid))
+        assert "operators" in server.callbacks[iid][0]["data"]["content"]
+        assert bot.services.generator.active == "base"
+        iid, token = await server.slash(fd.OPERATOR_ID, "adapter", "use", name=name)
+        await until(lambda: _has(server.webhook_messages, token))
+        assert f"Now serving `{name}`" in server.webhook_messages[token][0]["content"]
+        assert bot.services.generator.active == name
+
+
+async def test_catch_up_after_restart(server, e2e_settings):
+    """A reaction added while the bot is down is stored after a restart."""
+    settings = e2e_settings(KILROY_SETTLE_HOURS="12")  # catch-up covers posts still inside the settle window
+    async with running_bot(settings, server) as bot:
+        mid = await post_once(bot)
+        await server.react(mid, fd.MEMBER_ID, "👍")
+        await until(lambda: _votes_are(bot, mid, [(fd.MEMBER_ID, "👍")]))
+    await server.react(mid, fd.OPERATOR_ID, "❤️", dispatch=False)  # while down
+    await server.react(mid, fd.MEMBER_ID, "👍", add=False, dispatch=False)
+    async with running_bot(settings, server) as bot:
+        await until(lambda: _votes_are(bot, mid, [(fd.OPERATOR_ID, "❤️")]))
+
+
+async def test_rate_limited_post_is_retried_and_lands_once(server, e2e_settings):
+    server.rate_limit_next_posts = 1
+    async with running_bot(e2e_settings(), server) as bot:
+        mid = await post_once(bot)
+    posts = [r for r in server.requests if r.method == "POST" and r.path == f"/channels/{fd.CHANNEL_ID}/messages"]
+    assert len(posts) == 2  # one 429, one success
+    assert len(server.posts_by_bot()) == 1 and int(server.posts_by_bot()[0]["id"]) == mid
+
+
+async def _has(mapping, key) -> bool:
+    await asyncio.sleep(0)
+    return bool(mapping.get(key))
+
+
+async def _votes_are(bot, mid, expected) -> bool:
+    return (await votes(bot, mid))[0] == sorted(expected)
