@@ -6,6 +6,7 @@ Rows come back as small frozen dataclasses; nothing above this module depends on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -124,6 +125,21 @@ class Storage:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        # One connection serves many coroutines: gateway events arrive concurrently. Every write goes through this
+        # lock, so no statement of one coroutine can land inside (or be rolled back with) another's transaction.
+        self._write = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Serialised write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error."""
+        async with self._write:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     @classmethod
     @asynccontextmanager
@@ -165,31 +181,32 @@ class Storage:
 
     async def add_post(self, post: NewPost) -> int:
         """Record a post; return its id. The same message id twice returns the first row's id."""
-        cur = await self.db.execute(
-            """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
-                                  adapter, params, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (message_id) DO NOTHING""",
-            (
-                post.message_id,
-                post.channel_id,
-                post.guild_id,
-                post.kind,
-                post.text,
-                post.prompt,
-                json.dumps(list(post.prompt_ids)),
-                json.dumps(list(post.completion_ids)),
-                post.adapter,
-                json.dumps(post.params),
-                post.created_at,
-            ),
-        )
-        if cur.rowcount == 1 and cur.lastrowid is not None:
-            return cur.lastrowid
-        found = await self.post_by_message(post.message_id) if post.message_id is not None else None
-        if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
-            raise RuntimeError("post insert failed")
-        return found.id
+        async with self._write:
+            cur = await self.db.execute(
+                """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
+                                      adapter, params, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (message_id) DO NOTHING""",
+                (
+                    post.message_id,
+                    post.channel_id,
+                    post.guild_id,
+                    post.kind,
+                    post.text,
+                    post.prompt,
+                    json.dumps(list(post.prompt_ids)),
+                    json.dumps(list(post.completion_ids)),
+                    post.adapter,
+                    json.dumps(post.params),
+                    post.created_at,
+                ),
+            )
+            if cur.rowcount == 1 and cur.lastrowid is not None:
+                return cur.lastrowid
+            found = await self.post_by_message(post.message_id) if post.message_id is not None else None
+            if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
+                raise RuntimeError("post insert failed")
+            return found.id
 
     async def post_by_message(self, message_id: int) -> Post | None:
         """The post with this Discord message id, or None if it is not ours."""
@@ -224,8 +241,7 @@ class Storage:
         post = await self.post_by_message(message_id)
         if post is None:
             return False
-        await self.db.execute("BEGIN")
-        try:
+        async with self.transaction():
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) "
                 "VALUES (?, ?, ?, 'add', ?, ?)",
@@ -238,10 +254,6 @@ class Storage:
                     (post.id, member_id, emoji, at),
                 )
                 created = cur.rowcount == 1
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
         return created
 
     async def remove_vote(self, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
@@ -249,8 +261,7 @@ class Storage:
         post = await self.post_by_message(message_id)
         if post is None:
             return False
-        await self.db.execute("BEGIN")
-        try:
+        async with self.transaction():
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
                 (post.id, member_id, emoji, at),
@@ -258,10 +269,6 @@ class Storage:
             cur = await self.db.execute(
                 "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post.id, member_id, emoji)
             )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
         return cur.rowcount == 1
 
     async def reconcile_votes(self, message_id: int, current: Iterable[tuple[int, str]], *, at: float) -> int:
@@ -273,8 +280,7 @@ class Storage:
         async with self.db.execute("SELECT member_id, emoji FROM votes WHERE post_id = ?", (post.id,)) as cur:
             have = {(int(r[0]), str(r[1])) for r in await cur.fetchall()}
         changed = 0
-        await self.db.execute("BEGIN")
-        try:
+        async with self.transaction():
             for member_id, emoji in sorted(wanted - have):
                 await self.db.execute(
                     "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?)",
@@ -286,38 +292,37 @@ class Storage:
                     "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post.id, member_id, emoji)
                 )
                 changed += 1
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
         return changed
 
     async def add_reply(
         self, message_id: int, parent_message_id: int, member_id: int, *, at: float, length: int = 0
     ) -> bool:
         """Record a member's reply to one of our posts; True if new."""
-        post = await self.post_by_message(parent_message_id)
-        if post is None:
-            return False
-        cur = await self.db.execute(
-            "INSERT INTO replies (message_id, post_id, member_id, length, at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            (message_id, post.id, member_id, length, at),
-        )
-        return cur.rowcount == 1
+        async with self._write:
+            post = await self.post_by_message(parent_message_id)
+            if post is None:
+                return False
+            cur = await self.db.execute(
+                "INSERT INTO replies (message_id, post_id, member_id, length, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (message_id, post.id, member_id, length, at),
+            )
+            return cur.rowcount == 1
 
     async def remove_reply(self, message_id: int) -> bool:
         """Forget a deleted reply."""
-        cur = await self.db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
-        return cur.rowcount == 1
+        async with self._write:
+            cur = await self.db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
+            return cur.rowcount == 1
 
     async def forget_member(self, member_id: int) -> int:
         """Delete every vote, reaction event and reply of a member; return rows deleted."""
-        total = 0
-        for table in ("votes", "reaction_events", "replies"):
-            cur = await self.db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
-            total += cur.rowcount
-        return total
+        async with self._write:
+            total = 0
+            for table in ("votes", "reaction_events", "replies"):
+                cur = await self.db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
+                total += cur.rowcount
+            return total
 
     # --- records for scoring and training ----------------------------------------------------------------------------
 
@@ -366,22 +371,24 @@ class Storage:
 
     async def mark_trained(self, post_ids: Iterable[int], *, at: float, run_id: int | None) -> None:
         """Mark posts as used by a training run (only after the run has safely finished)."""
-        ids = list(post_ids)
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            await self.db.execute(
-                f"UPDATE posts SET trained_at = ?, trained_run = ? WHERE id IN ({marks})", [at, run_id, *chunk]
-            )
+        async with self._write:
+            ids = list(post_ids)
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                await self.db.execute(
+                    f"UPDATE posts SET trained_at = ?, trained_run = ? WHERE id IN ({marks})", [at, run_id, *chunk]
+                )
 
     # --- training runs and adapter versions --------------------------------------------------------------------------
 
     async def start_run(self, reason: str, *, at: float) -> int:
         """Open a training-run row; return its id."""
-        cur = await self.db.execute(
-            "INSERT INTO training_runs (reason, status, started_at) VALUES (?, 'running', ?)", (reason, at)
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        async with self._write:
+            cur = await self.db.execute(
+                "INSERT INTO training_runs (reason, status, started_at) VALUES (?, 'running', ?)", (reason, at)
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
     async def finish_run(
         self,
@@ -395,19 +402,20 @@ class Storage:
         metrics: dict[str, Any] | None = None,
     ) -> None:
         """Close a training-run row with its outcome."""
-        await self.db.execute(
-            "UPDATE training_runs SET status = ?, finished_at = ?, adapter = ?, promoted = ?, message = ?, metrics = ? "
-            "WHERE id = ?",
-            (
-                status,
-                at,
-                adapter,
-                None if promoted is None else int(promoted),
-                message,
-                json.dumps(metrics or {}),
-                run_id,
-            ),
-        )
+        async with self._write:
+            await self.db.execute(
+                "UPDATE training_runs SET status = ?, finished_at = ?, adapter = ?, promoted = ?, message = ?, "
+                "metrics = ? WHERE id = ?",
+                (
+                    status,
+                    at,
+                    adapter,
+                    None if promoted is None else int(promoted),
+                    message,
+                    json.dumps(metrics or {}),
+                    run_id,
+                ),
+            )
 
     async def runs(self, limit: int = 20) -> list[TrainingRun]:
         """The latest training runs, newest first."""
@@ -426,11 +434,12 @@ class Storage:
         self, name: str, *, parent: str | None, run_id: int | None, at: float, metrics: dict[str, Any]
     ) -> None:
         """Remember an adapter version written by a run."""
-        await self.db.execute(
-            "INSERT INTO adapter_versions (name, parent, run_id, created_at, metrics) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET metrics = excluded.metrics",
-            (name, parent, run_id, at, json.dumps(metrics)),
-        )
+        async with self._write:
+            await self.db.execute(
+                "INSERT INTO adapter_versions (name, parent, run_id, created_at, metrics) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET metrics = excluded.metrics",
+                (name, parent, run_id, at, json.dumps(metrics)),
+            )
 
     # --- stories -----------------------------------------------------------------------------------------------------
 
@@ -454,22 +463,23 @@ class Storage:
         self, channel_id: int, *, instruction: str, opening: str, started_by: int | None, at: float
     ) -> int:
         """Start a story in a channel; raises StoryExists if one is running there."""
-        try:
-            cur = await self.db.execute(
-                "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at) VALUES (?, ?, ?, ?, ?)",
-                (channel_id, instruction, opening, started_by, at),
-            )
-        except aiosqlite.IntegrityError as exc:
-            raise StoryExists(channel_id) from exc
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        async with self._write:
+            try:
+                cur = await self.db.execute(
+                    "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (channel_id, instruction, opening, started_by, at),
+                )
+            except aiosqlite.IntegrityError as exc:
+                raise StoryExists(channel_id) from exc
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
     async def add_story_line(
         self, story_id: int, *, speaker: str, text: str, member_id: int | None, at: float, post_id: int | None = None
     ) -> int:
         """Append a line to a story; return its sequence number."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self.transaction():
             async with self.db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM story_lines WHERE story_id = ?", (story_id,)
             ) as cur:
@@ -480,18 +490,15 @@ class Storage:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (story_id, seq, speaker, text, member_id, post_id, at),
             )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
         return seq
 
     async def end_story(self, channel_id: int, *, at: float) -> bool:
         """End the channel's running story; True if there was one."""
-        cur = await self.db.execute(
-            "UPDATE stories SET ended_at = ? WHERE channel_id = ? AND ended_at IS NULL", (at, channel_id)
-        )
-        return cur.rowcount == 1
+        async with self._write:
+            cur = await self.db.execute(
+                "UPDATE stories SET ended_at = ? WHERE channel_id = ? AND ended_at IS NULL", (at, channel_id)
+            )
+            return cur.rowcount == 1
 
 
 class StoryExists(Exception):

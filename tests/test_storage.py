@@ -159,3 +159,21 @@ def test_schema_is_plain_sqlite(tmp_path):
     for _, sql in _migrations():
         con.executescript(sql)
     assert con.execute("SELECT COUNT(*) FROM posts").fetchone() == (0,)
+
+
+async def test_concurrent_events_are_all_stored(storage):
+    """Regression: concurrent gateway events on one connection used to interleave BEGINs and roll back each
+    other's writes (the e2e burst lost all but one of 50 events)."""
+    import asyncio
+
+    await storage.add_post(post(1))
+    await storage.add_post(post(2))
+    adds = [storage.add_vote(m, u, "❤️", at=1.0) for m in (1, 2) for u in range(100)]
+    replies = [storage.add_reply(1000 + u, 1, u, at=1.0) for u in range(50)]
+    await asyncio.gather(*adds, *replies)
+    removes = [storage.remove_vote(1, u, "❤️", at=2.0) for u in range(0, 100, 2)]
+    await asyncio.gather(*removes, storage.add_post(post(3)))
+    recs = {r.post.message_id: r for r in await storage.post_records()}
+    assert len(recs[1].votes) == 50 and len(recs[2].votes) == 100 and len(recs[1].replies) == 50
+    async with storage.db.execute("SELECT COUNT(*) FROM reaction_events") as cur:
+        assert (await cur.fetchone())[0] == 250

@@ -4,6 +4,7 @@ inside the bot process."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -147,3 +148,13 @@ async def _has(mapping, key) -> bool:
 
 async def _votes_are(bot, mid, expected) -> bool:
     return (await votes(bot, mid))[0] == sorted(expected)
+
+
+async def test_burst_of_reactions_is_stored_exactly(server, e2e_settings):
+    """2,000 adds and removes on 50 posts from 200 members, injected as fast as the socket takes them."""
+    from tests.e2e.burst import run_burst
+
+    async with running_bot(e2e_settings(), server) as bot:
+        result = await run_burst(bot, server, events=int(os.environ.get("BURST", 2000)), posts=50, members=200)
+    assert result.actual == result.expected
+    print(f"burst: {result.events_per_second:.0f} events/s, worst loop lag {result.worst_lag_ms:.1f} ms")
