@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
@@ -61,6 +62,14 @@ class Engagement(commands.Cog):
             return
         await self.storage.add_reply(
             message.id, ref.message_id, message.author.id, at=self.clock(), length=len(message.content or "")
+        )
+
+    @app_commands.command(name="forget-me", description="Delete your reactions and replies from Kilroy's records")
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        removed = await self.storage.forget_member(interaction.user.id)
+        await interaction.response.send_message(
+            f"Done: {removed} record(s) of your reactions and replies were deleted. Kilroy never stored your words.",
+            ephemeral=True,
         )
 
     @commands.Cog.listener()

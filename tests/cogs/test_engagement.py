@@ -84,3 +84,16 @@ async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
     cog = Engagement(bot, settings=settings, storage=storage, clock=lambda: 2000.0)
     assert await cog.catch_up() == 2
     assert await votes(storage) == [(42, "❤️")]
+
+
+async def test_forget_me_deletes_members_records(cog, storage):
+    """A member can ask for their engagement data to be forgotten; others' stay."""
+    from tests.cogs.helpers import interaction, texts
+
+    await cog.on_raw_reaction_add(reaction_payload(1, 42))
+    await cog.on_raw_reaction_add(reaction_payload(1, 43))
+    i = interaction(member(42))
+    await cog.forget_me.callback(cog, i)
+    assert await votes(storage) == [(43, "❤️")]
+    assert "deleted" in texts(i.response.send_message)[0]
+    assert i.response.send_message.call_args.kwargs["ephemeral"] is True
