@@ -50,6 +50,11 @@ def setup_logging(level: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    if "transformers" in sys.modules:  # imported before us (benchmarks, tests): the env vars came too late
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 class ProgressBar:
