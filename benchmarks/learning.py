@@ -147,6 +147,9 @@ class KilroyRecipe:
         return None
 
 
+KTO_LR = 1e-4  # set by --kto-lr; our LoRA rate (3e-3) makes KTO collapse within a few nights
+
+
 class KTO:
     """TRL's KTOTrainer with a LoRA: top third of the night's normalised scores desirable, bottom third undesirable,
     middle dropped; the base model (adapter disabled) as the fixed reference; CPU-safe settings."""
@@ -344,8 +347,10 @@ def main() -> int:
     p.add_argument("--posts-per-night", type=int, default=64)
     p.add_argument("--trainers", default="ours,kilroy,kto")
     p.add_argument("--model", default="tiny")
+    p.add_argument("--kto-lr", type=float, default=KTO_LR, help="KTO learning rate (LoRA)")
     p.add_argument("--json")
     args = p.parse_args()
+    globals()["KTO_LR"] = args.kto_lr
     if args.quick:
         args.audiences, args.seeds, args.nights, args.posts_per_night = args.audiences.split(",")[0], "0", 3, 24
     settings = load_settings(None, {"KILROY_MODEL": args.model, "KILROY_LOG_LEVEL": "error"})
