@@ -213,7 +213,7 @@ class KTO:
             output_dir=str(self.workdir / "kto"),
             per_device_train_batch_size=8,
             num_train_epochs=2,
-            learning_rate=self.settings.training.learning_rate,
+            learning_rate=KTO_LR,
             bf16=False,
             fp16=False,
             report_to=[],
