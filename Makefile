@@ -30,6 +30,8 @@ lint:
 bench: setup
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/adapters.py
+	$(BIN)/python benchmarks/gateway_burst.py
+	$(BIN)/python benchmarks/learning.py --quick --trainers ours,kilroy
 
 clean:
 	rm -rf $(VENV) data/simulate data/tiny-gpt2* .pytest_cache

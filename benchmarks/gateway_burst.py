@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fake server lives in tests/e2e
 
 import yarl
 from discord.gateway import DiscordWebSocket
