@@ -93,3 +93,32 @@ def test_story_pipes_three_lines(env):
     assert len(lines) == 3
     assert all(line.startswith("machine_director: ") and len(line) > len("machine_director: ") for line in lines)
     assert "Continue the story" in proc.stderr
+
+
+def test_train_with_empty_database_says_so(env, capsys):
+    """`kilroy train` on an empty database explains there is nothing to train and exits 0."""
+    assert main(["train"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_cli_trains_and_reports(env, monkeypatch, capsys, tmp_path):
+    """`kilroy train --json` over settled posts reports the new adapter and the gate's decision."""
+    import asyncio
+
+    from bot.config import Settings
+    from bot.storage import Storage
+    from tests.training.test_nightly import seed_posts
+
+    monkeypatch.setenv("KILROY_EPOCHS", "1")
+    monkeypatch.setenv("KILROY_SETTLE_HOURS", "0")
+    settings = Settings.from_env(dict(__import__("os").environ))
+
+    async def fill():
+        async with Storage.open(settings.db_path) as storage:
+            await seed_posts(settings, storage, at=0.0)
+
+    asyncio.run(fill())
+    assert main(["train", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["event"] == "done" and out["adapter"] == "v0001" and isinstance(out["promoted"], bool)

@@ -1,0 +1,50 @@
+import time
+
+from bot.scoring import ScoreFormula
+from bot.stats import daily_scores, top_posts
+from bot.storage import NewPost
+from cogs.stats import Stats
+from tests.cogs.helpers import interaction, texts
+
+
+async def seed(storage):
+    now = time.time()
+    for i, (adapter, likes) in enumerate([("base", 1), ("base", 3), ("v0001", 5), ("v0001", 0)]):
+        await storage.add_post(
+            NewPost(
+                channel_id=1,
+                guild_id=9,
+                text=f"post {i}",
+                adapter=adapter,
+                created_at=now - 86400 * (1 - i // 2),
+                message_id=100 + i,
+            )
+        )
+        for m in range(likes):
+            await storage.add_vote(100 + i, m, "❤️", at=now)
+
+
+async def test_daily_scores_and_top_posts(storage):
+    await seed(storage)
+    records = await storage.post_records()
+    days = daily_scores(records, ScoreFormula())
+    assert [(d.adapter, d.mean_score, d.posts) for d in days] == [("base", 2.0, 2), ("v0001", 2.5, 2)]
+    assert [p.text for _, p in top_posts(records, ScoreFormula(), 2)] == ["post 2", "post 1"]
+
+
+async def test_stats_command_sends_plot_and_top_posts(storage, make_settings):
+    await seed(storage)
+    cog = Stats(settings=make_settings(), storage=storage)
+    i = interaction()
+    await cog.stats.callback(cog, i, 14)
+    assert i.response.defer.called
+    (text,) = texts(i.followup.send)
+    assert "4 posts" in text and "post 2" in text and "https://discord.com/channels/9/1/102" in text
+    assert i.followup.send.call_args.kwargs["file"].filename == "stats.png"
+
+
+async def test_stats_without_posts(storage, make_settings):
+    cog = Stats(settings=make_settings(), storage=storage)
+    i = interaction()
+    await cog.stats.callback(cog, i, 7)
+    assert "No posts" in texts(i.followup.send)[0]
