@@ -35,7 +35,8 @@ def plot_learning_curve(result: SimulationResult, path: Path) -> Path:
     ax2.set_ylabel("distinct-2")
     ax2.set_ylim(0, 1)
     ax.set_title(f"Kilroy learning: audience {result.audience}, lift {result.lift:.2f}x")
-    fig.legend(loc="upper left")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="center right")
     fig.tight_layout()
     return _save(fig, plt, path)
 
