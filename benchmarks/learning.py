@@ -33,10 +33,26 @@ from bot.engine.generator import Generator, Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.serving import AdapterService
-from bot.simulation import CHANNELS, DAY, EPOCH, AudienceSpec, builtin_audiences, react
-from bot.storage import NewPost, PostRecord, Storage
+from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, publish_night
+from bot.storage import PostRecord, Storage
 from bot.training.objective import IGNORE, distinct_n, token_logprobs
 from bot.training.trainer import _batch
+
+
+def _sample(model: Any, loaded: Any, settings: Settings, n: int, seed: int, adapter: str) -> list[Sample]:
+    torch.manual_seed(seed)
+    model.eval()
+    return sample_batch(
+        model,
+        loaded.tokenizer,
+        prompt="",
+        n=n,
+        params=SamplingParams.from_settings(settings.generation),
+        stop_at_newline=True,
+        context_size=loaded.context_size,
+        adapter=adapter,
+    )
+
 
 # --- the three trainers behind one small interface -------------------------------------------------------------------
 
@@ -100,18 +116,7 @@ class KilroyRecipe:
         self.formula = formula_from_settings(self.settings.scoring)
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
-        torch.manual_seed(seed)
-        self.model.eval()
-        return sample_batch(
-            self.model,
-            self.loaded.tokenizer,
-            prompt="",
-            n=n,
-            params=SamplingParams.from_settings(self.settings.generation),
-            stop_at_newline=True,
-            context_size=self.loaded.context_size,
-            adapter="kilroy",
-        )
+        return _sample(self.model, self.loaded, self.settings, n, seed, self.name)
 
     def _reward(self, score: float) -> float:
         window = self.window[-1000:]
@@ -175,18 +180,7 @@ class KTO:
             self.model = PeftModel.from_pretrained(self.loaded.model, str(self.adapter_dir), is_trainable=trainable)
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
-        torch.manual_seed(seed)
-        self.model.eval()
-        return sample_batch(
-            self.model,
-            self.loaded.tokenizer,
-            prompt="",
-            n=n,
-            params=SamplingParams.from_settings(self.settings.generation),
-            stop_at_newline=True,
-            context_size=self.loaded.context_size,
-            adapter="kto",
-        )
+        return _sample(self.model, self.loaded, self.settings, n, seed, self.name)
 
     async def train(self, night_records: list[PostRecord], now: float) -> None:
         from datasets import Dataset
@@ -301,24 +295,8 @@ async def run_nights(
                 for night in range(nights):
                     start = EPOCH + night * DAY
                     samples = await trainer.generate(posts, seed * 7919 + night)
-                    for i, smp in enumerate(samples):
-                        at = start + i * (12 * 3600.0 / len(samples))
-                        await storage.add_post(
-                            NewPost(
-                                channel_id=CHANNELS[i % len(CHANNELS)],
-                                text=smp.text,
-                                adapter=smp.adapter,
-                                created_at=at,
-                                message_id=message_id,
-                                prompt=smp.prompt,
-                                prompt_ids=smp.prompt_ids,
-                                completion_ids=smp.completion_ids,
-                                params=smp.params,
-                            )
-                        )
-                        await react(storage, audience, message_id, smp.text, at + 300, rng)
-                        message_id += 1
-                    records = await storage.post_records(created_after=start - 1, created_before=start + DAY)
+                    records = await publish_night(storage, audience, samples, start=start, first_id=message_id, rng=rng)
+                    message_id += len(samples)
                     means.append(sum(score_post(r, formula) for r in records) / len(records))
                     d2.append(distinct_n([smp.text for smp in samples]))
                     if night < nights - 1:

@@ -13,17 +13,20 @@ import math
 import random
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.scoring import formula_from_settings, score_post
-from bot.storage import NewPost, Storage
+from bot.storage import NewPost, PostRecord, Storage
 from bot.training.objective import distinct_n
+
+if TYPE_CHECKING:
+    from bot.engine.generator import Sample
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,36 @@ async def react(
         await storage.add_vote(message_id, BOT_MEMBER, "🤖", at=at, is_bot=True)
 
 
+async def publish_night(
+    storage: Storage,
+    audience: AudienceSpec,
+    samples: Sequence[Sample],
+    *,
+    start: float,
+    first_id: int,
+    rng: random.Random,
+) -> list[PostRecord]:
+    """Post a night's samples (spread over 12 hours, across the channels), let the audience react, and return the
+    night's records as scoring will read them."""
+    for i, smp in enumerate(samples):
+        at = start + i * (12 * 3600.0 / max(1, len(samples)))
+        await storage.add_post(
+            NewPost(
+                channel_id=CHANNELS[i % len(CHANNELS)],
+                text=smp.text,
+                adapter=smp.adapter,
+                created_at=at,
+                message_id=first_id + i,
+                prompt=smp.prompt,
+                prompt_ids=smp.prompt_ids,
+                completion_ids=smp.completion_ids,
+                params=smp.params,
+            )
+        )
+        await react(storage, audience, first_id + i, smp.text, at + 300, rng)
+    return await storage.post_records(created_after=start - 1, created_before=start + DAY)
+
+
 @dataclass(frozen=True)
 class NightResult:
     night: int
@@ -237,26 +270,9 @@ async def simulate(
                 samples = await generator.generate(
                     posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
                 )
-                texts = []
-                for i, s in enumerate(samples):
-                    at = start + i * (12 * 3600.0 / max(1, len(samples)))
-                    await storage.add_post(
-                        NewPost(
-                            channel_id=CHANNELS[i % len(CHANNELS)],
-                            text=s.text,
-                            adapter=s.adapter,
-                            created_at=at,
-                            message_id=message_id,
-                            prompt=s.prompt,
-                            prompt_ids=s.prompt_ids,
-                            completion_ids=s.completion_ids,
-                            params=s.params,
-                        )
-                    )
-                    await react(storage, audience, message_id, s.text, at + 300, rng)
-                    message_id += 1
-                    texts.append(s.text)
-                records = await storage.post_records(created_after=start - 1, created_before=start + DAY)
+                records = await publish_night(storage, audience, samples, start=start, first_id=message_id, rng=rng)
+                message_id += len(samples)
+                texts = [smp.text for smp in samples]
                 mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
                 night_result = NightResult(
                     night, mean, len(records), generator.active, distinct_n(texts), samples=tuple(texts)

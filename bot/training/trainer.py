@@ -162,65 +162,39 @@ def evaluate(
     import torch
 
     params = SamplingParams.from_settings(generation)
-    n = training.gate_samples
-    torch.manual_seed(seed + 1)
-    samples = sample_batch(
-        model,
-        tokenizer,
-        prompt=generation.prompt,
-        n=n,
-        params=params,
-        stop_at_newline=True,
-        context_size=context_size,
-        adapter="candidate",
-    )
+
+    def draw(adapter: str) -> list[Any]:
+        # the same seed for every model, so the comparison is about the weights, not the dice
+        torch.manual_seed(seed + 1)
+        return sample_batch(
+            model,
+            tokenizer,
+            prompt=generation.prompt,
+            n=training.gate_samples,
+            params=params,
+            stop_at_newline=True,
+            context_size=context_size,
+            adapter=adapter,
+        )
+
+    samples = draw("candidate")
     examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
     device = next(model.parameters()).device
     with torch.no_grad():
         ids, attn, labels, _ = _batch(examples, tokenizer.pad_token_id, device)
         logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
-        # on the candidate's own samples, E[logp - ref_logp] estimates KL(candidate || base) per token
-        kl = max(0.0, float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1)))  # a sampled estimate
-    torch.manual_seed(seed + 1)
+        # on the candidate's own samples, E[logp - ref_logp] estimates KL(candidate || base) per token;
+        # a sampled estimate can dip below zero when the two are nearly equal
+        kl = max(0.0, float(((logp - ref_logp) * mask).sum() / mask.sum().clamp(min=1)))
     with model.disable_adapter():
-        base = sample_batch(
-            model,
-            tokenizer,
-            prompt=generation.prompt,
-            n=n,
-            params=params,
-            stop_at_newline=True,
-            context_size=context_size,
-            adapter="base",
-        )
-    torch.manual_seed(seed + 1)
+        base = draw("base")
+    serving = base
     if parent_path is not None:
         model.load_adapter(str(parent_path), adapter_name="serving")
         model.set_adapter("serving")
-        serving = sample_batch(
-            model,
-            tokenizer,
-            prompt=generation.prompt,
-            n=n,
-            params=params,
-            stop_at_newline=True,
-            context_size=context_size,
-            adapter="serving",
-        )
+        serving = draw("serving")
         model.set_adapter("default")
         model.delete_adapter("serving")
-    else:
-        with model.disable_adapter():
-            serving = sample_batch(
-                model,
-                tokenizer,
-                prompt=generation.prompt,
-                n=n,
-                params=params,
-                stop_at_newline=True,
-                context_size=context_size,
-                adapter="base",
-            )
     return {
         "kl": kl,
         "distinct2": distinct_n([s.text for s in samples]),
