@@ -390,6 +390,16 @@ class Storage:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
+    async def fail_stale_runs(self, *, at: float) -> int:
+        """Close runs left 'running' by a process that died (one run at a time, so any open one is stale)."""
+        async with self._write:
+            cur = await self.db.execute(
+                "UPDATE training_runs SET status = 'failed', finished_at = ?, message = 'interrupted: the training "
+                "process stopped before finishing' WHERE status = 'running'",
+                (at,),
+            )
+        return cur.rowcount
+
     async def finish_run(
         self,
         run_id: int,

@@ -29,6 +29,8 @@ class Posting(commands.Cog):
     async def cog_load(self) -> None:
         if self.settings.discord.post_channel_ids:
             self.loop.start()
+        else:
+            log.warning("KILROY_POST_CHANNEL_IDS is empty: Kilroy will not post on a schedule")
 
     async def cog_unload(self) -> None:
         self.loop.cancel()

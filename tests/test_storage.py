@@ -177,3 +177,11 @@ async def test_concurrent_events_are_all_stored(storage):
     assert len(recs[1].votes) == 50 and len(recs[2].votes) == 100 and len(recs[1].replies) == 50
     async with storage.db.execute("SELECT COUNT(*) FROM reaction_events") as cur:
         assert (await cur.fetchone())[0] == 250
+
+
+async def test_runs_left_running_by_a_dead_process_are_failed(storage):
+    """A worker killed mid-run leaves its row 'running'; the next run closes it as failed."""
+    stale = await storage.start_run("nightly", at=1.0)
+    assert await storage.fail_stale_runs(at=2.0) == 1
+    (run,) = await storage.runs()
+    assert run.id == stale and run.status == "failed" and "interrupted" in run.message

@@ -60,6 +60,8 @@ async def run_training(
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
     formula = formula_from_settings(settings.scoring)
+    if stale := await storage.fail_stale_runs(at=time.time()):
+        log.warning("marked %d interrupted training run(s) as failed", stale)
     run_id = await storage.start_run(reason, at=now)
     settled_before = now - settings.scoring.settle_hours * 3600.0
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
