@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from bot.config import DiscordSettings
 
@@ -30,7 +31,7 @@ async def is_operator(interaction: discord.Interaction, settings: DiscordSetting
     if user.id in settings.operator_user_ids or _role_ids(user) & set(settings.operator_role_ids):
         return True
     client = interaction.client
-    return isinstance(client, discord.ext.commands.Bot) and await client.is_owner(user)
+    return isinstance(client, commands.Bot) and await client.is_owner(user)
 
 
 async def say(
