@@ -55,7 +55,8 @@ class Stats(commands.Cog):
             )
             await say(
                 interaction,
-                f"{len(records)} posts in {days} days. Top posts:\n" + "\n".join(lines),
+                f"{len(records)} post{'' if len(records) == 1 else 's'} in {days} days. Top posts:\n"
+                + "\n".join(lines),
                 file=discord.File(path, filename="stats.png"),
             )
 

@@ -158,3 +158,15 @@ async def test_burst_of_reactions_is_stored_exactly(server, e2e_settings):
         result = await run_burst(bot, server, events=int(os.environ.get("BURST", 2000)), posts=50, members=200)
     assert result.actual == result.expected
     print(f"burst: {result.events_per_second:.0f} events/s, worst loop lag {result.worst_lag_ms:.1f} ms")
+
+
+async def test_stats_uploads_a_plot(server, e2e_settings):
+    """/stats answers through the webhook with a PNG attachment (multipart upload)."""
+    async with running_bot(e2e_settings(), server) as bot:
+        mid = await post_once(bot)
+        await server.react(mid, fd.MEMBER_ID, "❤️")
+        await until(lambda: _votes_are(bot, mid, [(fd.MEMBER_ID, "❤️")]))
+        _, token = await server.slash(fd.MEMBER_ID, "stats")
+        await until(lambda: _has(server.webhook_messages, token), timeout=30)
+    body = next(r.body for r in server.requests if r.method == "POST" and r.path.endswith(token))
+    assert body["_files"] and "1 post in 14 days" in body["content"]
