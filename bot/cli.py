@@ -159,6 +159,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             seed=args.seed,
             workdir=workdir,
             on_event=on_event,
+            isolated=args.isolated,
         )
     )
     out = result.as_json()
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write machine-readable results here")
     s.add_argument("--plot", help="write a PNG learning curve here")
     s.add_argument("--workdir", help="where the simulation's database and adapters go (default: <data>/simulate)")
+    s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
 
     t = sub.add_parser("train", help="one training run over the database; promotes only if the gate passes")
     t.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -243,8 +243,13 @@ async def simulate(
     seed: int,
     workdir: Path,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    isolated: bool = False,
 ) -> SimulationResult:
-    """Run the nights loop in a fresh workspace; return per-night engagement."""
+    """Run the nights loop in a fresh workspace; return per-night engagement.
+
+    With `isolated`, each night's training runs in the worker process exactly as the bot runs it (slower by the
+    worker's start-up); otherwise the same `run_training` runs in this process.
+    """
     from bot.engine.generator import Generator, SamplingParams
     from bot.engine.model import load_base
     from bot.serving import AdapterService
@@ -260,6 +265,13 @@ async def simulate(
     generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
     store = AdapterStore(settings.adapters_dir)
     service = AdapterService(store, generator)
+    runner = None
+    if isolated:
+        import os
+
+        from bot.training.runner import TrainingRunner
+
+        runner = TrainingRunner(settings, swap=service.use, env={**os.environ, "KILROY_SEED": str(seed)})
     result = SimulationResult(audience.name, seed)
     message_id = 1
     try:
@@ -283,11 +295,15 @@ async def simulate(
                     def progress(event: dict[str, Any], night: int = night) -> None:
                         emit({**event, "night": night})
 
-                    run = await run_training(
-                        settings, storage, store, now=start + DAY - 1, reason="simulate", on_progress=progress
-                    )
-                    if run.promoted and run.adapter:
-                        await service.use(run.adapter)
+                    if runner is not None:
+                        # the bot's path: a worker process trains, the runner hot-swaps a promoted adapter
+                        run = await runner.run("simulate", progress)
+                    else:
+                        run = await run_training(
+                            settings, storage, store, now=start + DAY - 1, reason="simulate", on_progress=progress
+                        )
+                        if run.promoted and run.adapter:
+                            await service.use(run.adapter)
                     night_result = NightResult(
                         night,
                         mean,

@@ -122,3 +122,15 @@ def test_train_cli_trains_and_reports(env, monkeypatch, capsys, tmp_path):
     assert main(["train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["event"] == "done" and out["adapter"] == "v0001" and isinstance(out["promoted"], bool)
+
+
+@pytest.mark.slow
+def test_simulate_isolated_matches_in_process(env, tmp_path, capsys):
+    """Training each night in the worker process (the bot's path) gives the same nights as in-process training."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    common = ["simulate", "--nights", "2", "--posts-per-night", "12"]
+    assert main([*common, "--json", str(a), "--workdir", str(tmp_path / "wa")]) == 0
+    assert main([*common, "--json", str(b), "--workdir", str(tmp_path / "wb"), "--isolated"]) == 0
+    nights_a = [(n["mean_score"], n["adapter"], n["promoted"]) for n in json.loads(a.read_text())["nights"]]
+    nights_b = [(n["mean_score"], n["adapter"], n["promoted"]) for n in json.loads(b.read_text())["nights"]]
+    assert nights_a == nights_b
