@@ -25,6 +25,7 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
+SYNC_MARKER = "commands.sha256"  # under the data dir: the hash of the last synced command tree
 EXTENSIONS = ("cogs.posting", "cogs.engagement", "cogs.story", "cogs.training", "cogs.adapters", "cogs.stats")
 
 
@@ -58,7 +59,7 @@ class KilroyBot(commands.Bot):
         payload = json.dumps([c.to_dict(self.tree) for c in self.tree.get_commands()], sort_keys=True, default=str)
         guilds = self.settings.discord.guild_ids
         digest = hashlib.sha256((payload + repr(guilds)).encode()).hexdigest()
-        marker = Path(self.settings.data_dir) / "commands.sha256"
+        marker = Path(self.settings.data_dir) / SYNC_MARKER
         if marker.exists() and marker.read_text().strip() == digest:
             log.info("slash commands unchanged; not syncing")
             return

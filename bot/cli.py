@@ -101,8 +101,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from bot.app import run_bot
+    from bot.app import SYNC_MARKER, run_bot
 
+    if args.sync:
+        (settings.data_dir / SYNC_MARKER).unlink(missing_ok=True)
     return asyncio.run(run_bot(settings))
 
 
@@ -300,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="override KILROY_MODEL (gpt2, a local path, or tiny)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    r = sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    r.add_argument("--sync", action="store_true", help="sync slash commands even if they look unchanged")
 
     s = sub.add_parser("simulate", help="offline demo: nights of posting to a simulated audience, with training")
     s.add_argument("--nights", type=int, default=8)

@@ -170,3 +170,23 @@ async def test_stats_uploads_a_plot(server, e2e_settings):
         await until(lambda: _has(server.webhook_messages, token), timeout=30)
     body = next(r.body for r in server.requests if r.method == "POST" and r.path.endswith(token))
     assert body["_files"] and "1 post in 14 days" in body["content"]
+
+
+async def test_commands_synced_only_when_changed(server, e2e_settings):
+    """A restart with the same commands does not sync again (Discord limits command creation)."""
+    from bot.app import SYNC_MARKER
+
+    settings = e2e_settings()
+
+    def syncs():
+        return sum(1 for r in server.requests if r.method == "PUT" and r.path.endswith("/commands"))
+
+    async with running_bot(settings, server):
+        pass
+    async with running_bot(settings, server):
+        pass
+    assert syncs() == 1
+    (settings.data_dir / SYNC_MARKER).unlink()  # what `kilroy run --sync` does
+    async with running_bot(settings, server):
+        pass
+    assert syncs() == 2
