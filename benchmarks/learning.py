@@ -35,7 +35,7 @@ from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.serving import AdapterService
 from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, publish_night
 from bot.storage import PostRecord, Storage
-from bot.training.objective import IGNORE, distinct_n, token_logprobs
+from bot.training.objective import distinct_n, token_logprobs
 from bot.training.trainer import _batch
 
 
@@ -253,18 +253,7 @@ class Run:
 def kl_to_base(policy: Any, settings: Settings, seed: int, n: int = 32) -> float:
     """Per-token KL(policy || base) on fresh policy samples."""
     base = load_base(settings.model, settings.data_dir, device="cpu")
-    torch.manual_seed(seed + 99)
-    policy.eval()
-    samples = sample_batch(
-        policy,
-        base.tokenizer,
-        prompt="",
-        n=n,
-        params=SamplingParams.from_settings(settings.generation),
-        stop_at_newline=True,
-        context_size=base.context_size,
-        adapter="eval",
-    )
+    samples = _sample(policy, base, settings, n, seed + 99, "eval")
     from bot.dataset import TrainingExample
 
     examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
@@ -272,7 +261,6 @@ def kl_to_base(policy: Any, settings: Settings, seed: int, n: int = 32) -> float
     with torch.no_grad():
         logp, mask = token_logprobs(policy(input_ids=ids, attention_mask=attn).logits, labels)
         ref, _ = token_logprobs(base.model(input_ids=ids, attention_mask=attn).logits, labels)
-    assert IGNORE < 0
     return float(((logp - ref) * mask).sum() / mask.sum())
 
 

@@ -131,7 +131,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             log.info("serving adapter %s", await adapters.restore())
             # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event loop
             # for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything alive now
-            # out of the collector's sight: worst lag under a 2,000-event burst drops to ~20 ms.
+            # out of the collector's sight: worst lag under a 2,000-event burst drops to a few ms.
             gc.collect()
             gc.freeze()
             yield Services(

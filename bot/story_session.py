@@ -96,6 +96,10 @@ class StoryService:
 
         Returns the normalised line. Raises StoryError (or OnCooldown) with a message for the member.
         """
+        text, _ = await self._checked(channel_id, member_id, text)
+        return text
+
+    async def _checked(self, channel_id: int, member_id: int | None, text: str) -> tuple[str, Story]:
         text = " ".join(text.split())
         if not text:
             raise StoryError("the line is empty")
@@ -106,14 +110,12 @@ class StoryService:
             now = self.clock()
             if last is not None and now - last < self.settings.cooldown_seconds:
                 raise OnCooldown(self.settings.cooldown_seconds - (now - last))
-        await self._story(channel_id)
-        return text
+        return text, await self._story(channel_id)
 
     async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
         """Record the human director's line and write the machine director's answer (not yet recorded)."""
-        text = await self.validate(channel_id, member_id, text)
+        text, story = await self._checked(channel_id, member_id, text)
         now = self.clock()
-        story = await self._story(channel_id)
         if member_id is not None:
             self._last_line[(channel_id, member_id)] = now
         await self.storage.add_story_line(story.id, speaker=HUMAN, text=text, member_id=member_id, at=now)
