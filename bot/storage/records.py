@@ -1,0 +1,97 @@
+"""The rows storage hands out: small frozen dataclasses, so nothing above storage depends on the driver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NewPost:
+    """What a generator produced and where it was posted."""
+
+    channel_id: int
+    text: str
+    adapter: str
+    created_at: float
+    message_id: int | None = None
+    guild_id: int | None = None
+    kind: str = "post"
+    prompt: str = ""
+    prompt_ids: Sequence[int] = ()
+    completion_ids: Sequence[int] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Post:
+    id: int
+    message_id: int | None
+    channel_id: int
+    guild_id: int | None
+    kind: str
+    text: str
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+    adapter: str
+    params: dict[str, Any]
+    created_at: float
+    trained_at: float | None
+
+
+@dataclass(frozen=True)
+class Vote:
+    member_id: int
+    emoji: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    message_id: int
+    member_id: int
+    at: float
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    """A post with its current votes and replies: what scoring reads."""
+
+    post: Post
+    votes: tuple[Vote, ...]
+    replies: tuple[Reply, ...]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    id: int
+    reason: str
+    status: str
+    started_at: float
+    finished_at: float | None
+    adapter: str | None
+    promoted: bool | None
+    message: str | None
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoryLine:
+    seq: int
+    speaker: str
+    text: str
+    member_id: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Story:
+    id: int
+    channel_id: int
+    instruction: str
+    opening: str
+    started_at: float
+    ended_at: float | None
+    lines: tuple[StoryLine, ...]
