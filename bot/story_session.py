@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
-from bot.config import Settings, StorySettings
+from bot.config import StorySettings
 from bot.storage import NewPost, Storage, Story
 from bot.story import HUMAN, INSTRUCTION, MACHINE, buffer_from_lines, parse_answer
 
@@ -161,49 +160,3 @@ class StoryService:
         if story is None:
             raise NoStory()
         return story
-
-
-async def run_terminal_story(settings: Settings, *, opening: str | None, stdin: TextIO, stdout: TextIO) -> int:
-    """`kilroy story`: human lines from stdin, one `machine_director: …` line each on stdout; the rest on stderr."""
-    from bot.adapters import BASE, AdapterStore
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-
-    generator = Generator(
-        load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
-    )
-    store = AdapterStore(settings.adapters_dir)
-    current = store.current()
-    if current != BASE:
-        await generator.use_adapter(current, store.path(current))
-    interactive = stdin.isatty()
-    try:
-        # the terminal story lives in memory: it is play, not data for the server's training
-        async with Storage.open(":memory:") as storage:
-            service = StoryService(storage, generator, _no_cooldown(settings.story))
-            story = await service.start(0, opening=opening)
-            print(f"{story.instruction}\n{story.opening}", file=sys.stderr)
-            while True:
-                if interactive:
-                    print("human_director: ", end="", file=sys.stderr, flush=True)
-                raw = stdin.readline()
-                if not raw:
-                    break
-                if not raw.strip():
-                    continue
-                try:
-                    turn = await service.line(0, None, raw)
-                except StoryError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    continue
-                await service.record(turn)
-                print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
-    finally:
-        await generator.close()
-    return 0
-
-
-def _no_cooldown(settings: StorySettings) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(settings, cooldown_seconds=0.0)

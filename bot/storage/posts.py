@@ -186,7 +186,7 @@ class PostsMixin(StorageBase):
             where.append("created_at > ?")
             args.append(created_after)
         if untrained_only:
-            where.append("trained_at IS NULL")
+            where.append("trained_at IS NULL AND trained_run IS NULL")
         sql = f"SELECT * FROM posts WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -239,4 +239,5 @@ def _post(description: Any, row: Any) -> Post:
         params=json.loads(d["params"]),
         created_at=float(d["created_at"]),
         trained_at=d["trained_at"],
+        trained_run=d.get("trained_run"),
     )

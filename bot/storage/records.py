@@ -39,6 +39,7 @@ class Post:
     params: dict[str, Any]
     created_at: float
     trained_at: float | None
+    trained_run: int | None = None  # the run that claimed (and, once trained_at is set, trained on) this post
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TrainingRun:
     promoted: bool | None
     message: str | None
     metrics: dict[str, Any]
+    stage: str = "training"
 
 
 @dataclass(frozen=True)
