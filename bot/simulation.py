@@ -157,17 +157,7 @@ async def publish_night(
     for i, smp in enumerate(samples):
         at = start + i * (12 * 3600.0 / max(1, len(samples)))
         await storage.add_post(
-            NewPost(
-                channel_id=CHANNELS[i % len(CHANNELS)],
-                text=smp.text,
-                adapter=smp.adapter,
-                created_at=at,
-                message_id=first_id + i,
-                prompt=smp.prompt,
-                prompt_ids=smp.prompt_ids,
-                completion_ids=smp.completion_ids,
-                params=smp.params,
-            )
+            NewPost.from_sample(smp, channel_id=CHANNELS[i % len(CHANNELS)], created_at=at, message_id=first_id + i)
         )
         await react(storage, audience, first_id + i, smp.text, at + 300, rng)
     return await storage.post_records(created_after=start - 1, created_before=start + DAY)

@@ -29,5 +29,5 @@ __all__ = [
 ]
 
 
-class Storage(PostsMixin, RunsMixin, StoriesMixin, StorageBase):
+class Storage(StoriesMixin, PostsMixin, RunsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
