@@ -80,7 +80,8 @@ class StoriesMixin(PostsMixin):
             row = await cur.fetchone()
         first = int(row[0]) if row else 1
         await self.db.executemany(
-            "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(story_id, first + i, sp, text, member, post, at) for i, (sp, text, member, post) in enumerate(lines)],
         )
         return first
