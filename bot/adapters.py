@@ -177,6 +177,20 @@ class AdapterStore:
         log.info("saved adapter %s", name)
         return name
 
+    def scrub(self, text: str, replacement: str) -> int:
+        """Replace `text` (a member id) in every adapter's meta.json; return the files rewritten."""
+        changed = 0
+        for meta_path in self.root.glob(f"*/{META}"):
+            try:
+                raw = meta_path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if text in raw:
+                data = json.loads(raw.replace(text, replacement)) if _json_ok(raw.replace(text, replacement)) else {}
+                _write_json_atomic(meta_path, data)
+                changed += 1
+        return changed
+
     def discard(self, tmp_dir: Path) -> None:
         """Remove an uncommitted temp folder."""
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -223,6 +237,14 @@ class AdapterStore:
                 _write_json_atomic(self.root / "STATE.json", {"current": candidate, "history": history})
                 return candidate
         raise NothingToRollBack()
+
+
+def _json_ok(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_safetensors(path: Path) -> None:

@@ -113,3 +113,42 @@ def escape_member_text(text: str) -> str:
     text = re.sub(r"([\\*_~`|>\[\]])", r"\\\1", text)  # emphasis, code, quotes, masked links
     text = re.sub(r"^([#-])", r"\\\1", text)  # a heading or list marker at the start
     return neutralise_mentions(text)
+
+
+def guild_allowed(guild_id: int | None, allowlist: Sequence[int]) -> bool:
+    """True if Kilroy works in this server: it is in KILROY_GUILD_IDS, or that list is empty (every server)."""
+    return guild_id is not None and (not allowlist or guild_id in allowlist)
+
+
+class Cooldowns:
+    """Per-key cooldowns with a bounded memory: `take` checks and sets in one synchronous step.
+
+    Being synchronous matters: called before a command's first await, simultaneous invocations cannot both pass.
+    At most `max_keys` keys are remembered; when full, expired keys go first, then the oldest.
+    """
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self.max_keys = max_keys
+        self._until: dict[tuple[object, ...], float] = {}  # insertion-ordered: oldest first
+
+    def take(self, key: tuple[object, ...], seconds: float, now: float) -> float | None:
+        """Start the key's cooldown and return None, or return the seconds left if it is still cooling down."""
+        if seconds <= 0:
+            return None
+        until = self._until.get(key)
+        if until is not None and until > now:
+            return until - now
+        self._until.pop(key, None)
+        if len(self._until) >= self.max_keys:
+            self._evict(now)
+        self._until[key] = now + seconds
+        return None
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, until in self._until.items() if until <= now]:
+            del self._until[key]
+        while len(self._until) >= self.max_keys:
+            del self._until[next(iter(self._until))]
+
+    def __len__(self) -> int:
+        return len(self._until)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bot.config import Settings
 from bot.engine.generator import Generator
+from bot.safety import OutputFilter
 from bot.serving import AdapterService
 from bot.storage import Storage
 from bot.story_session import StoryService
@@ -23,3 +24,4 @@ class Services:
     training: TrainingRunner
     stories: StoryService
     clock: Callable[[], float] = field(default=time.time)
+    output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent

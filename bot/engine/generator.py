@@ -28,6 +28,13 @@ class AdapterLoadError(Exception):
     """An adapter could not be loaded; the serving adapter is unchanged."""
 
 
+class GeneratorBusy(Exception):
+    """More generations are waiting than KILROY_MAX_QUEUE allows; the caller should try again shortly."""
+
+    def __init__(self) -> None:
+        super().__init__("Kilroy is busy writing for others: try again shortly.")
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample: the settings stored with every post."""
@@ -133,10 +140,14 @@ def sample_batch(
 class Generator:
     """Generates text with the base model plus the active LoRA adapter; swaps adapters without a restart."""
 
-    def __init__(self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2) -> None:
+    def __init__(
+        self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2, max_queue: int | None = None
+    ) -> None:
         self.loaded = loaded
         self.params = params
         self.keep_loaded = keep_loaded
+        self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
+        self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model")
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
@@ -160,6 +171,11 @@ class Generator:
         """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def busy(self) -> bool:
+        """True when a new generation would be refused (the queue is at KILROY_MAX_QUEUE)."""
+        return self.max_queue is not None and self._pending >= self.max_queue
+
     async def generate(
         self,
         n: int = 1,
@@ -170,9 +186,19 @@ class Generator:
         seed: int | None = None,
         **overrides: Any,
     ) -> list[Sample]:
-        """Sample `n` texts off the event loop; each carries the adapter that wrote it."""
+        """Sample `n` texts off the event loop; each carries the adapter that wrote it.
+
+        Raises GeneratorBusy at once when the queue is full. The check and the count happen before the first await,
+        so simultaneous callers cannot all slip past the bound.
+        """
+        if self.busy:
+            raise GeneratorBusy()
         params = replace(self.params, **overrides) if overrides else self.params
-        return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+        self._pending += 1
+        try:
+            return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+        finally:
+            self._pending -= 1
 
     def _generate_sync(
         self,

@@ -30,6 +30,8 @@ class PrivacyMixin(StorageBase):
     async def migrate(self) -> int:
         """Apply migrations, then load the privacy key and the opted-out set."""
         version = await super().migrate()
+        # deleted rows are overwritten with zeros, not left readable in free pages until the next VACUUM
+        await self.db.execute("PRAGMA secure_delete=ON")
         async with self.db.execute("SELECT key FROM privacy_key WHERE id = 1") as cur:
             row = await cur.fetchone()
         self._privacy_key = str(row[0]).encode() if row else b""

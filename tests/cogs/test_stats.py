@@ -35,7 +35,7 @@ async def test_daily_scores_and_top_posts(storage):
 async def test_stats_command_sends_plot_and_top_posts(storage, make_settings):
     await seed(storage)
     cog = Stats(settings=make_settings(), storage=storage)
-    i = interaction()
+    i = interaction(guild_id=9)
     await cog.stats.callback(cog, i, 14)
     assert i.response.defer.called
     (text,) = texts(i.followup.send)
@@ -48,3 +48,13 @@ async def test_stats_without_posts(storage, make_settings):
     i = interaction()
     await cog.stats.callback(cog, i, 7)
     assert "No posts" in texts(i.followup.send)[0]
+
+
+async def test_stats_are_scoped_to_the_server(storage, make_settings):
+    """Another server's /stats never shows this server's posts."""
+    await seed(storage)
+    cog = Stats(settings=make_settings(), storage=storage)
+    i = interaction(guild_id=10)
+    await cog.stats.callback(cog, i, 14)
+    (text,) = texts(i.followup.send)
+    assert "No posts" in text and "post 2" not in text
