@@ -30,5 +30,5 @@ __all__ = [
 ]
 
 
-class Storage(PrivacyMixin, PostsMixin, RunsMixin, StoriesMixin, StorageBase):
+class Storage(PrivacyMixin, StoriesMixin, PostsMixin, RunsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
