@@ -28,7 +28,8 @@ async def votes(bot, message_id):
 
 
 async def test_scheduled_post_arrives_and_is_stored(server, e2e_settings):
-    settings = e2e_settings(KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID), KILROY_POST_INTERVAL_MINUTES="0.01")
+    # the loop's first round runs at start, after a jitter of up to 10% of the interval (6 s for the 1-minute minimum)
+    settings = e2e_settings(KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID), KILROY_POST_INTERVAL_MINUTES="1")
     async with running_bot(settings, server) as bot:
 
         async def posted():
