@@ -110,8 +110,8 @@ class OutputFilter:
 def escape_member_text(text: str) -> str:
     """A member's words made safe to echo: one line, markdown escaped, mentions neutralised."""
     text = " ".join(text.split())
-    text = re.sub(r"([\\*_~`|>\[\]])", r"\\\1", text)  # emphasis, code, quotes, masked links
-    text = re.sub(r"^([#-])", r"\\\1", text)  # a heading or list marker at the start
+    text = re.sub(r"([\\*_~`|\[\]])", r"\\\1", text)  # emphasis, code, spoilers, masked links
+    text = re.sub(r"^([#>-])", r"\\\1", text)  # a heading, quote or list marker at the start
     return neutralise_mentions(text)
 
 
