@@ -40,7 +40,7 @@ EXTENSIONS = (
 
 def intents() -> discord.Intents:
     """Guilds, guild messages (replies) and reactions. Message *content* is not needed: replies are recognised by
-    their reference, and Kilroy never stores members' words."""
+    their reference; the only members' words Kilroy keeps are story lines given to it through commands."""
     i = discord.Intents.none()
     i.guilds = True
     i.guild_messages = True

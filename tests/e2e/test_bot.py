@@ -98,6 +98,11 @@ async def test_retrain_refused_for_member_and_run_for_moderator(server, e2e_sett
         final = server.original_edits[token][-1]["content"]
         assert "v0001" in final and "promoted and now serving" in final
         assert bot.services.generator.active == "v0001"
+        # the audit trail names who retrained; the run and the adapter's metadata do not
+        (entry,) = await bot.services.storage.audit_entries()
+        assert (entry["action"], entry["actor_id"], entry["guild_id"]) == ("/retrain", fd.MODERATOR_ID, fd.GUILD_ID)
+        assert all(str(fd.MODERATOR_ID) not in r.reason for r in await bot.services.storage.runs())
+        assert str(fd.MODERATOR_ID) not in (bot.settings.adapters_dir / "v0001" / "meta.json").read_text()
 
 
 async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):
