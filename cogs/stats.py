@@ -14,8 +14,6 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.plotting import plot_daily_scores
 from bot.safety import OutputFilter, escape_member_text
-from bot.scoring import formula_from_settings
-from bot.stats import daily_scores, top_posts
 from bot.storage import Storage
 from cogs._checks import say
 
@@ -30,19 +28,20 @@ class Stats(commands.Cog):
     @app_commands.describe(days="How many days back (default 14)")
     async def stats(self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 365] = 14) -> None:
         await interaction.response.defer(thinking=True)
-        formula = formula_from_settings(self.settings.scoring)
-        # this server's posts only: one server never sees another's
-        records = await self.storage.post_records(
-            created_after=time.time() - days * 86400.0, guild_id=interaction.guild_id or -1
+        sc = self.settings.scoring
+        # this server's posts only (one server never sees another's), aggregated by SQLite off the event loop
+        summary = await self.storage.stats_summary(
+            created_after=time.time() - days * 86400.0,
+            guild_id=interaction.guild_id or -1,
+            emoji_weights=sc.emoji_weights,
+            default_weight=sc.default_emoji_weight,
+            reply_weight=sc.reply_weight,
         )
         filtered = f"\n{self.output_filter.summary()}" if self.output_filter is not None else ""
-        if not records:
+        if not summary.posts:
             await say(interaction, f"No posts in the last {days} days yet.{filtered}")
             return
-        # scoring thousands of posts is CPU work: off the event loop
-        per_day, best = await asyncio.to_thread(
-            lambda: (daily_scores(records, formula), top_posts(records, formula, 5))
-        )
+        per_day, best = summary.days, summary.top
         lines = []
         for score, post in best:
             link = (
@@ -56,14 +55,14 @@ class Stats(commands.Cog):
             # matplotlib is CPU work: keep it off the event loop
             await asyncio.to_thread(
                 plot_daily_scores,
-                [d.day for d in per_day],
-                [d.mean_score for d in per_day],
-                [d.adapter for d in per_day],
+                [d[0] for d in per_day],
+                [d[2] for d in per_day],
+                [d[1] for d in per_day],
                 path,
             )
             await say(
                 interaction,
-                f"{len(records)} post{'' if len(records) == 1 else 's'} in {days} days. Top posts:\n"
+                f"{summary.posts} post{'' if summary.posts == 1 else 's'} in {days} days. Top posts:\n"
                 + "\n".join(lines)
                 + filtered,
                 file=discord.File(path, filename="stats.png"),

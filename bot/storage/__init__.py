@@ -13,6 +13,7 @@ from bot.storage.posts import PostsMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Vote
 from bot.storage.runs import RunsMixin
+from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
 
 __all__ = [
@@ -30,5 +31,5 @@ __all__ = [
 ]
 
 
-class Storage(PrivacyMixin, StoriesMixin, PostsMixin, RunsMixin, StorageBase):
+class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
