@@ -204,6 +204,30 @@ def evaluate(
     }
 
 
+def kl_to_base(model: Any, tokenizer: Any, samples: Sequence[Any], *, chunk: int = 64) -> float:
+    """Mean per-token KL(adapter || base) on the adapter's own samples: E[logp - ref_logp] over all their tokens.
+
+    `model` is a peft model with the adapter to measure active, or None for the base itself (KL 0). A sampled
+    estimate can dip below zero when the two are nearly equal; it is floored at 0.
+    """
+    import torch
+
+    if model is None:
+        return 0.0
+    examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
+    if not examples:
+        return 0.0
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), chunk):
+            ids, attn, labels, _ = _batch(examples[i : i + chunk], tokenizer.pad_token_id, device)
+            logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
+            total += float(((logp - ref_logp) * mask).sum())
+            tokens += int(mask.sum())
+    return max(0.0, total / max(1, tokens))
+
+
 class _null:
     def __enter__(self) -> None:
         return None
