@@ -99,6 +99,12 @@ class TrainingSettings:
     gate_min_diversity: float = 0.6
     gate_min_base_diversity: float = 0.7
     gate_samples: int = 32
+    reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
+    min_reward_signal: float = 0.02  # the reward model's leave-one-out R² below which a night trains nothing
+    reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
+    gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
+    gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
     seed: int = 0
@@ -259,6 +265,12 @@ class _Reader:
                 "KILROY_GATE_MIN_BASE_DIVERSITY", t.gate_min_base_diversity, low=0, high=1
             ),
             gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2),
+            reward=self.choice("KILROY_REWARD", t.reward, ("model", "normalised")),
+            min_reward_signal=self.number("KILROY_MIN_REWARD_SIGNAL", t.min_reward_signal),
+            reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
+            gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
+            gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),
+            gate_min_engagement=self.number("KILROY_GATE_MIN_ENGAGEMENT", t.gate_min_engagement),
             train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
             timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
             seed=self.integer("KILROY_SEED", t.seed),

@@ -27,7 +27,7 @@ from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.scoring import ScoreFormula, formula_from_settings, score_post
 from bot.storage import NewPost, PostRecord, Storage
-from bot.training.objective import distinct_n
+from bot.training.objective import distinct_n, repeat3
 
 if TYPE_CHECKING:
     from bot.engine.generator import Sample
@@ -292,18 +292,6 @@ async def publish_night(
         )
         await react(storage, community, first_id + i, smp.text, at + 300, rng)
     return await storage.post_records(created_after=start - 1, created_before=start + DAY)
-
-
-def repeat3(texts: Sequence[str]) -> float:
-    """The share of texts that contain some word trigram twice: the mark of a post looping on a template."""
-    if not texts:
-        return 0.0
-    hits = 0
-    for text in texts:
-        words = _WORD.findall(text.lower())
-        grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-        hits += len(grams) != len(set(grams))
-    return hits / len(texts)
 
 
 # two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (the CI over a handful of seeds)

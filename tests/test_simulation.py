@@ -12,9 +12,9 @@ from bot.simulation import (
     max_overlap,
     mean_ci,
     react,
-    repeat3,
 )
 from bot.storage import NewPost
+from bot.training.objective import repeat3
 
 
 def test_builtin_audiences_like_different_things():

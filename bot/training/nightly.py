@@ -21,7 +21,8 @@ from bot.config import Settings
 from bot.dataset import build_examples
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.storage import Storage
-from bot.training.gate import GateConfig, decide
+from bot.training.gate import decide, gate_config
+from bot.training.reward_model import model_rewards
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,20 @@ async def run_training(
         return RunResult("skipped", run_id, reason=msg)
 
     scores = [score_post(r, formula) for r in fresh]
-    rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
+    reward_model = None
+    if settings.training.reward == "model":
+        # pooled over the whole trailing window, so weak effects add up across nights
+        reward_model, rewards = model_rewards(records, fresh, formula)
+        if reward_model.signal < settings.training.min_reward_signal:
+            msg = (
+                f"no signal: the reward model's leave-one-out R² over {reward_model.posts} settled posts is "
+                f"{reward_model.signal:.3f} (< {settings.training.min_reward_signal}); nothing to learn tonight"
+            )
+            await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
+            emit({"event": "skipped", "reason": msg})
+            return RunResult("skipped", run_id, reason=msg, metrics={"reward_signal": reward_model.signal})
+    else:
+        rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
     examples = build_examples(fresh, rewards)
     parent = store.current()
     parent_path = None if parent == BASE else store.path(parent)
@@ -95,13 +109,13 @@ async def run_training(
             parent_path=parent_path,
             out_dir=tmp,
             on_progress=emit,
+            reward_model=reward_model,
         )
         metrics = {**candidate.metrics, "mean_score": sum(scores) / len(scores)}
-        t = settings.training
-        gate = GateConfig(
-            max_kl=t.gate_max_kl, min_diversity=t.gate_min_diversity, min_base_diversity=t.gate_min_base_diversity
-        )
-        decision = decide(metrics, {"distinct2": metrics["serving_distinct2"]}, gate)
+        if reward_model is not None:
+            metrics.update(reward_signal=reward_model.signal, reward_ridge=reward_model.ridge)
+        serving = {k[len("serving_") :]: v for k, v in metrics.items() if k.startswith("serving_")}
+        decision = decide(metrics, serving, gate_config(settings.training))
         meta = {
             "created_at": time.time(),
             "parent": parent,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 IGNORE = -100
+_WORD = re.compile(r"[\w'-]+")
 
 
 def token_logprobs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,3 +83,15 @@ def distinct_n(texts: list[Any], n: int = 2) -> float:
         words = str(text).split()
         grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeat3(texts: Sequence[str]) -> float:
+    """The share of texts that contain some word trigram twice: the mark of a post looping on a template."""
+    if not texts:
+        return 0.0
+    hits = 0
+    for text in texts:
+        words = _WORD.findall(str(text).lower())
+        grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        hits += len(grams) != len(set(grams))
+    return hits / len(texts)
