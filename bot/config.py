@@ -100,7 +100,7 @@ class TrainingSettings:
     gate_min_base_diversity: float = 0.7
     gate_samples: int = 32
     reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
-    min_reward_signal: float = 0.02  # the reward model's leave-one-out R² below which a night trains nothing
+    reward_max_p: float = 0.05  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
     gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
     gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
@@ -266,7 +266,7 @@ class _Reader:
             ),
             gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2),
             reward=self.choice("KILROY_REWARD", t.reward, ("model", "normalised")),
-            min_reward_signal=self.number("KILROY_MIN_REWARD_SIGNAL", t.min_reward_signal),
+            reward_max_p=self.number("KILROY_REWARD_MAX_P", t.reward_max_p, low=0, high=1),
             reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
             gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
             gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),

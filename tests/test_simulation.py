@@ -178,3 +178,26 @@ def test_realistic_audience_is_weak_and_noisy():
     assert spec.max_affinity <= 0.75 and spec.taste_spread > 0 and spec.fatigue > 0
     null = builtin_audiences()["indifferent"]
     assert not null.likes and not null.dislikes
+
+
+@pytest.mark.slow
+async def test_null_audience_does_not_drift(tiny_settings, tmp_path):
+    """An audience with no preferences at all: nothing is learnt, so the served adapter stays at the base (KL ≤
+    0.05 every night) and the expected score does not move, whatever the sampled reactions said."""
+    from bot.simulation import simulate
+
+    settings = tiny_settings(KILROY_MIN_TRAIN_POSTS="4")
+    result = await simulate(
+        settings,
+        builtin_audiences()["indifferent"],
+        nights=3,
+        posts_per_night=16,
+        seed=0,
+        workdir=tmp_path / "sim",
+        eval_samples=16,
+    )
+    assert [n.night for n in result.nights] == [0, 1, 2]
+    assert all(n.kl <= 0.05 for n in result.nights)
+    assert result.lift == pytest.approx(1.0, abs=0.05)
+    assert all(0 <= n.repeat3 <= 1 and n.mean_tokens > 0 and n.distinct2 > 0 for n in result.nights)
+    assert result.as_json()["nights"][0].keys() >= {"expected_score", "kl", "repeat3", "mean_tokens", "distinct2"}

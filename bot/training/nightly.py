@@ -83,14 +83,14 @@ async def run_training(
     if settings.training.reward == "model":
         # pooled over the whole trailing window, so weak effects add up across nights
         reward_model, rewards = model_rewards(records, fresh, formula)
-        if reward_model.signal < settings.training.min_reward_signal:
+        if reward_model.p_value > settings.training.reward_max_p:
             msg = (
-                f"no signal: the reward model's leave-one-out R² over {reward_model.posts} settled posts is "
-                f"{reward_model.signal:.3f} (< {settings.training.min_reward_signal}); nothing to learn tonight"
+                f"no signal: over {reward_model.posts} settled posts the reward model fits no better than shuffled "
+                f"scores (p={reward_model.p_value:.2f} > {settings.training.reward_max_p}); nothing to learn tonight"
             )
             await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
             emit({"event": "skipped", "reason": msg})
-            return RunResult("skipped", run_id, reason=msg, metrics={"reward_signal": reward_model.signal})
+            return RunResult("skipped", run_id, reason=msg, metrics={"reward_p": reward_model.p_value})
     else:
         rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
     examples = build_examples(fresh, rewards)
@@ -113,7 +113,9 @@ async def run_training(
         )
         metrics = {**candidate.metrics, "mean_score": sum(scores) / len(scores)}
         if reward_model is not None:
-            metrics.update(reward_signal=reward_model.signal, reward_ridge=reward_model.ridge)
+            metrics.update(
+                reward_signal=reward_model.signal, reward_p=reward_model.p_value, reward_ridge=reward_model.ridge
+            )
         serving = {k[len("serving_") :]: v for k, v in metrics.items() if k.startswith("serving_")}
         decision = decide(metrics, serving, gate_config(settings.training))
         meta = {

@@ -3,15 +3,15 @@
 One night of a real community is too few reactions to say much about any single post: a post's score is a sum of
 a few members' coin flips. Pooled over the trailing window, weak effects add up. The model is ridge regression of
 each post's score (centred per channel) on the words it contains, with the ridge strength chosen by exact
-leave-one-out error; its `signal` is the leave-one-out R² over the constant model. A signal at or below zero means
-the history cannot tell posts apart better than their mean does: rewards are noise and a night trains nothing.
+leave-one-out error; its `signal` is the leave-one-out R² over the constant model, and its `p_value` how often
+shuffled scores fit as well. A large p-value means the history cannot tell posts apart better than noise does:
+rewards would be noise, and a night trains nothing.
 
 Pure apart from torch's linear algebra (float64 on CPU); no model weights involved.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ class RewardModel:
     ridge: float = 0.0  # the chosen ridge strength (0: not fitted)
     posts: int = 0
     mean_score: float = 0.0  # the pooled mean score, the unit of relative rewards
+    p_value: float = 1.0  # chance that noise fits as well (permutation test); 1 when not fitted
 
     def predict(self, text: str) -> float:
         """The expected score of `text` (in score units)."""
@@ -62,11 +63,18 @@ class RewardModel:
 
 
 def fit_reward_model(
-    texts: Sequence[str], scores: Sequence[float], groups: Sequence[int] | None = None, *, min_count: int = 2
+    texts: Sequence[str],
+    scores: Sequence[float],
+    groups: Sequence[int] | None = None,
+    *,
+    min_count: int = 2,
+    permutations: int = 99,
 ) -> RewardModel:
     """Ridge regression of channel-centred scores on word presence; ridge strength by exact leave-one-out error.
 
-    Words seen in fewer than `min_count` posts are dropped (a single post says nothing about its words).
+    Words seen in fewer than `min_count` posts are dropped (a single post says nothing about its words). The fit's
+    p-value is a permutation test: the share of `permutations` shuffles of the scores whose best leave-one-out R²
+    reaches the real one (pure noise gives a uniform p-value; real preferences a small one).
     """
     import torch
 
@@ -101,25 +109,33 @@ def fit_reward_model(
     xc = x - x_mean
     evals, evecs = torch.linalg.eigh(xc @ xc.T)  # kernel K = U diag(evals) U^T
     evals = evals.clamp(min=0)
-    uty = evecs.T @ y
     # each channel's mean is a fitted intercept: its leverage 1/n_g joins every hat diagonal, and the constant
     # model's exact leave-one-out error is its residual scaled by n_g/(n_g-1)
     lev0 = torch.tensor([1.0 / len(by_group[g]) for g in groups], dtype=torch.float64).clamp(max=0.5)
-    base_loo = float((y / (1 - lev0)).pow(2).sum())
-    best = (math.inf, LAMBDAS[-1])
-    for lam in LAMBDAS:
-        shrink = evals / (evals + lam)
-        fitted = evecs @ (shrink * uty)
-        hat = (lev0 + evecs**2 @ shrink).clamp(max=1 - 1e-9)
-        loo = float((((y - fitted) / (1 - hat)) ** 2).sum())
-        best = min(best, (loo, lam))
-    loo, lam = best
-    signal = 1.0 - loo / base_loo if base_loo > 0 else 0.0
+    shrinks = [evals / (evals + lam) for lam in LAMBDAS]
+    hats = [(lev0 + evecs**2 @ sh).clamp(max=1 - 1e-9) for sh in shrinks]
+
+    def loo_r2(target: torch.Tensor) -> tuple[float, float]:
+        """(best leave-one-out R² over the ridge grid, its ridge strength) for these targets."""
+        base = float((target / (1 - lev0)).pow(2).sum())
+        uty = evecs.T @ target
+        loo, lam = min(
+            (float((((target - evecs @ (sh * uty)) / (1 - hat)) ** 2).sum()), lam)
+            for sh, hat, lam in zip(shrinks, hats, LAMBDAS, strict=True)
+        )
+        return (1.0 - loo / base if base > 0 else 0.0), lam
+
+    signal, lam = loo_r2(y)
+    # the same search on shuffled scores: how good a fit pure noise gets here, ridge choice included
+    gen = torch.Generator().manual_seed(n)
+    null = [loo_r2(y[torch.randperm(n, generator=gen)])[0] for _ in range(permutations)]
+    p_value = (1 + sum(v >= signal for v in null)) / (1 + len(null))
+    uty = evecs.T @ y
     alpha = evecs @ (uty / (evals + lam))  # dual coefficients: (K + λI)^-1 y
     beta = xc.T @ alpha
     weights = {w: float(b) for w, b in zip(vocab, beta.tolist(), strict=True)}
     bias = mean_score - float(beta @ x_mean)
-    return RewardModel(bias, weights, signal, lam, n, mean_score)
+    return RewardModel(bias, weights, signal, lam, n, mean_score, p_value)
 
 
 def model_rewards(
