@@ -82,7 +82,10 @@ async def run_training(
     reward_model = None
     if settings.training.reward == "model":
         # pooled over the whole trailing window, so weak effects add up across nights
-        reward_model, rewards = model_rewards(records, fresh, formula)
+        t = settings.training
+        reward_model, rewards = model_rewards(
+            records, fresh, formula, length_neutral=t.length_neutral, repeat_penalty=t.repeat_penalty
+        )
         if reward_model.p_value > settings.training.reward_max_p:
             msg = (
                 f"no signal: over {reward_model.posts} settled posts the reward model fits no better than shuffled "

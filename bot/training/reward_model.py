@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.scoring import ScoreFormula, score_post
+from bot.training.objective import repeat3
 
 if TYPE_CHECKING:
     from bot.storage import PostRecord
@@ -139,15 +140,54 @@ def fit_reward_model(
 
 
 def model_rewards(
-    records: Sequence[PostRecord], fresh: Sequence[PostRecord], formula: ScoreFormula
+    records: Sequence[PostRecord],
+    fresh: Sequence[PostRecord],
+    formula: ScoreFormula,
+    *,
+    length_neutral: float = 1.0,
+    repeat_penalty: float = 0.0,
 ) -> tuple[RewardModel, list[float]]:
     """Fit the reward model on every settled record (the trailing window, trained or not) and reward each fresh
-    post with its estimated engagement relative to the pooled mean, centred on the fresh posts' mean."""
+    post with its estimated engagement relative to the pooled mean, centred on the fresh posts' mean.
+
+    Longer posts hold more words, so a words model tends to favour them, and training on that makes posts long and
+    repetitive. `length_neutral` (0..1) removes that share of the rewards' positive linear dependence on the
+    post's length in tokens; `repeat_penalty` is subtracted from posts that repeat a word trigram.
+    """
     model = fit_reward_model(
         [r.post.text for r in records],
         [score_post(r, formula) for r in records],
         [r.post.channel_id for r in records],
     )
-    rel = model.relative([r.post.text for r in fresh])
-    mean = sum(rel) / max(1, len(rel))
-    return model, [x - mean for x in rel]
+    rewards = shape_rewards(
+        model.relative([r.post.text for r in fresh]),
+        [float(len(r.post.completion_ids or ())) for r in fresh],
+        [repeat3([r.post.text]) for r in fresh],
+        length_neutral=length_neutral,
+        repeat_penalty=repeat_penalty,
+    )
+    return model, rewards
+
+
+def shape_rewards(
+    estimates: Sequence[float],
+    lengths: Sequence[float],
+    repeats: Sequence[float],
+    *,
+    length_neutral: float = 1.0,
+    repeat_penalty: float = 0.0,
+) -> list[float]:
+    """Centred rewards from estimated relative engagement, with the length and repetition terms (see above)."""
+    n = len(estimates)
+    if n == 0:
+        return []
+    rewards = [e - repeat_penalty * r for e, r in zip(estimates, repeats, strict=True)]
+    mean = sum(rewards) / n
+    rewards = [x - mean for x in rewards]
+    mean_len = sum(lengths) / n
+    var = sum((x - mean_len) ** 2 for x in lengths) / n
+    if var > 0 and length_neutral > 0:
+        slope = sum(r * (x - mean_len) for r, x in zip(rewards, lengths, strict=True)) / n / var
+        if slope > 0:  # only a preference for length is removed; a preference for brevity stays
+            rewards = [r - length_neutral * slope * (x - mean_len) for r, x in zip(rewards, lengths, strict=True)]
+    return rewards

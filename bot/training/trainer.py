@@ -28,7 +28,7 @@ from bot.training.objective import (
     reward_weighted_loss,
     token_logprobs,
 )
-from bot.training.reward_model import RewardModel
+from bot.training.reward_model import RewardModel, shape_rewards
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,14 @@ def _scored_samples(
         )
         if s.completion_ids
     ]
-    rel = reward_model.relative([s.text for s in samples])
-    mean = sum(rel) / max(1, len(rel))
-    return [TrainingExample(-1, s.prompt_ids, s.completion_ids, r - mean) for s, r in zip(samples, rel, strict=True)]
+    rewards = shape_rewards(
+        reward_model.relative([s.text for s in samples]),
+        [float(len(s.completion_ids)) for s in samples],
+        [repeat3([s.text]) for s in samples],
+        length_neutral=training.length_neutral,
+        repeat_penalty=training.repeat_penalty,
+    )
+    return [TrainingExample(-1, s.prompt_ids, s.completion_ids, r) for s, r in zip(samples, rewards, strict=True)]
 
 
 def kl_to_base(model: Any, tokenizer: Any, samples: Sequence[Any], *, chunk: int = 64) -> float:
