@@ -162,6 +162,7 @@ class Community:
     Every member sees every post, so the members' memories are the same list; it is kept once. A member's
     affinity for a post is their taste for its words minus `fatigue` times the post's largest bigram overlap
     with the last `fatigue_window` posts they saw, and they react with probability min(0.95, rate·e^affinity).
+    Fatigue only makes a reaction less likely; which emoji a reaction is follows the member's taste.
     """
 
     def __init__(self, spec: AudienceSpec, rng: random.Random) -> None:
@@ -178,10 +179,18 @@ class Community:
 
     def affinities(self, text: str, seen: Iterable[frozenset[tuple[str, str]]] | None = None) -> list[float]:
         """Each member's affinity for `text` given what they have seen (default: their actual memory)."""
-        penalty = 0.0
-        if self.spec.fatigue > 0:
-            penalty = self.spec.fatigue * max_overlap(bigrams(text), self.seen if seen is None else seen)
-        return [_affinity(text, likes, dislikes, self.spec) - penalty for likes, dislikes in self.weights]
+        penalty = self.fatigue_penalty(text, seen)
+        return [taste - penalty for taste in self.tastes(text)]
+
+    def tastes(self, text: str) -> list[float]:
+        """Each member's taste for `text` (their word weights and the style terms, capped), before fatigue."""
+        return [_affinity(text, likes, dislikes, self.spec) for likes, dislikes in self.weights]
+
+    def fatigue_penalty(self, text: str, seen: Iterable[frozenset[tuple[str, str]]] | None = None) -> float:
+        """`fatigue` times the post's largest bigram overlap with what the members saw (default: their memory)."""
+        if self.spec.fatigue <= 0:
+            return 0.0
+        return self.spec.fatigue * max_overlap(bigrams(text), self.seen if seen is None else seen)
 
     def probabilities(self, text: str, seen: Iterable[frozenset[tuple[str, str]]] | None = None) -> list[float]:
         """Each member's chance of reacting to `text`."""
@@ -197,11 +206,14 @@ class Community:
     ) -> float:
         """The post's expected score under `formula`: the analytic mean of what `react` does, no sampling noise."""
         neutral = sum(formula.weight(e) for e in _NEUTRAL) / len(_NEUTRAL)
+        penalty = self.fatigue_penalty(text, seen)
         total = 0.0
-        for a in self.affinities(text, seen):
-            p = min(0.95, self.spec.reaction_rate * math.exp(a))
+        for taste in self.tastes(text):
+            p = min(0.95, self.spec.reaction_rate * math.exp(taste - penalty))
             # as `react` draws it: a disliked post gets 👎 half the time, a liked one ❤️, else a neutral emoji
-            vote = formula.weight("❤️") if a > 0 else neutral if a == 0 else 0.5 * (formula.weight("👎") + neutral)
+            vote = (
+                formula.weight("❤️") if taste > 0 else neutral if taste == 0 else 0.5 * (formula.weight("👎") + neutral)
+            )
             total += p * ((1 - _CHANGED_MIND) * vote + self.spec.reply_rate * formula.reply_weight)
         return total
 
@@ -243,8 +255,10 @@ async def react(
     """Every member sees the post and maybe reacts or replies, through the real storage calls."""
     community = audience if isinstance(audience, Community) else audience.community(rng)
     spec = community.spec
-    for member, a in enumerate(community.affinities(text), start=1):
-        p = min(0.95, spec.reaction_rate * math.exp(a))
+    penalty = community.fatigue_penalty(text)
+    for member, a in enumerate(community.tastes(text), start=1):
+        # fatigue makes a reaction less likely; what the reaction says is the member's taste
+        p = min(0.95, spec.reaction_rate * math.exp(a - penalty))
         if rng.random() >= p:
             continue
         member_id = 10_000 + member
