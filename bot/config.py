@@ -103,6 +103,7 @@ class TrainingSettings:
     reward_max_p: float = 0.05  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
     length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
     repeat_penalty: float = 0.5  # relative reward taken from a post that repeats a word trigram
+    unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
     gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.03)
     gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
@@ -271,6 +272,7 @@ class _Reader:
             reward_max_p=self.number("KILROY_REWARD_MAX_P", t.reward_max_p, low=0, high=1),
             length_neutral=self.number("KILROY_LENGTH_NEUTRAL", t.length_neutral, low=0, high=1),
             repeat_penalty=self.number("KILROY_REPEAT_PENALTY", t.repeat_penalty, low=0),
+            unlikelihood=self.number("KILROY_UNLIKELIHOOD", t.unlikelihood, low=0),
             reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
             gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
             gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),

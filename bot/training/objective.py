@@ -76,6 +76,30 @@ def reward_weighted_loss(
     return pg + beta * kl.mean()
 
 
+def repeated_ngram_positions(tokens: Sequence[int], n: int = 3) -> list[int]:
+    """Indexes of the tokens that complete an n-gram already seen earlier in the same sequence."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for i in range(n - 1, len(tokens)):
+        gram = tuple(tokens[i - n + 1 : i + 1])
+        if gram in seen:
+            out.append(i)
+        seen.add(gram)
+    return out
+
+
+def unlikelihood_loss(logp: Tensor, marked: Tensor) -> Tensor:
+    """Unlikelihood (Welleck et al. 2019) on marked positions: mean of -log(1 - p(token)), 0 if none is marked.
+
+    logp: (B, T) log-probabilities of the sampled tokens; marked: (B, T) 1 where the token repeats an n-gram.
+    Pushes down exactly the tokens that loop a post back onto itself, without touching the rest.
+    """
+    import torch
+
+    p = torch.exp(logp).clamp(max=1 - 1e-6)
+    return -(torch.log1p(-p) * marked).sum() / marked.sum().clamp(min=1)
+
+
 def distinct_n(texts: list[Any], n: int = 2) -> float:
     """Distinct-n: unique n-grams over all n-grams of a batch of texts (whitespace tokens). 0 for none."""
     grams: list[tuple[str, ...]] = []

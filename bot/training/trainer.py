@@ -25,8 +25,10 @@ from bot.training.objective import (
     distinct_n,
     kl_per_sequence,
     repeat3,
+    repeated_ngram_positions,
     reward_weighted_loss,
     token_logprobs,
+    unlikelihood_loss,
 )
 from bot.training.reward_model import RewardModel, shape_rewards
 
@@ -59,6 +61,17 @@ def _batch(examples: Sequence[TrainingExample], pad_id: int, device: Any) -> tup
         labels[i, len(e.prompt_ids) : len(seq)] = torch.tensor(e.completion_ids)
     adv = torch.tensor([e.reward for e in examples], dtype=torch.float32)
     return ids.to(device), attn.to(device), labels.to(device), adv.to(device)
+
+
+def _repeat_mask(examples: Sequence[TrainingExample], width: int, device: Any) -> Any:
+    """(B, width-1), aligned with token_logprobs: 1 where a completion token repeats one of its token trigrams."""
+    import torch
+
+    marked = torch.zeros((len(examples), max(1, width - 1)), dtype=torch.float32)
+    for i, e in enumerate(examples):
+        for j in repeated_ngram_positions(e.completion_ids):
+            marked[i, len(e.prompt_ids) + j - 1] = 1.0
+    return marked.to(device)
 
 
 def _sequence_stats(model: Any, ids: Any, attn: Any, labels: Any) -> tuple[Any, Any, Any]:
@@ -139,6 +152,9 @@ def train_adapter(
                 objective=training.objective,
                 awr_temperature=training.awr_temperature,
             )
+            if training.unlikelihood > 0:
+                # whatever the reward, a post looping on its own words is never what to learn
+                loss = loss + training.unlikelihood * unlikelihood_loss(logp, _repeat_mask(chunk, ids.shape[1], device))
             (loss / training.grad_accum).backward()
             step += 1
             if step % training.grad_accum == 0 or b == per_epoch - 1:
