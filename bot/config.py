@@ -105,7 +105,7 @@ class TrainingSettings:
     repeat_penalty: float = 0.5  # relative reward taken from a post that repeats a word trigram
     unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
-    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.03)
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
     gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
     gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)

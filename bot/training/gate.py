@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-REPEAT_FLOOR = 0.03  # repeat3 bounds are relative to max(base repeat3, this): one repeat in 64 samples is noise
+REPEAT_FLOOR = 0.05  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in 128 samples is noise
 
 
 @dataclass(frozen=True)

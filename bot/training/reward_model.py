@@ -27,6 +27,10 @@ _WORD = re.compile(r"[\w'-]+")
 LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
 
+def _length(text: str) -> float:
+    return float(len(_WORD.findall(text)))
+
+
 def features(text: str) -> set[str]:
     """The post's features: its lowercased words, and whether it asks a question or carries emoji."""
     out = set(_WORD.findall(text.lower()))
@@ -48,15 +52,23 @@ class RewardModel:
     posts: int = 0
     mean_score: float = 0.0  # the pooled mean score, the unit of relative rewards
     p_value: float = 1.0  # chance that noise fits as well (permutation test); 1 when not fitted
+    length_weight: float = 0.0  # score per word of length, fitted alongside the words so they are read at equal length
+    mean_words: float = 0.0
 
-    def predict(self, text: str) -> float:
-        """The expected score of `text` (in score units)."""
-        return self.bias + sum(self.weights.get(f, 0.0) for f in features(text))
+    def predict(self, text: str, *, at_usual_length: bool = False) -> float:
+        """The expected score of `text` (in score units); with `at_usual_length`, as if it had the pooled mean
+        length, so that only what it says counts, not how long it goes on."""
+        words = self.mean_words if at_usual_length else _length(text)
+        return self.bias + sum(self.weights.get(f, 0.0) for f in features(text)) + self.length_weight * words
 
-    def relative(self, texts: Sequence[str]) -> list[float]:
-        """Predicted engagement of each text relative to the pooled mean: +0.3 is "30% more than usual"."""
+    def relative(self, texts: Sequence[str], *, at_usual_length: bool = True) -> list[float]:
+        """Predicted engagement of each text relative to the pooled mean: +0.3 is "30% more than usual".
+
+        By default at the usual length: the words model credits long posts for holding more words, which is the
+        length drift the rewards and the gate must not follow.
+        """
         unit = max(self.mean_score, 1e-6)
-        return [self.predict(t) / unit - 1.0 for t in texts]
+        return [self.predict(t, at_usual_length=at_usual_length) / unit - 1.0 for t in texts]
 
     def top(self, k: int = 8) -> list[tuple[str, float]]:
         """The features with the largest weights, for logs and metadata."""
@@ -101,11 +113,13 @@ def fit_reward_model(
     if not vocab:
         return RewardModel(bias=mean_score, posts=n, mean_score=mean_score)
     index = {w: i for i, w in enumerate(vocab)}
-    x = torch.zeros((n, len(vocab)), dtype=torch.float64)
+    # the words present, and the length in words (per 10, on the words' scale) as its own last column
+    x = torch.zeros((n, len(vocab) + 1), dtype=torch.float64)
     for i, f in enumerate(feats):
         for w in f:
             if w in index:
                 x[i, index[w]] = 1.0
+        x[i, -1] = _length(texts[i]) / 10.0
     x_mean = x.mean(0)
     xc = x - x_mean
     evals, evecs = torch.linalg.eigh(xc @ xc.T)  # kernel K = U diag(evals) U^T
@@ -134,9 +148,10 @@ def fit_reward_model(
     uty = evecs.T @ y
     alpha = evecs @ (uty / (evals + lam))  # dual coefficients: (K + λI)^-1 y
     beta = xc.T @ alpha
-    weights = {w: float(b) for w, b in zip(vocab, beta.tolist(), strict=True)}
+    weights = {w: float(b) for w, b in zip(vocab, beta[:-1].tolist(), strict=True)}
     bias = mean_score - float(beta @ x_mean)
-    return RewardModel(bias, weights, signal, lam, n, mean_score, p_value)
+    mean_words = float(x_mean[-1]) * 10.0
+    return RewardModel(bias, weights, signal, lam, n, mean_score, p_value, float(beta[-1]) / 10.0, mean_words)
 
 
 def model_rewards(

@@ -55,3 +55,16 @@ def test_degenerate_inputs():
     assert flat.signal <= 0 and RewardModel().relative(["x"]) == [pytest.approx(-1.0)]
     with pytest.raises(ValueError):
         fit_reward_model(["a"], [1, 2])
+
+
+def test_length_is_credited_to_length_not_to_the_words():
+    """Scores that grow with length only: read at the usual length, long and short posts tie."""
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(300)]
+    scores = [_poisson(rng, 0.4 * len(t.split())) for t in texts]
+    model = fit_reward_model(texts, scores)
+    assert model.length_weight > 0.2
+    short, long = "coffee moon", "coffee moon garden song cat rain code pizza team bread"
+    assert model.predict(long) > model.predict(short) + 1.5
+    a, b = model.relative([short, long])
+    assert abs(a - b) < 0.2
