@@ -89,7 +89,7 @@ class ScoringSettings:
 class TrainingSettings:
     objective: str = "reinforce"  # reinforce | awr
     learning_rate: float = 3e-3
-    epochs: int = 4
+    epochs: int = 1
     batch_size: int = 16
     grad_accum: int = 1
     kl_beta: float = 0.1
@@ -98,11 +98,11 @@ class TrainingSettings:
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
     gate_min_base_diversity: float = 0.85
-    gate_samples: int = 64
+    gate_samples: int = 128
     reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
-    reward_max_p: float = 0.05  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
+    reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
     length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
-    repeat_penalty: float = 0.5  # relative reward taken from a post that repeats a word trigram
+    repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
     unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
     gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
