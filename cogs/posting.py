@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands, tasks
@@ -16,6 +17,9 @@ from bot.posting import compose_post
 from bot.safety import OutputFilter, guild_allowed
 from bot.storage import NewPost, Storage
 from cogs._checks import NO_MENTIONS
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,8 @@ class Posting(commands.Cog):
         return message
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(
         Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, output_filter=s.output_filter)
     )

@@ -6,6 +6,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -16,6 +17,9 @@ from bot.config import Settings
 from bot.storage import Storage
 from bot.storage.privacy import FORGOTTEN, dump_json
 from cogs._checks import say
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,6 @@ class Privacy(commands.Cog):
         return done
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.adapters.store, clock=s.clock))
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
+    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.store, clock=s.clock))
