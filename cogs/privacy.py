@@ -33,7 +33,7 @@ def forget_text(done: dict[str, int], scrubbed: int) -> str:
     return (
         f"Done: {what}. Your story lines and openings are replaced by a removal note, prompts that held them are "
         "blanked and never trained on. From now on Kilroy records nothing of yours (reactions, replies, story lines); "
-        "`/opt-in` undoes that. Adapters already trained keep what they learnt from aggregate scores, never your words."
+        "`/opt-in` undoes that. Adapters trained before now are not retrained."
     )
 
 
