@@ -73,7 +73,8 @@ async def open_services(
     try:
         async with Storage.open(settings.db_path) as storage:
             adapters = AdapterService(store, generator)
-            training = TrainingRunner(settings, storage, store, swap=adapters.activate, in_process=in_process_training)
+            # swap = activate and move the pointer under the adapter service's lock: no /adapter use in between
+            training = TrainingRunner(settings, storage, store, swap=adapters.use, in_process=in_process_training)
             await training.reconcile()
             if adapter is not None:
                 await adapters.activate(adapter)

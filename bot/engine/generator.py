@@ -221,7 +221,22 @@ class Generator:
         import torch
 
         if seed is not None:
-            torch.manual_seed(seed)
+            # a seeded sample (a health check, a reproducible `generate --seed`) must not reset the RNG that later
+            # unseeded posts draw from: fork it, seed the fork, and restore it afterwards
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids)
+        return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids)
+
+    def _generate_unseeded(
+        self,
+        n: int,
+        prompt: str,
+        params: SamplingParams,
+        stop_at_newline: bool,
+        prompt_ids: Sequence[int] | None,
+    ) -> list[Sample]:
         model = self._peft if self._peft is not None else self.loaded.model
         kwargs = dict(
             prompt=prompt,

@@ -38,9 +38,9 @@ class TrainingFailed(Exception):
 
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """The worker's environment: the parent's, without secrets and without settings (they come on stdin)."""
-    return {
-        k: v for k, v in env.items() if k not in SECRET_VARS and not k.startswith("KILROY_") and "TOKEN" not in k
-    } | {"PYTHONUNBUFFERED": "1"}
+    return {k: v for k, v in env.items() if k not in SECRET_VARS and not k.startswith("KILROY_")} | {
+        "PYTHONUNBUFFERED": "1"
+    }
 
 
 class TrainingRunner:
