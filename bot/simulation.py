@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.scoring import ScoreFormula, formula_from_settings, score_post
 from bot.storage import NewPost, PostRecord, Storage
@@ -292,17 +291,7 @@ async def publish_night(
     for i, smp in enumerate(samples):
         at = start + i * (12 * 3600.0 / max(1, len(samples)))
         await storage.add_post(
-            NewPost(
-                channel_id=CHANNELS[i % len(CHANNELS)],
-                text=smp.text,
-                adapter=smp.adapter,
-                created_at=at,
-                message_id=first_id + i,
-                prompt=smp.prompt,
-                prompt_ids=smp.prompt_ids,
-                completion_ids=smp.completion_ids,
-                params=smp.params,
-            )
+            NewPost.from_sample(smp, channel_id=CHANNELS[i % len(CHANNELS)], created_at=at, message_id=first_id + i)
         )
         await react(storage, community, first_id + i, smp.text, at + 300, rng)
     return await storage.post_records(created_after=start - 1, created_before=start + DAY)
@@ -444,10 +433,7 @@ async def simulate(
     """
     import asyncio
 
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-    from bot.serving import AdapterService
-    from bot.training.nightly import run_training
+    from bot.services import open_services
     from bot.training.trainer import kl_to_base
 
     emit = on_event or (lambda _e: None)
@@ -457,80 +443,60 @@ async def simulate(
     formula = formula_from_settings(settings.scoring)
     rng = random.Random(seed)
     community = audience.community(random.Random(f"{audience.name}/{seed}"))
-    loaded = load_base(settings.model, settings.data_dir)
-    generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
-    store = AdapterStore(settings.adapters_dir)
-    service = AdapterService(store, generator)
-    runner = None
-    if isolated:
-        import os
-
-        from bot.training.runner import TrainingRunner
-
-        runner = TrainingRunner(settings, swap=service.use, env={**os.environ, "KILROY_SEED": str(seed)})
     result = SimulationResult(audience.name, seed)
     message_id = 1
-    try:
-        async with Storage.open(settings.db_path) as storage:
-            for night in range(nights):
-                start = EPOCH + night * DAY
-                emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
-                samples = await generator.generate(
-                    posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
-                )
-                records = await publish_night(storage, community, samples, start=start, first_id=message_id, rng=rng)
-                message_id += len(samples)
-                texts = [smp.text for smp in samples]
-                mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
-                # the honest metric: fresh samples of the served adapter, scored without the reactions' noise
-                held = await generator.generate(
-                    max(2, eval_samples), prompt=settings.generation.prompt, seed=seed * 7919 + 104_729
-                )
-                held_texts = [s.text for s in held]
-                kl = await asyncio.to_thread(kl_to_base, _served_model(generator), loaded.tokenizer, held)
-                night_result = NightResult(
-                    night,
-                    mean,
-                    len(records),
-                    generator.active,
-                    distinct_n(held_texts),
-                    samples=tuple(texts),
-                    expected_score=statistics.fmean(community.expected_scores(held_texts, formula)),
-                    kl=kl,
-                    repeat3=repeat3(held_texts),
-                    mean_tokens=statistics.fmean(s.tokens for s in held),
-                )
-                if night < nights - 1:
-                    emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
+    async with open_services(settings, in_process_training=not isolated) as services:
+        storage, generator, loaded = services.storage, services.generator, services.generator.loaded
+        for night in range(nights):
+            start = EPOCH + night * DAY
+            emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
+            samples = await generator.generate(
+                posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
+            )
+            records = await publish_night(storage, community, samples, start=start, first_id=message_id, rng=rng)
+            message_id += len(samples)
+            texts = [smp.text for smp in samples]
+            mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
+            # the honest metric: fresh samples of the served adapter, scored without the reactions' noise
+            held = await generator.generate(
+                max(2, eval_samples), prompt=settings.generation.prompt, seed=seed * 7919 + 104_729
+            )
+            held_texts = [s.text for s in held]
+            kl = await asyncio.to_thread(kl_to_base, _served_model(generator), loaded.tokenizer, held)
+            night_result = NightResult(
+                night,
+                mean,
+                len(records),
+                generator.active,
+                distinct_n(held_texts),
+                samples=tuple(texts),
+                expected_score=statistics.fmean(community.expected_scores(held_texts, formula)),
+                kl=kl,
+                repeat3=repeat3(held_texts),
+                mean_tokens=statistics.fmean(s.tokens for s in held),
+            )
+            if night < nights - 1:
+                emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
 
-                    def progress(event: dict[str, Any], night: int = night) -> None:
-                        emit({**event, "night": night})
+                def progress(event: dict[str, Any], night: int = night) -> None:
+                    emit({**event, "night": night})
 
-                    if runner is not None:
-                        # the bot's path: a worker process trains, the runner hot-swaps a promoted adapter
-                        run = await runner.run("simulate", progress)
-                    else:
-                        run = await run_training(
-                            settings, storage, store, now=start + DAY - 1, reason="simulate", on_progress=progress
-                        )
-                        if run.promoted and run.adapter:
-                            await service.use(run.adapter)
-                    night_result = dataclasses.replace(night_result, promoted=run.promoted, gate=run.reason)
-                result.nights.append(night_result)
-                emit(
-                    {
-                        "event": "night_done",
-                        "night": night,
-                        "mean_score": mean,
-                        "expected_score": night_result.expected_score,
-                        "kl": night_result.kl,
-                        "adapter": night_result.adapter,
-                        "promoted": night_result.promoted,
-                        "gate": night_result.gate,
-                    }
-                )
-    finally:
-        await generator.close()
+                # the bot's path: lock, train (worker process if isolated), gate, promotion sequence
+                run = await services.training.run("simulate", progress, now=start + DAY - 1)
+                night_result = dataclasses.replace(night_result, promoted=run.promoted, gate=run.reason)
+            result.nights.append(night_result)
+            emit(
+                {
+                    "event": "night_done",
+                    "night": night,
+                    "mean_score": mean,
+                    "expected_score": night_result.expected_score,
+                    "kl": night_result.kl,
+                    "adapter": night_result.adapter,
+                    "promoted": night_result.promoted,
+                    "gate": night_result.gate,
+                }
+            )
     return result
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
-from bot.config import Settings, StorySettings
+from bot.config import StorySettings
+from bot.safety import OutputFilter
 from bot.storage import NewPost, Storage, Story
-from bot.story import HUMAN, INSTRUCTION, MACHINE, buffer_from_lines, parse_answer
+from bot.story import HUMAN, INSTRUCTION, buffer_from_lines, parse_answer
 
 if TYPE_CHECKING:
     from bot.engine.generator import Generator, Sample
@@ -30,18 +30,14 @@ class NoStory(StoryError):
         super().__init__("no story is running here; start one with /story start")
 
 
-class OnCooldown(StoryError):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"slow down: you can add another line in {retry_after:.0f}s")
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class Turn:
-    """The machine director's answer to a human line, ready to be posted and then recorded."""
+    """A human line and the machine director's answer, ready to be posted and then recorded (in one go)."""
 
     story_id: int
     channel_id: int
+    human_text: str
+    member_id: int | None
     text: str
     sample: Sample
 
@@ -56,23 +52,43 @@ class StoryService:
         settings: StorySettings,
         *,
         clock: Callable[[], float] = time.time,
+        output_filter: OutputFilter | None = None,
     ) -> None:
         self.storage = storage
         self.generator = generator
         self.settings = settings
         self.clock = clock
-        self._last_line: dict[tuple[int, int], float] = {}
+        self.output_filter = output_filter or OutputFilter()
+        # per-member cooldowns are taken by the bot's command tree before any await (cogs/_checks.py)
 
-    async def start(self, channel_id: int, *, opening: str | None = None, member_id: int | None = None) -> Story:
-        """Start a story here; raises StoryError if one is running or the opening is too long."""
+    async def start(
+        self,
+        channel_id: int,
+        *,
+        opening: str | None = None,
+        member_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> Story:
+        """Start a story here; raises StoryError if one is running, or the opening is too long or filtered."""
         from bot.storage import StoryExists
 
         if opening is not None and len(opening) > MAX_OPENING_CHARS:
             raise StoryError(f"the opening is too long: keep it under {MAX_OPENING_CHARS} characters")
+        custom = bool(opening and opening.strip())
+        if custom:
+            self._check_member(member_id, opening or "", what="opening")
+        elif member_id is not None and self.storage.is_opted_out(member_id):
+            member_id = None  # they may start a story with the default opening; nothing records who did
         opening = " ".join((opening or self.settings.opening).split())
         try:
             await self.storage.start_story(
-                channel_id, instruction=INSTRUCTION, opening=opening, started_by=member_id, at=self.clock()
+                channel_id,
+                instruction=INSTRUCTION,
+                opening=opening,
+                started_by=member_id,
+                at=self.clock(),
+                guild_id=guild_id,
+                opening_custom=custom,
             )
         except StoryExists as exc:
             raise StoryError("a story is already running here; /story end finishes it") from exc
@@ -91,119 +107,76 @@ class StoryService:
         await self.storage.end_story(channel_id, at=self.clock())
         return transcript
 
-    async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
-        """Check a human line before any slow work: not empty, not too long, no cooldown, a story running.
+    def _check_member(self, member_id: int | None, text: str, *, what: str) -> None:
+        if member_id is not None and self.storage.is_opted_out(member_id):
+            raise StoryError(
+                "you asked Kilroy to forget you, so it does not keep your words; /opt-in lets you take part again"
+            )
+        if problem := self.output_filter.member_problem(text):
+            raise StoryError(f"Kilroy cannot post that {what}: {problem}")
 
-        Returns the normalised line. Raises StoryError (or OnCooldown) with a message for the member.
+    async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
+        """Check a human line before any slow work: not empty, not too long, not filtered, room in the queue,
+        a story running.
+
+        Returns the normalised line. Raises StoryError or GeneratorBusy with a message for the member.
         """
         text, _ = await self._checked(channel_id, member_id, text)
         return text
 
     async def _checked(self, channel_id: int, member_id: int | None, text: str) -> tuple[str, Story]:
+        from bot.engine.generator import GeneratorBusy
+
         text = " ".join(text.split())
         if not text:
             raise StoryError("the line is empty")
         if len(text) > self.settings.max_line_chars:
             raise StoryError(f"the line is {len(text)} characters long; keep it under {self.settings.max_line_chars}")
-        if member_id is not None:
-            last = self._last_line.get((channel_id, member_id))
-            now = self.clock()
-            if last is not None and now - last < self.settings.cooldown_seconds:
-                raise OnCooldown(self.settings.cooldown_seconds - (now - last))
+        self._check_member(member_id, text, what="line")
+        if getattr(self.generator, "busy", False):
+            raise GeneratorBusy()
         return text, await self._story(channel_id)
 
     async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
-        """Record the human director's line and write the machine director's answer (not yet recorded)."""
+        """Write the machine director's answer to a human line; nothing is recorded until `record`.
+
+        The answer passes the output filter (resampled up to KILROY_STORY_RETRIES times).
+        """
         text, story = await self._checked(channel_id, member_id, text)
-        now = self.clock()
-        if member_id is not None:
-            self._last_line[(channel_id, member_id)] = now
-        await self.storage.add_story_line(story.id, speaker=HUMAN, text=text, member_id=member_id, at=now)
         lines = [(ln.speaker, ln.text) for ln in story.lines] + [(HUMAN, text)]
         buffer = buffer_from_lines(story.opening, lines, story.instruction)
         budget = self.generator.context_size - self.settings.max_new_tokens - 1  # BOS
         prompt = buffer.render(self.generator.count_tokens, budget)
         for attempt in range(self.settings.retries):
             (sample,) = await self.generator.generate(1, prompt=prompt, max_new_tokens=self.settings.max_new_tokens)
-            answer = parse_answer(sample.text)
-            if answer:
-                return Turn(story.id, channel_id, answer, sample)
-            log.info("empty story answer (attempt %d of %d)", attempt + 1, self.settings.retries)
+            verdict = self.output_filter.check_generated(parse_answer(sample.text))
+            if verdict.ok:
+                return Turn(story.id, channel_id, text, member_id, verdict.text, sample)
+            log.info("story answer refused: %s (attempt %d of %d)", verdict.reason, attempt + 1, self.settings.retries)
+        self.output_filter.gave_up()
         raise StoryError(
             f"the machine director had nothing to say after {self.settings.retries} tries; try another line"
         )
 
     async def record(self, turn: Turn, *, message_id: int | None = None, guild_id: int | None = None) -> int:
-        """Record the machine's line in the story and as a post of kind `story` (so reactions on it count)."""
-        s = turn.sample
-        post_id = await self.storage.add_post(
-            NewPost(
-                channel_id=turn.channel_id,
-                text=turn.text,
-                adapter=s.adapter,
-                created_at=self.clock(),
-                message_id=message_id,
-                guild_id=guild_id,
-                kind="story",
-                prompt=s.prompt,
-                prompt_ids=s.prompt_ids,
-                completion_ids=s.completion_ids,
-                params=s.params,
-            )
+        """Record the whole turn in one transaction: the human line, and the machine's line as a story line and a
+        post of kind `story` (so reactions on it count). Returns the post id."""
+        now = self.clock()
+        answer = NewPost.from_sample(
+            turn.sample,
+            channel_id=turn.channel_id,
+            created_at=now,
+            message_id=message_id,
+            guild_id=guild_id,
+            kind="story",
+            text=turn.text,
         )
-        await self.storage.add_story_line(
-            turn.story_id, speaker=MACHINE, text=turn.text, member_id=None, at=self.clock(), post_id=post_id
+        return await self.storage.add_story_turn(
+            turn.story_id, human_text=turn.human_text, member_id=turn.member_id, answer=answer, at=now
         )
-        return post_id
 
     async def _story(self, channel_id: int) -> Story:
         story = await self.storage.active_story(channel_id)
         if story is None:
             raise NoStory()
         return story
-
-
-async def run_terminal_story(settings: Settings, *, opening: str | None, stdin: TextIO, stdout: TextIO) -> int:
-    """`kilroy story`: human lines from stdin, one `machine_director: …` line each on stdout; the rest on stderr."""
-    from bot.adapters import BASE, AdapterStore
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-
-    generator = Generator(
-        load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
-    )
-    store = AdapterStore(settings.adapters_dir)
-    current = store.current()
-    if current != BASE:
-        await generator.use_adapter(current, store.path(current))
-    interactive = stdin.isatty()
-    try:
-        # the terminal story lives in memory: it is play, not data for the server's training
-        async with Storage.open(":memory:") as storage:
-            service = StoryService(storage, generator, _no_cooldown(settings.story))
-            story = await service.start(0, opening=opening)
-            print(f"{story.instruction}\n{story.opening}", file=sys.stderr)
-            while True:
-                if interactive:
-                    print("human_director: ", end="", file=sys.stderr, flush=True)
-                raw = stdin.readline()
-                if not raw:
-                    break
-                if not raw.strip():
-                    continue
-                try:
-                    turn = await service.line(0, None, raw)
-                except StoryError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    continue
-                await service.record(turn)
-                print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
-    finally:
-        await generator.close()
-    return 0
-
-
-def _no_cooldown(settings: StorySettings) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(settings, cooldown_seconds=0.0)

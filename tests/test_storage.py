@@ -138,7 +138,8 @@ async def test_forget_member(storage):
     await storage.add_post(post(1))
     await storage.add_vote(1, 42, "❤️", at=1.0)
     await storage.add_reply(500, 1, 42, at=1.0)
-    assert await storage.forget_member(42) == 3
+    done = await storage.forget_member(42)
+    assert done["votes"] == 1 and done["reaction events"] == 1 and done["replies"] == 1
     rec = await score_rows(storage, 1)
     assert rec.votes == () and rec.replies == ()
 
@@ -153,7 +154,7 @@ async def test_training_run_rows(storage):
 
 def test_schema_is_plain_sqlite(tmp_path):
     """The migration SQL is valid for the sqlite3 module too (no driver-specific syntax)."""
-    from bot.storage import _migrations
+    from bot.storage import migrations as _migrations
 
     con = sqlite3.connect(tmp_path / "x.db")
     for _, sql in _migrations():
@@ -185,3 +186,34 @@ async def test_runs_left_running_by_a_dead_process_are_failed(storage):
     assert await storage.fail_stale_runs(at=2.0) == 1
     (run,) = await storage.runs()
     assert run.id == stale and run.status == "failed" and "interrupted" in run.message
+
+
+async def test_a_write_cancelled_at_begin_does_not_wedge_the_connection(tmp_path):
+    """Cancel a transaction while BEGIN waits for the database lock: later writes work and nothing acked is lost."""
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "k.db"
+    async with Storage.open(path) as storage:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # hold the write lock so our BEGIN IMMEDIATE has to wait (busy_timeout)
+
+        async def write() -> None:
+            async with storage.transaction() as db:
+                await db.execute("INSERT INTO training_runs (reason, status, started_at) VALUES ('x', 'done', 0)")
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.3)  # the task is now awaiting BEGIN on the connection's thread
+        task.cancel()
+        await asyncio.sleep(0.2)
+        other.execute("ROLLBACK")
+        other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        acked = await storage.add_post(NewPost(channel_id=1, text="kept", adapter="base", created_at=1.0, message_id=9))
+        await storage.start_run("next", at=2.0)
+        assert not storage.db.in_transaction
+    async with Storage.open(path) as storage:
+        post = await storage.get_post(acked)
+        assert post is not None and post.text == "kept"
+        assert [r.reason for r in await storage.runs()] == ["next"]  # the cancelled insert never landed

@@ -1,0 +1,121 @@
+"""The connection every storage aggregate shares: opening, migrations, and the one write-transaction helper.
+
+One aiosqlite connection serves many coroutines (gateway events arrive concurrently), so every write goes through
+one lock, and a multi-statement write goes through `transaction()`. BEGIN, COMMIT and ROLLBACK are protected from
+cancellation: a task cancelled while one of them is queued on the connection's thread waits for it to finish and
+undoes a half-open transaction before the lock is released. Without that, one cancelled write left the shared
+connection inside a transaction, every later write failed, and acknowledged posts were lost on reopening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiosqlite
+
+log = logging.getLogger("bot.storage")
+
+T = TypeVar("T")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered SQL migrations shipped in `bot/migrations`, in order."""
+    files = resources.files("bot") / "migrations"
+    found = []
+    for entry in files.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    """`items` in slices of at most `size` (SQLite limits bound parameters)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def _finish(aw: Awaitable[T]) -> T:
+    """Await `aw` to completion even if the caller is cancelled meanwhile; re-raise the cancellation after."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True  # keep waiting: the statement runs on the connection's thread regardless
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+class StorageBase:
+    """The shared connection, the write lock, the transaction helper, migrations."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self._write = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Serialised write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error or cancellation."""
+        async with self._write:
+            if self.db.in_transaction:  # belt and braces: never build on a transaction someone left open
+                log.warning("storage: found the connection inside a transaction; rolling it back")
+                await _finish(self.db.execute("ROLLBACK"))
+            try:
+                await _finish(self.db.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                if self.db.in_transaction:
+                    await _finish(self.db.execute("ROLLBACK"))
+                raise
+            try:
+                yield self.db
+            except BaseException:
+                await _finish(self.db.execute("ROLLBACK"))
+                raise
+            await _finish(self.db.execute("COMMIT"))
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str) -> AsyncIterator[Self]:
+        """Open (creating if needed), migrate, and close on exit."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            storage = cls(db)
+            await storage.migrate()
+            yield storage
+        finally:
+            await db.close()
+
+    async def schema_version(self) -> int:
+        """The applied migration number (PRAGMA user_version)."""
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending numbered migrations, each in one transaction; return the new version."""
+        version = await self.schema_version()
+        for number, sql in migrations():
+            if number <= version:
+                continue
+            log.info("applying migration %04d", number)
+            # executescript commits first; wrap it in an explicit transaction so a failure leaves no half schema
+            await self.db.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            version = number
+        return version

@@ -1,0 +1,256 @@
+"""Posts, votes, reaction events and replies: the engagement aggregate, and the records scoring reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from bot.storage._db import StorageBase, chunks
+from bot.storage.records import NewPost, Post, PostRecord, Reply, Vote
+
+
+class PostsMixin(StorageBase):
+    """Posts and the engagement they got."""
+
+    # --- posts -------------------------------------------------------------------------------------------------------
+
+    async def add_post(self, post: NewPost) -> int:
+        """Record a post; return its id. The same message id twice returns the first row's id."""
+        async with self._write:
+            return await self._insert_post(post)
+
+    async def _insert_post(self, post: NewPost) -> int:
+        """The INSERT of a post, for callers already holding the write lock (or inside a transaction)."""
+        cur = await self.db.execute(
+            """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
+                                  adapter, params, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (message_id) DO NOTHING""",
+            (
+                post.message_id,
+                post.channel_id,
+                post.guild_id,
+                post.kind,
+                post.text,
+                post.prompt,
+                json.dumps(list(post.prompt_ids)),
+                json.dumps(list(post.completion_ids)),
+                post.adapter,
+                json.dumps(post.params),
+                post.created_at,
+            ),
+        )
+        if cur.rowcount == 1 and cur.lastrowid is not None:
+            return cur.lastrowid
+        found = await self.post_id_by_message(post.message_id) if post.message_id is not None else None
+        if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
+            raise RuntimeError("post insert failed")
+        return found
+
+    async def post_by_message(self, message_id: int) -> Post | None:
+        """The post with this Discord message id, or None if it is not ours."""
+        async with self.db.execute("SELECT * FROM posts WHERE message_id = ?", (message_id,)) as cur:
+            row = await cur.fetchone()
+        return _post(cur.description, row) if row else None
+
+    async def post_id_by_message(self, message_id: int) -> int | None:
+        """Only the id of our post with this message id (what a reaction needs), or None."""
+        async with self.db.execute("SELECT id FROM posts WHERE message_id = ?", (message_id,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def get_post(self, post_id: int) -> Post | None:
+        """The post with this id."""
+        async with self.db.execute("SELECT * FROM posts WHERE id = ?", (post_id,)) as cur:
+            row = await cur.fetchone()
+        return _post(cur.description, row) if row else None
+
+    async def posts_since(self, created_after: float) -> list[Post]:
+        """Posts created after a time, oldest first (catch-up after downtime)."""
+        async with self.db.execute(
+            "SELECT * FROM posts WHERE created_at > ? AND message_id IS NOT NULL ORDER BY created_at", (created_after,)
+        ) as cur:
+            rows = await cur.fetchall()
+            return [_post(cur.description, r) for r in rows]
+
+    async def count_posts(self) -> int:
+        """How many posts exist."""
+        async with self.db.execute("SELECT COUNT(*) FROM posts") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- engagement --------------------------------------------------------------------------------------------------
+
+    def _opted_out(self, member_id: int) -> bool:
+        """True for a member who asked to be forgotten (privacy.py overrides this; nothing of theirs is recorded)."""
+        return False
+
+    async def add_vote(self, message_id: int, member_id: int, emoji: str, *, at: float, is_bot: bool = False) -> bool:
+        """Record a reaction on one of our posts; True if it created a new vote. Bots are logged, never counted."""
+        if self._opted_out(member_id):
+            return False
+        post_id = await self.post_id_by_message(message_id)
+        if post_id is None:
+            return False
+        async with self.transaction():
+            await self.db.execute(
+                "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) "
+                "VALUES (?, ?, ?, 'add', ?, ?)",
+                (post_id, member_id, emoji, int(is_bot), at),
+            )
+            created = False
+            if not is_bot:
+                cur = await self.db.execute(
+                    "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (post_id, member_id, emoji, at),
+                )
+                created = cur.rowcount == 1
+        return created
+
+    async def remove_vote(self, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
+        """Cancel a reaction; True if a vote was removed."""
+        if self._opted_out(member_id):
+            return False  # they hold no vote, and the removal event would hold their id
+        post_id = await self.post_id_by_message(message_id)
+        if post_id is None:
+            return False
+        async with self.transaction():
+            await self.db.execute(
+                "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
+                (post_id, member_id, emoji, at),
+            )
+            cur = await self.db.execute(
+                "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post_id, member_id, emoji)
+            )
+        return cur.rowcount == 1
+
+    async def reconcile_votes(self, message_id: int, current: Iterable[tuple[int, str]], *, at: float) -> int:
+        """Make the stored human votes of a post equal `current` (member, emoji) pairs; return rows changed."""
+        post = await self.post_id_by_message(message_id)
+        if post is None:
+            return 0
+        wanted = {(m, e) for m, e in current if not self._opted_out(m)}
+        changed = 0
+        async with self.transaction():
+            # read inside the transaction: a live reaction landing between read and write cannot be undone
+            async with self.db.execute("SELECT member_id, emoji FROM votes WHERE post_id = ?", (post,)) as cur:
+                have = {(int(r[0]), str(r[1])) for r in await cur.fetchall()}
+            for member_id, emoji in sorted(wanted - have):
+                await self.db.execute(
+                    "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?)",
+                    (post, member_id, emoji, at),
+                )
+                changed += 1
+            for member_id, emoji in sorted(have - wanted):
+                await self.db.execute(
+                    "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post, member_id, emoji)
+                )
+                changed += 1
+        return changed
+
+    async def add_reply(
+        self, message_id: int, parent_message_id: int, member_id: int, *, at: float, length: int = 0
+    ) -> bool:
+        """Record a member's reply to one of our posts; True if new."""
+        if self._opted_out(member_id):
+            return False
+        post_id = await self.post_id_by_message(parent_message_id)
+        if post_id is None:
+            return False
+        async with self._write:
+            cur = await self.db.execute(
+                "INSERT INTO replies (message_id, post_id, member_id, length, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (message_id, post_id, member_id, length, at),
+            )
+            return cur.rowcount == 1
+
+    async def remove_reply(self, message_id: int) -> bool:
+        """Forget a deleted reply."""
+        async with self._write:
+            cur = await self.db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
+            return cur.rowcount == 1
+
+    # --- records for scoring and training ----------------------------------------------------------------------------
+
+    async def post_records(
+        self,
+        *,
+        created_before: float | None = None,
+        created_after: float | None = None,
+        untrained_only: bool = False,
+        limit: int | None = None,
+        guild_id: int | None = None,
+    ) -> list[PostRecord]:
+        """Posts with their votes and replies, oldest first; `limit` keeps the newest; `guild_id` scopes to a server.
+
+        Posts whose prompt was redacted for a forgotten member are left out: they cannot be trained on.
+        """
+        where: list[str] = ["redacted = 0"]
+        args: list[Any] = []
+        if guild_id is not None:
+            where.append("guild_id = ?")
+            args.append(guild_id)
+        if created_before is not None:
+            where.append("created_at <= ?")
+            args.append(created_before)
+        if created_after is not None:
+            where.append("created_at > ?")
+            args.append(created_after)
+        if untrained_only:
+            where.append("trained_at IS NULL AND trained_run IS NULL")
+        sql = f"SELECT * FROM posts WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        async with self.db.execute(sql, args) as cur:
+            posts = [_post(cur.description, r) for r in await cur.fetchall()]
+        posts.reverse()
+        if not posts:
+            return []
+        ids = [p.id for p in posts]
+        votes: dict[int, list[Vote]] = {i: [] for i in ids}
+        replies: dict[int, list[Reply]] = {i: [] for i in ids}
+        for chunk in chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT post_id, member_id, emoji, at FROM votes WHERE post_id IN ({marks})", chunk
+            ) as cur:
+                for pid, member, emoji, at in await cur.fetchall():
+                    votes[pid].append(Vote(int(member), str(emoji), float(at)))
+            async with self.db.execute(
+                f"SELECT post_id, message_id, member_id, at FROM replies WHERE post_id IN ({marks})", chunk
+            ) as cur:
+                for pid, mid, member, at in await cur.fetchall():
+                    replies[pid].append(Reply(int(mid), int(member), float(at)))
+        return [PostRecord(p, tuple(votes[p.id]), tuple(replies[p.id])) for p in posts]
+
+    async def mark_trained(self, post_ids: Iterable[int], *, at: float, run_id: int | None) -> None:
+        """Mark posts as used by a training run (only after the run has safely finished)."""
+        async with self.transaction():
+            ids = list(post_ids)
+            for chunk in chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                await self.db.execute(
+                    f"UPDATE posts SET trained_at = ?, trained_run = ? WHERE id IN ({marks})", [at, run_id, *chunk]
+                )
+
+
+def _post(description: Any, row: Any) -> Post:
+    d = dict(zip([c[0] for c in description], row, strict=True))
+    return Post(
+        id=int(d["id"]),
+        message_id=d["message_id"],
+        channel_id=int(d["channel_id"]),
+        guild_id=d["guild_id"],
+        kind=str(d["kind"]),
+        text=str(d["text"]),
+        prompt=str(d["prompt"]),
+        prompt_ids=tuple(json.loads(d["prompt_ids"])),
+        completion_ids=tuple(json.loads(d["completion_ids"])),
+        adapter=str(d["adapter"]),
+        params=json.loads(d["params"]),
+        created_at=float(d["created_at"]),
+        trained_at=d["trained_at"],
+        trained_run=d.get("trained_run"),
+    )
