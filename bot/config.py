@@ -127,6 +127,15 @@ class StorySettings:
 
 
 @dataclass(frozen=True)
+class TrialSettings:
+    """Live A/B trials of a gate-passing candidate against the serving adapter (bot/trials.py)."""
+
+    share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
+    alpha: float = 0.05
+    max_posts: int = 5000
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     db_path: Path = Path("data/kilroy.db")
@@ -138,6 +147,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
+    trials: TrialSettings = field(default_factory=TrialSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -284,6 +294,12 @@ class _Reader:
             max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1),
             retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1),
         )
+        tr = d.trials
+        trials = TrialSettings(
+            share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
+            alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
+            max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
+        )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
@@ -298,6 +314,7 @@ class _Reader:
             training=training,
             discord=discord,
             story=story,
+            trials=trials,
         )
 
 
