@@ -20,8 +20,8 @@ class PostsMixin(StorageBase):
         async with self._write:
             cur = await self.db.execute(
                 """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
-                                      adapter, params, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      adapter, params, created_at, trial_id, arm)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (message_id) DO NOTHING""",
                 (
                     post.message_id,
@@ -35,6 +35,8 @@ class PostsMixin(StorageBase):
                     post.adapter,
                     json.dumps(post.params),
                     post.created_at,
+                    post.trial_id,
+                    post.arm,
                 ),
             )
             if cur.rowcount == 1 and cur.lastrowid is not None:
@@ -176,9 +178,13 @@ class PostsMixin(StorageBase):
         created_after: float | None = None,
         untrained_only: bool = False,
         limit: int | None = None,
+        trial_id: int | None = None,
     ) -> list[PostRecord]:
-        """Posts with their votes and replies, oldest first; `limit` keeps the newest."""
+        """Posts with their votes and replies, oldest first; `limit` keeps the newest; `trial_id`: one trial's."""
         where, args = ["1=1"], []
+        if trial_id is not None:
+            where.append("trial_id = ?")
+            args.append(trial_id)
         if created_before is not None:
             where.append("created_at <= ?")
             args.append(created_before)
@@ -239,4 +245,6 @@ def _post(description: Any, row: Any) -> Post:
         params=json.loads(d["params"]),
         created_at=float(d["created_at"]),
         trained_at=d["trained_at"],
+        trial_id=d.get("trial_id"),
+        arm=d.get("arm"),
     )
