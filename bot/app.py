@@ -122,6 +122,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     from bot.storage import Storage
     from bot.story_session import StoryService
     from bot.training.runner import TrainingRunner
+    from bot.trial_service import TrialService
 
     loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
     generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
@@ -129,6 +130,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         async with Storage.open(settings.db_path) as storage:
             adapters = AdapterService(AdapterStore(settings.adapters_dir), generator)
             log.info("serving adapter %s", await adapters.restore())
+            trials = TrialService(storage, adapters, generator, settings)
+            await trials.restore()
             # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event loop
             # for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything alive now
             # out of the collector's sight: worst lag under a 2,000-event burst drops to a few ms.
@@ -139,8 +142,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 storage=storage,
                 generator=generator,
                 adapters=adapters,
-                training=TrainingRunner(settings, swap=adapters.use),
+                training=TrainingRunner(settings, swap=trials.on_candidate),
                 stories=StoryService(storage, generator, settings.story),
+                trials=trials,
             )
     finally:
         await generator.close()

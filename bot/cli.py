@@ -15,9 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from bot.adapters import AdapterStore
 
 log = logging.getLogger("kilroy")
 
@@ -278,6 +281,42 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
         print(f"active adapter: {store.current()} (a running bot picks it up with /adapter use or on restart)")
     elif args.action == "rollback":
         print(f"rolled back; active adapter: {store.rollback()}")
+    elif args.action == "trial":
+        return asyncio.run(_adapters_trial(settings, store, args.trial_action))
+    return 0
+
+
+async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) -> int:
+    """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
+    from bot.storage import Storage
+    from bot.trial_service import evaluate_trial
+
+    async with Storage.open(settings.db_path) as storage:
+        trial = await storage.active_trial()
+        if action == "show":
+            shown = trial or next(iter(await storage.trials(limit=1)), None)
+            if shown is None:
+                print("no A/B trial has run yet")
+                return 0
+            print((await evaluate_trial(storage, settings, shown, now=time.time())).text())
+            return 0
+        if trial is None:
+            print("error: no A/B trial is running", file=sys.stderr)
+            return 2
+        if action == "promote":
+            store.set_current(trial.candidate)  # pointer first, as the bot does
+            await storage.end_trial(
+                trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
+            )
+            print(
+                f"trial #{trial.id}: {trial.candidate} promoted (a running bot serves it after /adapter use "
+                "or a restart)"
+            )
+        else:
+            await storage.end_trial(
+                trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
+            )
+            print(f"trial #{trial.id} stopped; {trial.incumbent} keeps serving")
     return 0
 
 
@@ -334,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser("show").add_argument("name")
     asub.add_parser("use").add_argument("name")
     asub.add_parser("rollback")
+    tr = asub.add_parser("trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand")
+    tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show")
 
     st = sub.add_parser("story", help="story mode in the terminal (lines on stdin, answers on stdout)")
     st.add_argument("--opening", help="the story's opening (default: KILROY_STORY_OPENING)")

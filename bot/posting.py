@@ -21,10 +21,12 @@ def is_postable(text: str, blocklist: Sequence[str]) -> bool:
     return not any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in blocklist)
 
 
-async def compose_post(generator: Generator, *, prompt: str, blocklist: Sequence[str], tries: int = 3) -> Sample | None:
-    """A postable sample, or None after `tries` batches without one."""
+async def compose_post(
+    generator: Generator, *, prompt: str, blocklist: Sequence[str], tries: int = 3, adapter: str | None = None
+) -> Sample | None:
+    """A postable sample (written by `adapter`, default the serving one), or None after `tries` batches without one."""
     for attempt in range(tries):
-        for sample in await generator.generate(2, prompt=prompt):
+        for sample in await generator.generate(2, prompt=prompt, adapter=adapter):
             if is_postable(sample.text, blocklist):
                 return sample
         log.info("no postable sample (attempt %d of %d)", attempt + 1, tries)

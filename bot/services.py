@@ -12,6 +12,7 @@ from bot.serving import AdapterService
 from bot.storage import Storage
 from bot.story_session import StoryService
 from bot.training.runner import TrainingRunner
+from bot.trial_service import TrialService
 
 
 @dataclass
@@ -22,4 +23,5 @@ class Services:
     adapters: AdapterService
     training: TrainingRunner
     stories: StoryService
+    trials: TrialService
     clock: Callable[[], float] = field(default=time.time)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 import discord
 from discord import app_commands
@@ -11,6 +12,7 @@ from discord.ext import commands
 from bot.adapters import AdapterInfo
 from bot.config import Settings
 from bot.serving import AdapterService
+from bot.trial_service import NoTrial, TrialService
 from cogs._checks import NotAllowed, is_operator, say
 
 
@@ -26,8 +28,8 @@ def _line(info: AdapterInfo) -> str:
 class Adapters(commands.GroupCog, group_name="adapter", group_description="Manage Kilroy's LoRA adapters"):
     """Operators only: KILROY_OPERATOR_USER_IDS, KILROY_OPERATOR_ROLE_IDS, or the application owner."""
 
-    def __init__(self, *, settings: Settings, adapters: AdapterService) -> None:
-        self.settings, self.adapters = settings, adapters
+    def __init__(self, *, settings: Settings, adapters: AdapterService, trials: TrialService | None = None) -> None:
+        self.settings, self.adapters, self.trials = settings, adapters, trials
         super().__init__()
 
     async def _require_operator(self, interaction: discord.Interaction) -> None:
@@ -61,6 +63,26 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         name = await self.adapters.rollback()
         await say(interaction, f"Rolled back: now serving `{name}`.", ephemeral=True)
 
+    @app_commands.command(name="trial", description="The A/B trial: show it, stop it (keep the incumbent), promote")
+    async def trial(
+        self, interaction: discord.Interaction, action: Literal["show", "stop", "promote"] = "show"
+    ) -> None:
+        await self._require_operator(interaction)
+        if self.trials is None:
+            raise NoTrial()
+        await interaction.response.defer(ephemeral=True, thinking=True)  # promoting loads an adapter
+        by = f"user:{interaction.user.id}"  # recorded with the trial
+        if action == "stop":
+            t = await self.trials.stop(by)
+            text = f"Trial #{t.id} stopped: `{t.incumbent}` keeps serving."
+        elif action == "promote":
+            t = await self.trials.promote(by)
+            text = f"Trial #{t.id}: `{t.candidate}` promoted by hand and now serving."
+        else:
+            status = await self.trials.status()
+            text = status.text() if status else "No A/B trial has run yet."
+        await say(interaction, text, ephemeral=True)
+
     @use.autocomplete("name")
     @info.autocomplete("name")
     async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -70,4 +92,4 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
 
 async def setup(bot: commands.Bot) -> None:
     s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters))
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, trials=getattr(s, "trials", None)))

@@ -14,6 +14,7 @@ from bot.config import Settings
 from bot.engine.generator import Generator
 from bot.posting import compose_post
 from bot.storage import NewPost, Storage
+from bot.trial_service import TrialService
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,17 @@ log = logging.getLogger(__name__)
 class Posting(commands.Cog):
     """Posts generated text into KILROY_POST_CHANNEL_IDS every KILROY_POST_INTERVAL_MINUTES."""
 
-    def __init__(self, bot: commands.Bot, *, settings: Settings, storage: Storage, generator: Generator) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings,
+        storage: Storage,
+        generator: Generator,
+        trials: TrialService | None = None,
+    ) -> None:
         self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
+        self.trials = trials
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
         self.loop.before_loop(self._before)
 
@@ -42,6 +52,11 @@ class Posting(commands.Cog):
         """One round: a post in every configured channel (a little jitter between channels)."""
         # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
         jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
+        if self.trials is not None:
+            try:
+                await self.trials.check()  # a running A/B trial may have settled enough posts to decide
+            except Exception:
+                log.exception("checking the A/B trial failed; posting goes on")
         for channel_id in self.settings.discord.post_channel_ids:
             await asyncio.sleep(random.uniform(0, jitter))
             await self.post_to(channel_id)
@@ -59,8 +74,12 @@ class Posting(commands.Cog):
         if guild is not None and not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
+        choice = await self.trials.choose() if self.trials is not None else None  # an A/B trial's arm, if any
         sample = await compose_post(
-            self.generator, prompt=self.settings.generation.prompt, blocklist=self.settings.discord.blocklist
+            self.generator,
+            prompt=self.settings.generation.prompt,
+            blocklist=self.settings.discord.blocklist,
+            adapter=choice.adapter if choice else None,
         )
         if sample is None:
             log.warning("no postable text for channel %s this round", channel_id)
@@ -71,17 +90,20 @@ class Posting(commands.Cog):
             log.warning("Discord refused a post in channel %s; skipping", channel_id)
             return None
         await self.storage.add_post(
-            NewPost(
-                channel_id=channel_id,
-                guild_id=guild.id if guild else None,
-                text=sample.text,
-                adapter=sample.adapter,
-                created_at=time.time(),
-                message_id=message.id,
-                prompt=sample.prompt,
-                prompt_ids=sample.prompt_ids,
-                completion_ids=sample.completion_ids,
-                params=sample.params,
+            TrialService.tag(
+                NewPost(
+                    channel_id=channel_id,
+                    guild_id=guild.id if guild else None,
+                    text=sample.text,
+                    adapter=sample.adapter,
+                    created_at=time.time(),
+                    message_id=message.id,
+                    prompt=sample.prompt,
+                    prompt_ids=sample.prompt_ids,
+                    completion_ids=sample.completion_ids,
+                    params=sample.params,
+                ),
+                choice,
             )
         )
         return message
@@ -89,4 +111,6 @@ class Posting(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator))
+    await bot.add_cog(
+        Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, trials=getattr(s, "trials", None))
+    )

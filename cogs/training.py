@@ -15,6 +15,7 @@ from discord.ext import commands, tasks
 
 from bot.config import Settings
 from bot.training.runner import Outcome, TrainingBusy, TrainingRunner
+from bot.trial_service import TrialService
 from cogs._checks import NotAllowed, is_moderator
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,11 @@ def summary_text(outcome: Outcome) -> str:
         return f"Nothing to train: {outcome.reason}."
     m = outcome.metrics
     verdict = (
-        "promoted and now serving" if outcome.swapped else ("promoted" if outcome.promoted else "kept, not promoted")
+        "passed the gate and is now on an A/B trial against the serving adapter"
+        if outcome.trial
+        else "promoted and now serving"
+        if outcome.swapped
+        else ("promoted" if outcome.promoted else "kept, not promoted")
     )
     figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
     return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
@@ -55,8 +60,12 @@ class Training(commands.Cog):
         settings: Settings,
         runner: TrainingRunner,
         clock: Callable[[], float] = time.monotonic,
+        trials: TrialService | None = None,
     ) -> None:
         self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
+        self.trials = trials
+        if trials is not None:
+            trials.announce = self._log_channel  # trial starts and decisions go to KILROY_LOG_CHANNEL_ID
         t = settings.training
         run_at = dt.time(t.train_time.hour, t.train_time.minute, tzinfo=ZoneInfo(t.timezone))
         self.nightly = tasks.loop(time=run_at)(self.run_nightly)
@@ -69,6 +78,10 @@ class Training(commands.Cog):
 
     async def run_nightly(self) -> Outcome | None:
         """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
+        if self.trials is not None and (trial := await self.trials.running()) is not None:
+            # a trial needs its posts to pile up; a new candidate every night would restart it forever
+            log.info("nightly training waits: A/B trial #%d is still deciding", trial.id)
+            return None
         try:
             outcome = await self.runner.run("nightly")
         except TrainingBusy:
@@ -118,4 +131,4 @@ class Training(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training))
+    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, trials=getattr(s, "trials", None)))

@@ -122,7 +122,8 @@ async def run_training(
         await storage.finish_run(run_id, status="failed", at=time.time(), message=f"{type(exc).__name__}: {exc}")
         raise
     await storage.record_adapter(name, parent=parent, run_id=run_id, at=time.time(), metrics=metrics)
-    if decision.promote:
+    if decision.promote and settings.trials.share == 0:
+        # with A/B trials on, the bot starts a trial instead; the pointer moves only if the trial promotes
         store.set_current(name)
     await storage.mark_trained([e.post_id for e in examples], at=time.time(), run_id=run_id)
     await storage.finish_run(

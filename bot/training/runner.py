@@ -37,6 +37,7 @@ class Outcome:
     adapter: str | None = None
     promoted: bool = False
     swapped: bool = False
+    trial: bool = False  # the candidate passed the gate and went on an A/B trial instead of being swapped in
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -119,8 +120,9 @@ class TrainingRunner:
             )
             if outcome.promoted and outcome.adapter:
                 try:
-                    await self.swap(outcome.adapter)
-                    outcome.swapped = True
+                    result = await self.swap(outcome.adapter)
+                    outcome.trial = result == "trial"  # TrialService.on_candidate: a trial started, nothing swapped
+                    outcome.swapped = not outcome.trial
                 except Exception as exc:
                     # the worker promoted it on disk; serving keeps the old one until a restart or /adapter use
                     log.exception("promoted adapter %s could not be loaded", outcome.adapter)
