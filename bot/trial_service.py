@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.adapters import BASE
 from bot.config import Settings
 from bot.engine.generator import Generator
 from bot.scoring import formula_from_settings, score_post
@@ -130,27 +129,28 @@ class TrialService:
 
     # --- starting ----------------------------------------------------------------------------------------------------
 
-    async def on_candidate(self, candidate: str, *, run_id: int | None = None, by: str = "training") -> str:
-        """A candidate passed the gate: start a trial ("trial"), or swap it in at once when trials are off."""
+    async def on_candidate(self, candidate: str, run_id: int | None = None) -> bool:
+        """The promotion sequence's hook for a gate-passing candidate: True if it went on a trial instead of being
+        swapped in; False when trials are off (KILROY_AB_SHARE=0), and the sequence swaps it in as before."""
         if not self.enabled:
-            await self.adapters.use(candidate)
-            return "swapped"
-        await self.start(candidate, run_id=run_id, by=by)
-        return "trial"
+            return False
+        await self.start(candidate, run_id=run_id)
+        return True
 
     async def start(self, candidate: str, *, run_id: int | None = None, by: str = "training") -> Trial:
         """Load `candidate` beside the serving adapter, check it generates, and open a trial against it."""
-        incumbent = self.adapters.active
+        current = await self.storage.active_trial()
+        if current is not None and current.candidate == candidate:
+            return current  # already on trial (an interrupted promotion sequence being finished)
+        incumbent = self.adapters.store.current()  # the pointer: what serves, and what a restart serves
         if candidate == incumbent:
             raise ValueError(f"{candidate!r} is already serving; there is nothing to compare")
-        path = None if candidate == BASE else self.adapters.store.path(candidate)
-        if path is not None:
-            await self.generator.preload(candidate, path)
+        await self._ensure_loaded(candidate)
+        await self._ensure_loaded(incumbent)
         # health check: one generation with the candidate; an adapter that cannot write never reaches a post
         samples = await self.generator.generate(1, adapter=candidate, prompt=self.settings.generation.prompt)
         if not samples:
             raise RuntimeError(f"adapter {candidate!r} produced nothing")
-        current = await self.storage.active_trial()
         if current is not None:
             await self._end(current, "replaced", by, f"replaced by candidate {candidate}")
         now = self.clock()
@@ -185,16 +185,18 @@ class TrialService:
         records = [r for r in records if r.post.kind == "post"]
         return baselines(group_scores([r.post.channel_id for r in records], [score_post(r, formula) for r in records]))
 
+    async def _ensure_loaded(self, name: str) -> None:
+        if not self.generator.is_resident(name):
+            await self.generator.preload(name, self.adapters.store.path(name))
+
     async def restore(self) -> Trial | None:
         """At start: reload a running trial's candidate; a candidate that no longer loads ends its trial."""
         trial = await self.storage.active_trial()
         if trial is None:
             return None
         try:
-            if trial.candidate != BASE:
-                await self.generator.preload(trial.candidate, self.adapters.store.path(trial.candidate))
-            if trial.incumbent != BASE and not self.generator.is_resident(trial.incumbent):
-                await self.generator.preload(trial.incumbent, self.adapters.store.path(trial.incumbent))
+            await self._ensure_loaded(trial.candidate)
+            await self._ensure_loaded(trial.incumbent)
         except Exception as exc:
             log.exception("trial #%d: its adapters cannot be loaded", trial.id)
             await self._end(trial, "stopped", "restore", f"could not load its adapters at start: {exc}")
@@ -216,7 +218,10 @@ class TrialService:
             return None
         index = sum((await self.storage.trial_post_counts(trial.id)).values())
         arm = assign_arm(trial.seed, index, trial.share)
-        return ArmChoice(trial.id, arm, trial.candidate if arm == CANDIDATE else trial.incumbent)
+        adapter = trial.candidate if arm == CANDIDATE else trial.incumbent
+        await self._ensure_loaded(adapter)  # a trial started by another process (`kilroy train`) loads here
+        self.generator.pin({trial.incumbent, trial.candidate})
+        return ArmChoice(trial.id, arm, adapter)
 
     @staticmethod
     def tag(post: NewPost, choice: ArmChoice | None) -> NewPost:
@@ -275,9 +280,11 @@ class TrialService:
         # promotion first, through the one promotion path (load, swap, pointer last); the row is closed after, so
         # a crash in between leaves a trial that re-decides the same way on the next start
         if verdict in PROMOTING:
-            await self.adapters.use(trial.candidate)
+            await self.adapters.use(trial.candidate)  # load, health-check, swap, pointer last
         if not await self.storage.end_trial(trial.id, verdict=verdict, decided_by=by, summary=summary, at=self.clock()):
             return  # someone else closed it first
+        if trial.run_id is not None:  # the run's promotion sequence ends with the trial
+            await self.storage.set_run_stage(trial.run_id, "promoted" if verdict in PROMOTING else "kept")
         self.generator.pin(set())
         outcome = f"now serving `{trial.candidate}`" if verdict in PROMOTING else f"`{trial.incumbent}` keeps serving"
         await self._say(f"A/B trial #{trial.id} ended: {VERDICT_TEXT[verdict]} ({by}); {outcome}.\n{summary}")

@@ -14,7 +14,8 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.config import Settings
-from bot.training.runner import Outcome, TrainingBusy, TrainingRunner
+from bot.training.nightly import RunResult
+from bot.training.runner import TrainingBusy, TrainingRunner
 from bot.trial_service import TrialService
 from cogs._checks import NotAllowed, is_moderator
 
@@ -34,18 +35,19 @@ def progress_text(event: dict[str, Any]) -> str:
     return "preparing…"
 
 
-def summary_text(outcome: Outcome) -> str:
+def summary_text(outcome: RunResult) -> str:
     """The final message of a run."""
     if outcome.status == "skipped":
         return f"Nothing to train: {outcome.reason}."
     m = outcome.metrics
-    verdict = (
-        "passed the gate and is now on an A/B trial against the serving adapter"
-        if outcome.trial
-        else "promoted and now serving"
-        if outcome.swapped
-        else ("promoted" if outcome.promoted else "kept, not promoted")
-    )
+    if outcome.trial:
+        verdict = "passed the gate and is now on an A/B trial against the serving adapter"
+    elif outcome.promoted:
+        verdict = "promoted and now serving"
+    elif outcome.accepted:
+        verdict = "passed the gate but not served"
+    else:
+        verdict = "kept, not promoted"
     figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
     return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
 
@@ -76,7 +78,7 @@ class Training(commands.Cog):
     async def cog_unload(self) -> None:
         self.nightly.cancel()
 
-    async def run_nightly(self) -> Outcome | None:
+    async def run_nightly(self) -> RunResult | None:
         """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
         if self.trials is not None and (trial := await self.trials.running()) is not None:
             # a trial needs its posts to pile up; a new candidate every night would restart it forever

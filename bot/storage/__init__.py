@@ -32,5 +32,5 @@ __all__ = [
 ]
 
 
-class Storage(PostsMixin, RunsMixin, StoriesMixin, TrialsMixin, StorageBase):
+class Storage(StoriesMixin, PostsMixin, RunsMixin, TrialsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
