@@ -173,7 +173,14 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         async with Storage.open(settings.db_path) as storage:
             # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
             # later serves it (a running bot holds the training lock, so this cannot race it)
-            runner = TrainingRunner(settings, storage, AdapterStore(settings.adapters_dir), in_process=True)
+            # with A/B trials on, a gate-passing candidate waits for the bot, whose next start puts it on trial
+            runner = TrainingRunner(
+                settings,
+                storage,
+                AdapterStore(settings.adapters_dir),
+                in_process=True,
+                defer_to_trial=settings.trials.share > 0,
+            )
             try:
                 result = await runner.run("cli", on_progress)
             except TrainingBusy as exc:
@@ -187,7 +194,13 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         elif result.status == "skipped":
             print(f"nothing to train: {result.reason}")
         else:
-            verdict = "promoted (now active)" if result.promoted else "kept but NOT promoted"
+            verdict = (
+                "promoted (now active)"
+                if result.promoted
+                else "passed the gate; its A/B trial starts with the bot"
+                if result.accepted and settings.trials.share > 0
+                else "kept but NOT promoted"
+            )
             print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
             for key, value in sorted(result.metrics.items()):
                 print(f"  {key:<18} {value:.4f}")

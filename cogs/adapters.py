@@ -79,7 +79,7 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
             t = await self.trials.promote(by)
             text = f"Trial #{t.id}: `{t.candidate}` promoted by hand and now serving."
         else:
-            status = await self.trials.status()
+            status = await self.trials.check() or await self.trials.status()  # acts on a verdict already reached
             text = status.text() if status else "No A/B trial has run yet."
         await say(interaction, text, ephemeral=True)
 

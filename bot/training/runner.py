@@ -54,6 +54,7 @@ class TrainingRunner:
         *,
         swap: Swap | None = None,
         trial: StartTrial | None = None,
+        defer_to_trial: bool = False,
         in_process: bool = False,
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -61,9 +62,7 @@ class TrainingRunner:
         self.settings = settings
         self.storage = storage
         self.store = store
-        self.promoter = Promoter(
-            storage, store, swap=swap, trial=trial, defer_to_trial=swap is None and settings.trials.share > 0
-        )
+        self.promoter = Promoter(storage, store, swap=swap, trial=trial, defer_to_trial=defer_to_trial)
         self.in_process = in_process
         self.command = command or [sys.executable, "-m", "bot.training.worker"]
         self.env = dict(env) if env is not None else dict(os.environ)

@@ -43,6 +43,7 @@ E2E_ENV = {
     "KILROY_GATE_MIN_DIVERSITY": "0",
     "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
     "KILROY_STORY_COOLDOWN_SECONDS": "0",
+    "KILROY_AB_SHARE": "0",  # gate-only promotion, except in tests/e2e/test_trial.py
 }
 
 
