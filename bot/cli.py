@@ -280,10 +280,12 @@ async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) 
             print("error: no A/B trial is running", file=sys.stderr)
             return 2
         if action == "promote":
-            store.set_current(trial.candidate)  # pointer first, as the bot does
+            store.set_current(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
             await storage.end_trial(
                 trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
             )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "promoted")
             print(
                 f"trial #{trial.id}: {trial.candidate} promoted (a running bot serves it after /adapter use "
                 "or a restart)"
@@ -292,6 +294,8 @@ async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) 
             await storage.end_trial(
                 trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
             )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "kept")
             print(f"trial #{trial.id} stopped; {trial.incumbent} keeps serving")
     return 0
 
