@@ -131,3 +131,24 @@ def test_confidence_sequence_covers_the_estimate_and_shrinks():
             widths.append(hi - lo)
             assert lo < 0.0 < hi or state.verdict is not None
     assert widths[1] < widths[0]
+
+
+def test_stats_label_trial_posts_with_their_arm():
+    """/stats colours an A/B trial's posts by arm: the series label carries the arm."""
+    from bot.scoring import ScoreFormula
+    from bot.stats import daily_scores
+    from bot.storage import Post, PostRecord
+
+    def rec(i, adapter, arm):
+        post = Post(
+            i, i, 1, None, "post", "t", "", (), (), adapter, {}, 86400.0 * 3, None, trial_id=1 if arm else None, arm=arm
+        )
+        return PostRecord(post, (), ())
+
+    labels = {
+        d.adapter
+        for d in daily_scores(
+            [rec(1, "v1", "incumbent"), rec(2, "v2", "candidate"), rec(3, "v1", None)], ScoreFormula()
+        )
+    }
+    assert labels == {"v1 (incumbent)", "v2 (candidate)", "v1"}
