@@ -58,19 +58,41 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def one_trial(seed: int, m: float, lift: float, config: TrialConfig) -> tuple[str, int]:
-    """Simulate one trial; return its verdict and how many settled posts it took."""
+def one_trial(seed: int, m: float, lift: float, config: TrialConfig, *, naive: bool = False) -> tuple[str, int, bool]:
+    """Simulate one trial; return its verdict, how many settled posts it took, and (with `naive`) whether a
+    one-sided t-test at the same alpha, checked every PEEK_EVERY posts up to the budget, would have promoted."""
     rng = random.Random(seed)
     history = {1: [draw_score(rng, m, 1.0) for _ in range(HISTORY)]}
     base = baselines(history)[1]
     state = TrialState(config)
+    sums = {CANDIDATE: [0, 0.0, 0.0], "incumbent": [0, 0.0, 0.0]}  # n, sum, sum of squares per arm
+    naive_promoted = False
+    z_crit = statistics.NormalDist().inv_cdf(1 - config.alpha)
     index = 0
-    while state.verdict is None:
+    while state.verdict is None or (naive and index < config.max_posts):
         arm = assign_arm(seed, index, config.share)
         index += 1
         score = draw_score(rng, m, lift if arm == CANDIDATE else 1.0)
-        state.observe(arm, trial_reward(score, base, config.clip))
-    return str(state.verdict), state.n
+        reward = trial_reward(score, base, config.clip)
+        state.observe(arm, reward)
+        if naive and not naive_promoted:
+            s = sums[arm]
+            s[0], s[1], s[2] = s[0] + 1, s[1] + reward, s[2] + reward * reward
+            if index % PEEK_EVERY == 0:
+                naive_promoted = _welch_z(sums[CANDIDATE], sums["incumbent"]) > z_crit
+    return str(state.verdict), state.n, naive_promoted
+
+
+PEEK_EVERY = 50  # the naive comparison: a fixed-sample test looked at after every 50 posts
+
+
+def _welch_z(a: list, b: list) -> float:
+    if a[0] < 2 or b[0] < 2:
+        return 0.0
+    ma, mb = a[1] / a[0], b[1] / b[0]
+    va = max(a[2] / a[0] - ma * ma, 1e-12) * a[0] / (a[0] - 1)
+    vb = max(b[2] / b[0] - mb * mb, 1e-12) * b[0] / (b[0] - 1)
+    return (ma - mb) / math.sqrt(va / a[0] + vb / b[0])
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -83,14 +105,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def condition(m: float, lift: float, trials: int, config: TrialConfig, seed0: int) -> dict:
+def condition(m: float, lift: float, trials: int, config: TrialConfig, seed0: int, *, naive: bool = False) -> dict:
     """Run `trials` trials of one condition; the share of each verdict and the posts to a decision."""
     verdicts: dict[str, int] = {"promote": 0, "keep": 0, "futile": 0}
     posts = []
+    naive_promoted = 0
     for i in range(trials):
-        verdict, n = one_trial(seed0 + i, m, lift, config)
+        verdict, n, naive_hit = one_trial(seed0 + i, m, lift, config, naive=naive)
         verdicts[verdict] += 1
         posts.append(n)
+        naive_promoted += naive_hit
     promoted = verdicts["promote"]
     return {
         "trials": trials,
@@ -100,6 +124,7 @@ def condition(m: float, lift: float, trials: int, config: TrialConfig, seed0: in
         "futile": verdicts["futile"] / trials,
         "median_posts": statistics.median(posts),
         "median_posts_decided": statistics.median([p for p in posts if p < config.max_posts] or [config.max_posts]),
+        "naive_promoted": naive_promoted / trials if naive else None,
     }
 
 
@@ -128,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         m = SCENARIOS[name]
         started = time.perf_counter()
         rows = {
-            "A/A": condition(m, 1.0, n_aa, config, args.seed * 10_000_000 + 1_000_000),
+            "A/A": condition(m, 1.0, n_aa, config, args.seed * 10_000_000 + 1_000_000, naive=True),
             "+20%": condition(m, 1.2, n_other, config, args.seed * 10_000_000 + 2_000_000),
             "-20%": condition(m, 0.8, n_other, config, args.seed * 10_000_000 + 3_000_000),
         }
@@ -138,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:<9} {label:<10} {r['trials']:>6} {r['promoted']:>9.3f} {f'[{lo:.3f}, {hi:.3f}]':>15} "
                 f"{r['kept_worse']:>6.3f} {r['futile']:>6.3f} {r['median_posts']:>12.0f}"
             )
-        print(f"{'':<9} ({time.perf_counter() - started:.1f} s)")
+        print(
+            f"{'':<9} a t-test peeked every {PEEK_EVERY} posts would promote {rows['A/A']['naive_promoted']:.3f} of "
+            f"the A/A trials ({time.perf_counter() - started:.1f} s)"
+        )
         figures[name] = rows
     head = figures[args.scenario]
     result = {
         "false_promotion_rate": head["A/A"]["promoted"],
         "false_promotion_ci": list(head["A/A"]["promoted_ci"]),
+        "naive_peeking_false_promotion_rate": head["A/A"]["naive_promoted"],
         "power_20": head["+20%"]["promoted"],
         "median_posts_to_decision": head["+20%"]["median_posts"],
         "worse_promoted_rate": head["-20%"]["promoted"],
