@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -14,6 +14,9 @@ from bot.config import Settings
 from bot.serving import AdapterService
 from bot.trial_service import NoTrial, TrialService
 from cogs._checks import NotAllowed, is_operator, say
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 
 def _line(info: AdapterInfo) -> str:
@@ -90,6 +93,6 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         return [app_commands.Choice(name=n, value=n) for n in reversed(names[-25:])]
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, trials=getattr(s, "trials", None)))
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, trials=s.trials))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands, tasks
@@ -15,6 +16,9 @@ from bot.engine.generator import Generator
 from bot.posting import compose_post
 from bot.storage import NewPost, Storage
 from bot.trial_service import TrialService
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +108,6 @@ class Posting(commands.Cog):
         return message
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(
-        Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, trials=getattr(s, "trials", None))
-    )
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
+    await bot.add_cog(Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, trials=s.trials))

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import discord
@@ -18,6 +18,9 @@ from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
 from bot.trial_service import TrialService
 from cogs._checks import NotAllowed, is_moderator
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,6 @@ class Training(commands.Cog):
         await interaction.edit_original_response(content=summary_text(outcome))
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
-    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, trials=getattr(s, "trials", None)))
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
+    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, trials=s.trials))
