@@ -22,6 +22,7 @@ from bot.logs import setup_logging
 
 if TYPE_CHECKING:
     from bot.adapters import AdapterStore
+    from bot.simulation import AudienceSpec
 
 log = logging.getLogger("kilroy")
 
@@ -77,6 +78,46 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_bot(settings))
 
 
+def _simulate_ab(settings: Settings, args: argparse.Namespace, audience: AudienceSpec) -> int:
+    """`kilroy simulate --ab`: run, print the nights and the note, write --json and --plot."""
+    from bot.simulation_ab import simulate_ab
+
+    workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate-ab"
+    started = time.perf_counter()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("event") == "night" and e.get("stage") == "posting":
+            print(f"night {e['night']}: posting (serving {e['adapter']})", file=sys.stderr)
+
+    out = asyncio.run(
+        simulate_ab(
+            settings,
+            audience,
+            nights=args.nights,
+            posts_per_night=args.posts_per_night,
+            seed=args.seed,
+            workdir=workdir,
+            on_event=on_event,
+        )
+    )
+    out["seconds"] = time.perf_counter() - started
+    print("\nnight  mean score  expected  adapter   trial")
+    for n in out["nights"]:
+        t = n["trial"]
+        trial = f"#{t['id']} c{t['arms']['candidate']}/i{t['arms']['incumbent']} -> {t['decision'] or '…'}" if t else ""
+        if n.get("trial_started"):
+            trial += f" (starts #{n['trial_started']['id']}: {n['trial_started']['candidate']})"
+        print(f"{n['night']:>5}  {n['mean_score']:>10.2f}  {n['expected_score']:>8.2f}  {n['adapter']:<8}  {trial}")
+    print(out["note"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        from bot.plotting import plot_ab_nights
+
+        plot_ab_nights(out, Path(args.plot))
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the offline nights loop against a simulated audience."""
     from bot.simulation import AudienceError, AudienceSpec, builtin_audiences, simulate
@@ -96,6 +137,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.nights < 1 or args.posts_per_night < 2:
         print("error: --nights must be at least 1 and --posts-per-night at least 2", file=sys.stderr)
         return 2
+    if args.ab:  # live A/B trials in the simulated community (bot/simulation_ab.py)
+        return _simulate_ab(settings, args, audience)
     workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate"
     bar: ProgressBar | None = None
     started = time.perf_counter()
@@ -366,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="write a PNG learning curve here")
     s.add_argument("--workdir", help="where the simulation's database and adapters go (default: <data>/simulate)")
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
+    s.add_argument(
+        "--ab", action="store_true", help="live A/B trials: candidates go on trial, posts split between arms"
+    )
 
     t = sub.add_parser("train", help="one training run over the database; promotes only if the gate passes")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
