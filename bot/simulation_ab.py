@@ -109,6 +109,7 @@ async def simulate_ab(
     async with open_services(settings, in_process_training=True) as services:
         storage, generator, service = services.storage, services.generator, services.trials
         service.clock = lambda: clock[0]  # the simulated time: posts settle by it
+        service.new_seed = lambda: rng.randrange(2**31)  # reproducible arms for a given --seed
 
         async def expected(adapter: str, night: int) -> float:
             samples = await generator.generate(

@@ -113,6 +113,7 @@ class TrialService:
         self.storage, self.adapters, self.generator, self.settings = storage, adapters, generator, settings
         self.clock = clock
         self.announce = announce  # set by the training cog to write in KILROY_LOG_CHANNEL_ID
+        self.new_seed: Callable[[], int] = lambda: secrets.randbits(31)  # the arm coin's seed (the simulation fixes it)
 
     @property
     def enabled(self) -> bool:
@@ -162,7 +163,7 @@ class TrialService:
             share=cfg.share,
             alpha=cfg.alpha,
             max_posts=cfg.max_posts,
-            seed=secrets.randbits(31),
+            seed=self.new_seed(),
             baselines={c: (b.median, b.spread) for c, b in (await self._baselines(now)).items()},
             at=now,
         )
