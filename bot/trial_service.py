@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.config import Settings
 from bot.engine.generator import Generator
@@ -229,8 +229,6 @@ class TrialService:
         """The post with its trial and arm recorded."""
         if choice is None:
             return post
-        from dataclasses import replace
-
         return replace(post, trial_id=choice.trial_id, arm=choice.arm)
 
     # --- deciding ----------------------------------------------------------------------------------------------------
