@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.adapters import AdapterError
-from bot.engine.generator import AdapterLoadError
+from bot.engine.generator import AdapterLoadError, GeneratorBusy
 from bot.storage.trials import TrialActive
 from bot.story import StoryTooLong
 from bot.story_session import StoryError
@@ -13,6 +13,7 @@ from bot.trial_service import NoTrial
 USER_ERRORS: tuple[type[Exception], ...] = (
     AdapterError,
     AdapterLoadError,
+    GeneratorBusy,
     StoryError,
     StoryTooLong,
     TrainingBusy,
