@@ -246,12 +246,12 @@ class Generator:
         if name == self._active or self._peft is None:
             return sample_batch(model, self.loaded.tokenizer, **kwargs)
         # another resident adapter for this call only (~3 ms each way); this thread runs nothing else meanwhile
-        self._peft.set_adapter(name)
+        self._peft.set_adapter(peft_name(name))
         try:
             return sample_batch(model, self.loaded.tokenizer, **kwargs)
         finally:
             if self._active != BASE:
-                self._peft.set_adapter(self._active)
+                self._peft.set_adapter(peft_name(self._active))
 
     async def use_adapter(self, name: str, path: Path | None) -> float:
         """Switch the live model to `name` (loading it from `path` if not resident); return seconds taken.
@@ -286,7 +286,7 @@ class Generator:
         if name != BASE and name not in self._resident:
             self._load_sync(name, path)
             if self._active != BASE:
-                self._peft.set_adapter(self._active)  # loading may have made the new one active: keep serving
+                self._peft.set_adapter(peft_name(self._active))  # keep serving what served
         if pin:
             self._pinned.add(name)
 
