@@ -54,11 +54,14 @@ class KilroyTree(app_commands.CommandTree):
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         settings: Settings = self.client.settings  # type: ignore[attr-defined]
+        is_command = interaction.type is discord.InteractionType.application_command
         if interaction.guild_id is None:
+            if not is_command:
+                return False  # an autocomplete cannot be answered with a message
             raise app_commands.NoPrivateMessage("Kilroy's commands work only inside a server.")
         if not guild_allowed(interaction.guild_id, settings.discord.guild_ids):
             return False  # a server outside KILROY_GUILD_IDS: answer nothing
-        if interaction.type is not discord.InteractionType.application_command or interaction.command is None:
+        if not is_command or interaction.command is None:
             return True  # autocomplete does not take a cooldown
         # taken synchronously, before any await: five simultaneous /story line from one member, one passes
         name = interaction.command.qualified_name

@@ -103,7 +103,7 @@ class ScoringSettings:
 class TrainingSettings:
     objective: str = "reinforce"  # reinforce | awr
     learning_rate: float = 3e-3
-    epochs: int = 4
+    epochs: int = 1
     batch_size: int = 16
     grad_accum: int = 1
     kl_beta: float = 0.1
@@ -111,8 +111,17 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.7
-    gate_samples: int = 32
+    gate_min_base_diversity: float = 0.85
+    gate_samples: int = 128
+    reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
+    reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
+    length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
+    repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
+    unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
+    reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
+    gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
+    gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
     seed: int = 0
@@ -392,6 +401,15 @@ class _Reader:
                 "KILROY_GATE_MIN_BASE_DIVERSITY", t.gate_min_base_diversity, low=0, high=1
             ),
             gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2, high=4096),
+            reward=self.choice("KILROY_REWARD", t.reward, ("model", "normalised")),
+            reward_max_p=self.number("KILROY_REWARD_MAX_P", t.reward_max_p, low=0, high=1),
+            length_neutral=self.number("KILROY_LENGTH_NEUTRAL", t.length_neutral, low=0, high=1),
+            repeat_penalty=self.number("KILROY_REPEAT_PENALTY", t.repeat_penalty, low=0),
+            unlikelihood=self.number("KILROY_UNLIKELIHOOD", t.unlikelihood, low=0),
+            reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
+            gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
+            gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),
+            gate_min_engagement=self.number("KILROY_GATE_MIN_ENGAGEMENT", t.gate_min_engagement),
             train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
             timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
             seed=self.integer("KILROY_SEED", t.seed, low=0, high=2**32 - 1),

@@ -4,16 +4,14 @@ The nights loop of `bot/simulation.py`, with trials on as in the bot: a night's 
 goes on a trial (`TrialService`, the bot's own service) instead of being served; each post of a trial is written
 by the arm the trial's coin gives it and records that arm; the audience reacts; once posts settle the sequential
 test decides, and the next night trains only if no trial is still deciding (the bot's rule). Each trial's verdict
-is compared with what the audience's *expected* engagement says was right: the mean expected score of fresh
-samples of each arm (the analytic reaction probabilities, no sampling noise; `expected_post_score`). Issue 10's
-`realistic` audience and expected-score metric had not landed when this was written, so the built-in audiences
-and this module's own expected score are used.
+is compared with what the audience's *expected* engagement says was right: the mean expected score
+(`Community.expected_scores`: the analytic reaction probabilities, no sampling noise) of `eval_samples` fresh
+samples of each arm.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.scoring import ScoreFormula, formula_from_settings, score_post
+from bot.scoring import formula_from_settings, score_post
 from bot.simulation import CHANNELS, DAY, EPOCH, AudienceSpec, _fresh_dir, react
 from bot.storage import NewPost
 from bot.training.objective import distinct_n
@@ -30,22 +28,6 @@ from bot.trials import CANDIDATE, PROMOTING, assign_arm
 
 if TYPE_CHECKING:
     from bot.engine.generator import Sample
-
-EVAL_SAMPLES = 64  # fresh samples per arm for the expected-score verdict check
-
-
-def expected_post_score(audience: AudienceSpec, text: str, formula: ScoreFormula) -> float:
-    """The audience's expected score of one post: every member reacts with the simulation's probability; a reacting
-    member's vote is ❤️ (liked), a neutral emoji, or 👎 half the time when disliked; replies add the reply weight."""
-    a = audience.affinity(text)
-    p = min(0.95, audience.reaction_rate * math.exp(a))
-    if a > 0:
-        vote = formula.weight("❤️")
-    elif a < 0:
-        vote = 0.5 * formula.weight("👎") + 0.5 * formula.default_emoji_weight
-    else:
-        vote = formula.default_emoji_weight
-    return audience.members * p * (vote + audience.reply_rate * formula.reply_weight)
 
 
 @dataclass
@@ -87,6 +69,7 @@ async def simulate_ab(
     seed: int,
     workdir: Path,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    eval_samples: int = 256,
 ) -> dict[str, Any]:
     """Run the nights loop with live A/B trials; return the `--json` result."""
     from bot.services import open_services
@@ -102,6 +85,7 @@ async def simulate_ab(
         settings = settings.replace(trials=dataclasses.replace(settings.trials, share=0.5))
     formula = formula_from_settings(settings.scoring)
     rng = random.Random(seed)
+    community = audience.community(random.Random(f"{audience.name}/{seed}"))  # as `simulate` draws it
     clock = [EPOCH]
     out_nights: list[dict[str, Any]] = []
     trials: dict[int, TrialRecord] = {}
@@ -111,11 +95,12 @@ async def simulate_ab(
         service.clock = lambda: clock[0]  # the simulated time: posts settle by it
         service.new_seed = lambda: rng.randrange(2**31)  # reproducible arms for a given --seed
 
-        async def expected(adapter: str, night: int) -> float:
+        async def expected(adapter: str | None) -> float:
+            # fresh samples, the same seed every time (as `simulate` scores a night): adapters differ by weights alone
             samples = await generator.generate(
-                EVAL_SAMPLES, prompt=settings.generation.prompt, adapter=adapter, seed=seed * 104_729 + night
+                max(2, eval_samples), prompt=settings.generation.prompt, adapter=adapter, seed=seed * 7919 + 104_729
             )
-            return statistics.fmean(expected_post_score(audience, s.text, formula) for s in samples)
+            return statistics.fmean(community.expected_scores([s.text for s in samples], formula))
 
         for night in range(nights):
             start = EPOCH + night * DAY
@@ -131,14 +116,14 @@ async def simulate_ab(
                 if trial is not None:
                     post = dataclasses.replace(post, trial_id=trial.id, arm=arm)
                 await storage.add_post(post)
-                await react(storage, audience, message_id + i, smp.text, at + 300, rng)
+                await react(storage, community, message_id + i, smp.text, at + 300, rng)
             records = await storage.post_records(created_after=start - 1, created_before=start + DAY)
             message_id += len(samples)
             texts = [s.text for s in samples]
             night_json: dict[str, Any] = {
                 "night": night,
                 "mean_score": statistics.fmean(score_post(r, formula) for r in records) if records else 0.0,
-                "expected_score": statistics.fmean(expected_post_score(audience, t, formula) for t in texts),
+                "expected_score": await expected(None),  # the served adapter (the incumbent during a trial)
                 "posts": len(records),
                 "adapter": generator.active,
                 "distinct2": distinct_n(texts),
@@ -175,8 +160,8 @@ async def simulate_ab(
                     assert started is not None
                     rec = TrialRecord(started.id, started.candidate, started.incumbent, night)
                     rec.expected = {
-                        started.candidate: await expected(started.candidate, night),
-                        started.incumbent: await expected(started.incumbent, night),
+                        started.candidate: await expected(started.candidate),
+                        started.incumbent: await expected(started.incumbent),
                     }
                     trials[started.id] = rec
                     night_json["trial_started"] = {"id": started.id, "candidate": started.candidate}

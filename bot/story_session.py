@@ -77,6 +77,8 @@ class StoryService:
         custom = bool(opening and opening.strip())
         if custom:
             self._check_member(member_id, opening or "", what="opening")
+        elif member_id is not None and self.storage.is_opted_out(member_id):
+            member_id = None  # they may start a story with the default opening; nothing records who did
         opening = " ".join((opening or self.settings.opening).split())
         try:
             await self.storage.start_story(

@@ -33,7 +33,7 @@ def forget_text(done: dict[str, int], scrubbed: int) -> str:
     return (
         f"Done: {what}. Your story lines and openings are replaced by a removal note, prompts that held them are "
         "blanked and never trained on. From now on Kilroy records nothing of yours (reactions, replies, story lines); "
-        "`/opt-in` undoes that. Adapters already trained keep what they learnt from aggregate scores, never your words."
+        "`/opt-in` undoes that. Adapters trained before now are not retrained."
     )
 
 
@@ -50,6 +50,7 @@ class Privacy(commands.Cog):
     ) -> None:
         self.settings, self.storage, self.store, self.clock = settings, storage, store, clock
         self.retention = tasks.loop(hours=24)(self.run_retention)
+        self._forgotten_since_vacuum = False
 
     async def cog_load(self) -> None:
         self.retention.start()
@@ -61,6 +62,7 @@ class Privacy(commands.Cog):
     async def forget_me(self, interaction: discord.Interaction) -> None:
         done = await self.storage.forget_member(interaction.user.id, at=self.clock())
         scrubbed = self.store.scrub(str(interaction.user.id), FORGOTTEN) if self.store is not None else 0
+        self._forgotten_since_vacuum = True
         await say(interaction, forget_text(done, scrubbed), ephemeral=True)
 
     @app_commands.command(name="opt-in", description="Let Kilroy record your reactions, replies and story lines again")
@@ -82,17 +84,20 @@ class Privacy(commands.Cog):
         await say(interaction, f"Everything Kilroy holds about you: {counts}.", ephemeral=True, file=file)
 
     async def run_retention(self) -> dict[str, int]:
-        """Delete raw events and replies older than KILROY_RETENTION_DAYS once trained on, then VACUUM."""
+        """Delete raw events and replies older than KILROY_RETENTION_DAYS once trained on; VACUUM if anything was
+        deleted (by retention or a /forget-me) since the last run. Runs at start and then daily."""
         days = self.settings.safety.retention_days
         done: dict[str, int] = {}
         if days > 0:
             done = await self.storage.prune(older_than=self.clock() - days * 86400.0)
             if any(done.values()):
                 log.info("retention: deleted %s", ", ".join(f"{n} {k}" for k, n in done.items()))
-        await self.storage.vacuum()
+        if any(done.values()) or self._forgotten_since_vacuum:
+            await self.storage.vacuum()
+            self._forgotten_since_vacuum = False
         return done
 
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.adapters.store, clock=s.clock))
+    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.store, clock=s.clock))

@@ -86,6 +86,8 @@ async def test_opt_out_survives_reopen_and_can_be_lifted(tmp_path):
         assert not await storage.add_vote(1, M, "❤️", at=2.0)
         assert not await storage.add_reply(600, 1, M, at=2.0)
         assert await storage.reconcile_votes(1, [(M, "❤️")], at=3.0) == 0
+        assert not await storage.remove_vote(1, M, "❤️", at=3.0)  # not even a removal event holds their id
+        assert (await storage.member_data(M))["reaction_events"] == []
         assert await storage.opt_in(M)
         assert await storage.add_vote(1, M, "❤️", at=4.0)
 

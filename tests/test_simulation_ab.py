@@ -5,18 +5,7 @@ import json
 import pytest
 
 from bot.cli import main
-from bot.scoring import ScoreFormula
-from bot.simulation import AudienceSpec
-from bot.simulation_ab import expected_post_score
 from tests.test_cli import env  # noqa: F401 - fixture
-
-
-def test_expected_score_follows_the_audience():
-    """A liked word raises a post's expected score; a disliked one lowers it."""
-    audience = AudienceSpec("t", members=20, reaction_rate=0.05, likes={"cat": 1.0}, dislikes={"rain": 1.0})
-    f = ScoreFormula()
-    neutral = expected_post_score(audience, "a quiet day", f)
-    assert expected_post_score(audience, "a cat day", f) > neutral > expected_post_score(audience, "a rain day", f)
 
 
 @pytest.mark.slow

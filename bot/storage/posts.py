@@ -112,6 +112,8 @@ class PostsMixin(StorageBase):
 
     async def remove_vote(self, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
         """Cancel a reaction; True if a vote was removed."""
+        if self._opted_out(member_id):
+            return False  # they hold no vote, and the removal event would hold their id
         post_id = await self.post_id_by_message(message_id)
         if post_id is None:
             return False

@@ -186,3 +186,18 @@ async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, stora
     assert transcript.count("the door opens") == 1 and transcript.endswith("machine_director: a cat walks in")
     post = await storage.get_post(post_id)
     assert post.kind == "story" and post.text == "a cat walks in" and post.message_id == 77
+
+
+async def test_opted_out_member_is_not_recorded(tiny_settings, storage, generator):
+    """After /forget-me a member's lines and openings are refused (nothing of theirs is kept); a story they start
+    with the default opening records no starter."""
+    await storage.forget_member(1, at=1.0)
+    cog = make_cog(storage, generator, tiny_settings(), Clock())
+    with pytest.raises(StoryError, match="forget"):
+        await cog.start.callback(cog, interaction(member(1)), "my own opening")
+    await cog.start.callback(cog, interaction(member(1)), None)
+    assert (await storage.member_data(1))["stories_started"] == []
+    i = interaction(member(1))
+    with pytest.raises(StoryError, match="opt-in"):
+        await cog.line.callback(cog, i, "a line")
+    assert not i.response.defer.called

@@ -42,6 +42,10 @@ E2E_ENV = {
     "KILROY_GATE_MAX_KL": "100",
     "KILROY_GATE_MIN_DIVERSITY": "0",
     "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
+    "KILROY_GATE_MAX_REPEAT": "100",
+    "KILROY_GATE_MAX_LENGTH": "100",
+    "KILROY_GATE_MIN_ENGAGEMENT": "-100",
+    "KILROY_REWARD_MAX_P": "1",
     "KILROY_STORY_COOLDOWN_SECONDS": "0",
     "KILROY_AB_SHARE": "0",  # gate-only promotion, except in tests/e2e/test_trial.py
 }
