@@ -166,6 +166,15 @@ MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must 
 
 
 @dataclass(frozen=True)
+class TrialSettings:
+    """Live A/B trials of a gate-passing candidate against the serving adapter (bot/trials.py)."""
+
+    share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
+    alpha: float = 0.05
+    max_posts: int = 5000
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     db_path: Path = Path("data/kilroy.db")
@@ -178,6 +187,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
+    trials: TrialSettings = field(default_factory=TrialSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -439,6 +449,12 @@ class _Reader:
             retention_days=self.integer("KILROY_RETENTION_DAYS", sa.retention_days, low=0, high=3650),
             filter_retries=self.integer("KILROY_FILTER_RETRIES", sa.filter_retries, low=1, high=10),
         )
+        tr = d.trials
+        trials = TrialSettings(
+            share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
+            alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
+            max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
+        )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
@@ -454,6 +470,7 @@ class _Reader:
             discord=discord,
             story=story,
             safety=safety,
+            trials=trials,
         )
 
 

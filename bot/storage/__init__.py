@@ -11,10 +11,11 @@ from __future__ import annotations
 from bot.storage._db import StorageBase, migrations
 from bot.storage.posts import PostsMixin
 from bot.storage.privacy import PrivacyMixin
-from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Vote
+from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
+from bot.storage.trials import TrialActive, TrialsMixin
 
 __all__ = [
     "NewPost",
@@ -26,10 +27,12 @@ __all__ = [
     "StoryExists",
     "StoryLine",
     "TrainingRun",
+    "Trial",
+    "TrialActive",
     "Vote",
     "migrations",
 ]
 
 
-class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, StorageBase):
+class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, TrialsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
