@@ -127,6 +127,18 @@ class StorySettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP server
+    dashboard_token: Secret = field(default_factory=lambda: Secret(""))  # empty: no dashboard
+    backup_dir: Path | None = None  # set: a backup before each nightly training
+    backup_keep: int = 7
+    log_format: str = "text"  # text | json
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     db_path: Path = Path("data/kilroy.db")
@@ -138,6 +150,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -284,6 +297,16 @@ class _Reader:
             max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1),
             retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1),
         )
+        port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
+        backup_dir = self.raw("KILROY_BACKUP_DIR")
+        ops = OpsSettings(
+            http_host=self.raw("KILROY_HTTP_HOST") or OpsSettings.http_host,
+            http_port=port,
+            dashboard_token=Secret(self.raw("KILROY_DASHBOARD_TOKEN") or ""),
+            backup_dir=Path(backup_dir) if backup_dir else None,
+            backup_keep=self.integer("KILROY_BACKUP_KEEP", OpsSettings.backup_keep, low=1),
+            log_format=self.choice("KILROY_LOG_FORMAT", "text", ("text", "json")),
+        )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
@@ -298,6 +321,7 @@ class _Reader:
             training=training,
             discord=discord,
             story=story,
+            ops=ops,
         )
 
 
@@ -312,6 +336,13 @@ def _parse_weights(value: str) -> dict[str, float]:
             raise ValueError(f"{part!r} has no '='")
         weights[emoji.strip()] = float(weight)
     return weights
+
+
+def _parse_port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return port
 
 
 def _parse_time(value: str) -> dt.time:

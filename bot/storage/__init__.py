@@ -9,16 +9,19 @@ dataclasses (`records.py`); nothing above this package depends on the driver.
 from __future__ import annotations
 
 from bot.storage._db import StorageBase, migrations
+from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostsMixin
 from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Vote
 from bot.storage.runs import RunsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
 
 __all__ = [
+    "Counters",
     "NewPost",
     "Post",
     "PostRecord",
     "Reply",
+    "ScoredPost",
     "Storage",
     "Story",
     "StoryExists",
@@ -29,5 +32,5 @@ __all__ = [
 ]
 
 
-class Storage(PostsMixin, RunsMixin, StoriesMixin, StorageBase):
+class Storage(PostsMixin, RunsMixin, StoriesMixin, OpsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""
