@@ -141,6 +141,8 @@ class Generator:
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, oldest first
+        self.pending = 0  # generate calls queued or running on the model thread (the queue depth /metrics shows)
+        self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
     def active(self) -> str:
@@ -172,7 +174,18 @@ class Generator:
     ) -> list[Sample]:
         """Sample `n` texts off the event loop; each carries the adapter that wrote it."""
         params = replace(self.params, **overrides) if overrides else self.params
-        return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+        started = time.perf_counter()
+        self.pending += 1
+        try:
+            samples = await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+        finally:
+            self.pending -= 1
+        for observe in self.observers:
+            try:
+                observe(time.perf_counter() - started, samples)
+            except Exception:  # an observer (metrics) must never cost a post
+                log.warning("generation observer failed", exc_info=True)
+        return samples
 
     def _generate_sync(
         self,

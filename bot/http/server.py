@@ -161,14 +161,14 @@ async def login(request: web.Request) -> web.Response:
         target = "/"  # never redirect off-site
     response = web.HTTPSeeOther(target)
     response.set_cookie(auth.COOKIE, auth.session_value(ctx.token), **auth.cookie_attributes(secure=ctx.secure_cookies))  # type: ignore[arg-type]
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.Response:
     """Forget the session cookie."""
     response = web.HTTPSeeOther("/login")
     response.del_cookie(auth.COOKIE, path="/")
-    return response
+    raise response
 
 
 # --- views ------------------------------------------------------------------------------------------------------------
