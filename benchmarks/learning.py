@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from bot.adapters import BASE, AdapterStore
-from bot.cli import load_settings, setup_logging
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.engine.generator import Generator, Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
+from bot.logs import setup_logging
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.serving import AdapterService
 from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, publish_night

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.cli import load_settings, setup_logging
+from bot.config import load_settings
+from bot.logs import setup_logging
 from bot.simulation import builtin_audiences, simulate
 
 

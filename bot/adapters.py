@@ -68,10 +68,33 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder, and the folder itself, to disk before it is renamed into place."""
+    for f in folder.iterdir():
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    """Write JSON to a temp file, flush it to disk, rename it into place, and flush the folder."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 class AdapterStore:
@@ -173,13 +196,26 @@ class AdapterStore:
         if name == BASE or (self.root / name).exists():
             raise AdapterError(f"adapter {name!r} already exists")
         _write_json_atomic(tmp_dir / META, {**meta, "name": name})
+        _fsync_tree(tmp_dir)
         os.replace(tmp_dir, self.root / name)
+        _fsync_dir(self.root)
         log.info("saved adapter %s", name)
         return name
 
     def discard(self, tmp_dir: Path) -> None:
         """Remove an uncommitted temp folder."""
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def remove_temp_dirs(self) -> int:
+        """Remove temp folders a dead training left behind; return how many. Call only under the training lock."""
+        if not self.root.is_dir():
+            return 0
+        leftovers = [p for p in self.root.glob(".tmp-*") if p.is_dir()]
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".*.tmp"):  # a JSON write interrupted before its rename
+            p.unlink(missing_ok=True)
+        return len(leftovers)
 
     # --- the active adapter ------------------------------------------------------------------------------------------
 

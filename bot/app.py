@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -150,40 +149,6 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
         log.warning("could not report an error to the user", exc_info=True)
 
 
-@contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Load the model, open the database, restore the active adapter; close everything on exit."""
-    from bot.adapters import AdapterStore
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-    from bot.serving import AdapterService
-    from bot.storage import Storage
-    from bot.story_session import StoryService
-    from bot.training.runner import TrainingRunner
-
-    loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
-    generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
-    try:
-        async with Storage.open(settings.db_path) as storage:
-            adapters = AdapterService(AdapterStore(settings.adapters_dir), generator)
-            log.info("serving adapter %s", await adapters.restore())
-            # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event loop
-            # for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything alive now
-            # out of the collector's sight: worst lag under a 2,000-event burst drops to a few ms.
-            gc.collect()
-            gc.freeze()
-            yield Services(
-                settings=settings,
-                storage=storage,
-                generator=generator,
-                adapters=adapters,
-                training=TrainingRunner(settings, swap=adapters.use),
-                stories=StoryService(storage, generator, settings.story),
-            )
-    finally:
-        await generator.close()
-
-
 class HttpPortError(Exception):
     """The HTTP server could not listen where the settings say."""
 
@@ -226,7 +191,9 @@ async def run_bot(settings: Settings) -> int:
 
 
 async def _run_bot(settings: Settings, metrics: Metrics, ctx: Any) -> int:
-    async with open_services(settings) as services, KilroyBot(settings, services) as bot:
+    from bot.services import open_services
+
+    async with open_services(settings, freeze_heap=True) as services, KilroyBot(settings, services) as bot:
         if ctx is not None:
             from bot.http.wiring import attach
 

@@ -15,46 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
 
 log = logging.getLogger("kilroy")
-
-
-def load_settings(env_file: str | None = ".env", overrides: dict[str, str] | None = None) -> Settings:
-    """Settings from `.env` (if present) overlaid by the process environment, then CLI overrides."""
-    from dotenv import dotenv_values
-
-    values: dict[str, str | None] = {}
-    if env_file and Path(env_file).is_file():
-        values.update(dotenv_values(env_file))
-    values.update(os.environ)
-    values.update(overrides or {})
-    return Settings.from_env(values)
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr once; quiet the chatty libraries."""
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # bitsandbytes warns about an optional 'kernels' package on CPU-only machines; harmless (DESIGN.md)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*kernels.*")
-    if "transformers" in sys.modules:  # imported before us (benchmarks, tests): the env vars came too late
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
 
 
 class ProgressBar:
@@ -186,10 +152,10 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    """One training run over the database."""
+    """One training run over the database, through the same lock and promotion sequence as the bot."""
     from bot.adapters import AdapterStore
     from bot.storage import Storage
-    from bot.training.nightly import run_training
+    from bot.training.runner import TrainingBusy, TrainingFailed, TrainingRunner
 
     bar = ProgressBar("training")
 
@@ -202,9 +168,17 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with Storage.open(settings.db_path) as storage:
-            result = await run_training(
-                settings, storage, AdapterStore(settings.adapters_dir), reason="cli", on_progress=on_progress
-            )
+            # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
+            # later serves it (a running bot holds the training lock, so this cannot race it)
+            runner = TrainingRunner(settings, storage, AdapterStore(settings.adapters_dir), in_process=True)
+            try:
+                result = await runner.run("cli", on_progress)
+            except TrainingBusy as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            except TrainingFailed as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         if args.json:
             print(json.dumps(result.as_event(), indent=2))
         elif result.status == "skipped":
@@ -221,27 +195,16 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     """Print samples from the current or a named adapter."""
-    from bot.adapters import BASE, AdapterStore
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
+    from bot.services import open_services
 
     if args.n < 1:
         print("error: -n must be at least 1", file=sys.stderr)
         return 2
-    store = AdapterStore(settings.adapters_dir)
-    name = args.adapter or store.current()
-    path = None if name == BASE else store.path(name)  # validates before the slow model load
 
     async def go() -> list[Any]:
-        generator = Generator(
-            load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
-        )
-        try:
-            await generator.use_adapter(name, path)
+        async with open_services(settings, adapter=args.adapter) as services:
             prompt = args.prompt if args.prompt is not None else settings.generation.prompt
-            return await generator.generate(args.n, prompt=prompt, seed=args.seed)
-        finally:
-            await generator.close()
+            return await services.generator.generate(args.n, prompt=prompt, seed=args.seed)
 
     samples = asyncio.run(go())
     if args.json:
@@ -282,10 +245,40 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_story(settings: Settings, args: argparse.Namespace) -> int:
-    """Story mode in the terminal: human lines on stdin, machine lines on stdout."""
-    from bot.story_session import run_terminal_story
+    """Story mode in the terminal: human lines on stdin, one `machine_director: ...` line each on stdout."""
+    return asyncio.run(terminal_story(settings, opening=args.opening, stdin=sys.stdin, stdout=sys.stdout))
 
-    return asyncio.run(run_terminal_story(settings, opening=args.opening, stdin=sys.stdin, stdout=sys.stdout))
+
+async def terminal_story(settings: Settings, *, opening: str | None, stdin: TextIO, stdout: TextIO) -> int:
+    """The terminal loop, on the same StoryService as `/story`; prompts, logs and errors go to stderr."""
+    import dataclasses
+
+    from bot.services import open_services
+    from bot.story import MACHINE
+    from bot.story_session import StoryError
+
+    # the terminal story lives in memory: it is play, not data for the server's training
+    settings = settings.replace(db_path=Path(":memory:"), story=dataclasses.replace(settings.story, cooldown_seconds=0))
+    interactive = stdin.isatty()
+    async with open_services(settings) as services:
+        story = await services.stories.start(0, opening=opening)
+        print(f"{story.instruction}\n{story.opening}", file=sys.stderr)
+        while True:
+            if interactive:
+                print("human_director: ", end="", file=sys.stderr, flush=True)
+            raw = stdin.readline()
+            if not raw:
+                break
+            if not raw.strip():
+                continue
+            try:
+                turn = await services.stories.line(0, None, raw)
+            except StoryError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                continue
+            await services.stories.record(turn)
+            print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
+    return 0
 
 
 def _write_atomic(path: Path, text: str) -> None:

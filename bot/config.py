@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class TrainingSettings:
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
     seed: int = 0
+    timeout_minutes: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,72 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with top-level fields changed."""
         return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting as plain JSON, secrets left out: how the settings travel whole to a child process."""
+        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Settings:
+        """The inverse of `to_json` (secrets come back empty); unknown keys are an error, missing ones default."""
+        return _decode(cls(), data)
+
+
+def load_settings(env_file: str | Path | None = ".env", overrides: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env_file` (if it exists) overlaid by the process environment, then by `overrides`.
+
+    The file is read with python-dotenv without touching `os.environ`.
+    """
+    from dotenv import dotenv_values
+
+    values: dict[str, str | None] = {}
+    if env_file and Path(env_file).is_file():
+        values.update(dotenv_values(env_file))
+    values.update(os.environ)
+    values.update(overrides or {})
+    return Settings.from_env(values)
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Secret):
+        return None  # never serialised
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M")
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(template: Any, data: Any) -> Any:
+    """Rebuild a value shaped like `template` (a default instance) from its JSON form."""
+    if dataclasses.is_dataclass(template) and not isinstance(template, type):
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected an object for {type(template).__name__}")
+        names = {f.name for f in dataclasses.fields(template)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        changes = {k: _decode(getattr(template, k), v) for k, v in data.items()}
+        return dataclasses.replace(template, **changes)
+    if isinstance(template, Secret):
+        return Secret("")
+    if isinstance(template, Path):
+        return Path(data)
+    if isinstance(template, dt.time):
+        return _parse_time(data)
+    if isinstance(template, tuple):
+        return tuple(data)
+    if isinstance(template, Mapping):
+        return dict(data)
+    if isinstance(template, float) and isinstance(data, int):
+        return float(data)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -275,6 +343,7 @@ class _Reader:
             train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
             timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
             seed=self.integer("KILROY_SEED", t.seed),
+            timeout_minutes=self.number("KILROY_TRAIN_TIMEOUT_MINUTES", t.timeout_minutes, low=0.01, high=7 * 24 * 60),
         )
         ds = d.discord
         log_channel = self.ids("KILROY_LOG_CHANNEL_ID")

@@ -15,6 +15,10 @@ from bot.engine.generator import Generator
 log = logging.getLogger(__name__)
 
 
+class AdapterUnhealthy(Exception):
+    """An adapter loaded but could not generate; the previous one keeps serving."""
+
+
 class AdapterService:
     """List, use, roll back adapters on the live model, without a restart."""
 
@@ -39,13 +43,33 @@ class AdapterService:
             log.exception("could not load the active adapter %s at start; serving base", name)
         return self.generator.active
 
-    async def use(self, name: str) -> float:
-        """Switch to `name`; return the switch time in seconds. Raises AdapterError/AdapterLoadError unchanged."""
+    async def activate(self, name: str) -> float:
+        """Load `name` into the live model, make it active and health-check it with one short sample; the
+        pointer does not move. On any failure the previous adapter is active again and the error is raised.
+        Returns the switch time in seconds."""
         async with self._lock:
-            path = None if name == BASE or self.generator.is_resident(name) else self.store.path(name)
-            if name != BASE and path is None:
-                self.store.path(name)  # resident, but still refuse one whose files vanished or broke
-            took = await self.generator.use_adapter(name, path)
+            return await self._activate(name)
+
+    async def _activate(self, name: str) -> float:
+        previous = self.generator.active
+        path = None if name == BASE or self.generator.is_resident(name) else self.store.path(name)
+        if name != BASE and path is None:
+            self.store.path(name)  # resident, but still refuse one whose files vanished or broke
+        took = await self.generator.use_adapter(name, path)
+        try:
+            await self.generator.generate(1, max_new_tokens=4, seed=0)
+        except Exception as exc:
+            log.error("adapter %s failed its health check (%s); back to %s", name, exc, previous)
+            prev_path = None if previous == BASE or self.generator.is_resident(previous) else self.store.path(previous)
+            await self.generator.use_adapter(previous, prev_path)
+            raise AdapterUnhealthy(f"adapter {name} failed its health check: {exc}") from exc
+        return took
+
+    async def use(self, name: str) -> float:
+        """Switch to `name` and move the pointer; return the switch time in seconds. Raises AdapterError,
+        AdapterLoadError or AdapterUnhealthy with the serving adapter unchanged."""
+        async with self._lock:
+            took = await self._activate(name)
             self.store.set_current(name)
             return took
 

@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.scoring import formula_from_settings, score_post
 from bot.storage import NewPost, PostRecord, Storage
@@ -158,17 +157,7 @@ async def publish_night(
     for i, smp in enumerate(samples):
         at = start + i * (12 * 3600.0 / max(1, len(samples)))
         await storage.add_post(
-            NewPost(
-                channel_id=CHANNELS[i % len(CHANNELS)],
-                text=smp.text,
-                adapter=smp.adapter,
-                created_at=at,
-                message_id=first_id + i,
-                prompt=smp.prompt,
-                prompt_ids=smp.prompt_ids,
-                completion_ids=smp.completion_ids,
-                params=smp.params,
-            )
+            NewPost.from_sample(smp, channel_id=CHANNELS[i % len(CHANNELS)], created_at=at, message_id=first_id + i)
         )
         await react(storage, audience, first_id + i, smp.text, at + 300, rng)
     return await storage.post_records(created_after=start - 1, created_before=start + DAY)
@@ -250,10 +239,7 @@ async def simulate(
     With `isolated`, each night's training runs in the worker process exactly as the bot runs it (slower by the
     worker's start-up); otherwise the same `run_training` runs in this process.
     """
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-    from bot.serving import AdapterService
-    from bot.training.nightly import run_training
+    from bot.services import open_services
 
     emit = on_event or (lambda _e: None)
     _fresh_dir(workdir)
@@ -261,72 +247,52 @@ async def simulate(
     settings = settings.replace(training=_with_seed(settings, seed))
     formula = formula_from_settings(settings.scoring)
     rng = random.Random(seed)
-    loaded = load_base(settings.model, settings.data_dir)
-    generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
-    store = AdapterStore(settings.adapters_dir)
-    service = AdapterService(store, generator)
-    runner = None
-    if isolated:
-        import os
-
-        from bot.training.runner import TrainingRunner
-
-        runner = TrainingRunner(settings, swap=service.use, env={**os.environ, "KILROY_SEED": str(seed)})
     result = SimulationResult(audience.name, seed)
     message_id = 1
-    try:
-        async with Storage.open(settings.db_path) as storage:
-            for night in range(nights):
-                start = EPOCH + night * DAY
-                emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
-                samples = await generator.generate(
-                    posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
-                )
-                records = await publish_night(storage, audience, samples, start=start, first_id=message_id, rng=rng)
-                message_id += len(samples)
-                texts = [smp.text for smp in samples]
-                mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
+    async with open_services(settings, in_process_training=not isolated) as services:
+        storage, generator = services.storage, services.generator
+        for night in range(nights):
+            start = EPOCH + night * DAY
+            emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
+            samples = await generator.generate(
+                posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
+            )
+            records = await publish_night(storage, audience, samples, start=start, first_id=message_id, rng=rng)
+            message_id += len(samples)
+            texts = [smp.text for smp in samples]
+            mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
+            night_result = NightResult(
+                night, mean, len(records), generator.active, distinct_n(texts), samples=tuple(texts)
+            )
+            if night < nights - 1:
+                emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
+
+                def progress(event: dict[str, Any], night: int = night) -> None:
+                    emit({**event, "night": night})
+
+                # the bot's path: lock, train (worker process if isolated), gate, promotion sequence
+                run = await services.training.run("simulate", progress, now=start + DAY - 1)
                 night_result = NightResult(
-                    night, mean, len(records), generator.active, distinct_n(texts), samples=tuple(texts)
+                    night,
+                    mean,
+                    len(records),
+                    night_result.adapter,
+                    night_result.distinct2,
+                    run.promoted,
+                    run.reason,
+                    night_result.samples,
                 )
-                if night < nights - 1:
-                    emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
-
-                    def progress(event: dict[str, Any], night: int = night) -> None:
-                        emit({**event, "night": night})
-
-                    if runner is not None:
-                        # the bot's path: a worker process trains, the runner hot-swaps a promoted adapter
-                        run = await runner.run("simulate", progress)
-                    else:
-                        run = await run_training(
-                            settings, storage, store, now=start + DAY - 1, reason="simulate", on_progress=progress
-                        )
-                        if run.promoted and run.adapter:
-                            await service.use(run.adapter)
-                    night_result = NightResult(
-                        night,
-                        mean,
-                        len(records),
-                        night_result.adapter,
-                        night_result.distinct2,
-                        run.promoted,
-                        run.reason,
-                        night_result.samples,
-                    )
-                result.nights.append(night_result)
-                emit(
-                    {
-                        "event": "night_done",
-                        "night": night,
-                        "mean_score": mean,
-                        "adapter": night_result.adapter,
-                        "promoted": night_result.promoted,
-                        "gate": night_result.gate,
-                    }
-                )
-    finally:
-        await generator.close()
+            result.nights.append(night_result)
+            emit(
+                {
+                    "event": "night_done",
+                    "night": night,
+                    "mean_score": mean,
+                    "adapter": night_result.adapter,
+                    "promoted": night_result.promoted,
+                    "gate": night_result.gate,
+                }
+            )
     return result
 
 

@@ -55,14 +55,23 @@ class StoryBuffer:
         while words and count_tokens(head + " ".join(words) + "\n" + CUE) > max_tokens:
             words.pop()
         head += (" ".join(words) + "\n") if words else ""
-        # newest lines first, while they fit; then restore story order
+        # newest lines first, while they fit; then restore story order. Each line is counted once (GPT-2's
+        # pre-tokenizer splits at newlines, so the parts' counts add up): linear in the story's length, where
+        # re-counting the whole prompt for every kept line grew with its square.
+        budget = max_tokens - count_tokens(head + CUE)
         kept: list[str] = []
         for speaker, text in reversed(self.lines):
             line = f"{speaker}: {text}\n"
-            if count_tokens(head + line + "".join(reversed(kept)) + CUE) > max_tokens:
+            cost = count_tokens(line)
+            if cost > budget:
                 break
+            budget -= cost
             kept.append(line)
-        return head + "".join(reversed(kept)) + CUE
+        prompt = head + "".join(reversed(kept)) + CUE
+        while kept and count_tokens(prompt) > max_tokens:  # a tokenizer that merges across lines: drop the oldest
+            kept.pop()
+            prompt = head + "".join(reversed(kept)) + CUE
+        return prompt
 
 
 def parse_answer(generated: str) -> str:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
-from bot.config import Settings, StorySettings
+from bot.config import StorySettings
 from bot.storage import NewPost, Storage, Story
-from bot.story import HUMAN, INSTRUCTION, MACHINE, buffer_from_lines, parse_answer
+from bot.story import HUMAN, INSTRUCTION, buffer_from_lines, parse_answer
 
 if TYPE_CHECKING:
     from bot.engine.generator import Generator, Sample
@@ -38,10 +37,12 @@ class OnCooldown(StoryError):
 
 @dataclass(frozen=True)
 class Turn:
-    """The machine director's answer to a human line, ready to be posted and then recorded."""
+    """A human line and the machine director's answer, ready to be posted and then recorded (in one go)."""
 
     story_id: int
     channel_id: int
+    human_text: str
+    member_id: int | None
     text: str
     sample: Sample
 
@@ -113,12 +114,11 @@ class StoryService:
         return text, await self._story(channel_id)
 
     async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
-        """Record the human director's line and write the machine director's answer (not yet recorded)."""
+        """Write the machine director's answer to a human line; nothing is recorded until `record`."""
         text, story = await self._checked(channel_id, member_id, text)
         now = self.clock()
         if member_id is not None:
             self._last_line[(channel_id, member_id)] = now
-        await self.storage.add_story_line(story.id, speaker=HUMAN, text=text, member_id=member_id, at=now)
         lines = [(ln.speaker, ln.text) for ln in story.lines] + [(HUMAN, text)]
         buffer = buffer_from_lines(story.opening, lines, story.instruction)
         budget = self.generator.context_size - self.settings.max_new_tokens - 1  # BOS
@@ -127,83 +127,31 @@ class StoryService:
             (sample,) = await self.generator.generate(1, prompt=prompt, max_new_tokens=self.settings.max_new_tokens)
             answer = parse_answer(sample.text)
             if answer:
-                return Turn(story.id, channel_id, answer, sample)
+                return Turn(story.id, channel_id, text, member_id, answer, sample)
             log.info("empty story answer (attempt %d of %d)", attempt + 1, self.settings.retries)
         raise StoryError(
             f"the machine director had nothing to say after {self.settings.retries} tries; try another line"
         )
 
     async def record(self, turn: Turn, *, message_id: int | None = None, guild_id: int | None = None) -> int:
-        """Record the machine's line in the story and as a post of kind `story` (so reactions on it count)."""
-        s = turn.sample
-        post_id = await self.storage.add_post(
-            NewPost(
-                channel_id=turn.channel_id,
-                text=turn.text,
-                adapter=s.adapter,
-                created_at=self.clock(),
-                message_id=message_id,
-                guild_id=guild_id,
-                kind="story",
-                prompt=s.prompt,
-                prompt_ids=s.prompt_ids,
-                completion_ids=s.completion_ids,
-                params=s.params,
-            )
+        """Record the whole turn in one transaction: the human line, and the machine's line as a story line and a
+        post of kind `story` (so reactions on it count). Returns the post id."""
+        now = self.clock()
+        answer = NewPost.from_sample(
+            turn.sample,
+            channel_id=turn.channel_id,
+            created_at=now,
+            message_id=message_id,
+            guild_id=guild_id,
+            kind="story",
+            text=turn.text,
         )
-        await self.storage.add_story_line(
-            turn.story_id, speaker=MACHINE, text=turn.text, member_id=None, at=self.clock(), post_id=post_id
+        return await self.storage.add_story_turn(
+            turn.story_id, human_text=turn.human_text, member_id=turn.member_id, answer=answer, at=now
         )
-        return post_id
 
     async def _story(self, channel_id: int) -> Story:
         story = await self.storage.active_story(channel_id)
         if story is None:
             raise NoStory()
         return story
-
-
-async def run_terminal_story(settings: Settings, *, opening: str | None, stdin: TextIO, stdout: TextIO) -> int:
-    """`kilroy story`: human lines from stdin, one `machine_director: …` line each on stdout; the rest on stderr."""
-    from bot.adapters import BASE, AdapterStore
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-
-    generator = Generator(
-        load_base(settings.model, settings.data_dir), SamplingParams.from_settings(settings.generation)
-    )
-    store = AdapterStore(settings.adapters_dir)
-    current = store.current()
-    if current != BASE:
-        await generator.use_adapter(current, store.path(current))
-    interactive = stdin.isatty()
-    try:
-        # the terminal story lives in memory: it is play, not data for the server's training
-        async with Storage.open(":memory:") as storage:
-            service = StoryService(storage, generator, _no_cooldown(settings.story))
-            story = await service.start(0, opening=opening)
-            print(f"{story.instruction}\n{story.opening}", file=sys.stderr)
-            while True:
-                if interactive:
-                    print("human_director: ", end="", file=sys.stderr, flush=True)
-                raw = stdin.readline()
-                if not raw:
-                    break
-                if not raw.strip():
-                    continue
-                try:
-                    turn = await service.line(0, None, raw)
-                except StoryError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    continue
-                await service.record(turn)
-                print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
-    finally:
-        await generator.close()
-    return 0
-
-
-def _no_cooldown(settings: StorySettings) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(settings, cooldown_seconds=0.0)

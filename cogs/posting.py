@@ -71,17 +71,12 @@ class Posting(commands.Cog):
             log.warning("Discord refused a post in channel %s; skipping", channel_id)
             return None
         await self.storage.add_post(
-            NewPost(
+            NewPost.from_sample(
+                sample,
                 channel_id=channel_id,
                 guild_id=guild.id if guild else None,
-                text=sample.text,
-                adapter=sample.adapter,
                 created_at=time.time(),
                 message_id=message.id,
-                prompt=sample.prompt,
-                prompt_ids=sample.prompt_ids,
-                completion_ids=sample.completion_ids,
-                params=sample.params,
             )
         )
         return message

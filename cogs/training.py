@@ -14,7 +14,8 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.config import Settings
-from bot.training.runner import Outcome, TrainingBusy, TrainingRunner
+from bot.training.nightly import RunResult
+from bot.training.runner import TrainingBusy, TrainingRunner
 from cogs._checks import NotAllowed, is_moderator
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,17 @@ def progress_text(event: dict[str, Any]) -> str:
     return "preparing…"
 
 
-def summary_text(outcome: Outcome) -> str:
+def summary_text(outcome: RunResult) -> str:
     """The final message of a run."""
     if outcome.status == "skipped":
         return f"Nothing to train: {outcome.reason}."
     m = outcome.metrics
-    verdict = (
-        "promoted and now serving" if outcome.swapped else ("promoted" if outcome.promoted else "kept, not promoted")
-    )
+    if outcome.promoted:
+        verdict = "promoted and now serving"
+    elif outcome.accepted:
+        verdict = "passed the gate but not served"
+    else:
+        verdict = "kept, not promoted"
     figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
     return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
 
@@ -67,7 +71,7 @@ class Training(commands.Cog):
     async def cog_unload(self) -> None:
         self.nightly.cancel()
 
-    async def run_nightly(self) -> Outcome | None:
+    async def run_nightly(self) -> RunResult | None:
         """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
         try:
             outcome = await self.runner.run("nightly")

@@ -79,3 +79,25 @@ def test_newlines_in_a_line_cannot_forge_turns():
 def test_parse_answer(raw, expected):
     """The answer is the first non-empty line, trimmed, without an invented speaker prefix."""
     assert parse_answer(raw) == expected
+
+
+def test_render_cost_is_linear_in_the_story_length():
+    """Each kept line is tokenised about once: the text counted grows linearly, not with the square."""
+
+    def cost(n_lines: int) -> int:
+        counted = 0
+
+        def count(text: str) -> int:
+            nonlocal counted
+            counted += len(text)
+            return len(text.split())
+
+        buf = StoryBuffer(opening="once upon a time")
+        for i in range(n_lines):
+            buf.add(HUMAN if i % 2 else MACHINE, f"line number {i} of the story goes on")
+        prompt = buf.render(count, max_tokens=100_000)
+        assert prompt.count("\n") == n_lines + 2
+        return counted
+
+    small, large = cost(200), cost(800)
+    assert large < 5 * small  # 4x the lines: about 4x the work (quadratic would be ~16x)

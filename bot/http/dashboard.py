@@ -166,7 +166,7 @@ async def posts_view(
 async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
     """Every version with its gate verdict and metrics; the running trial."""
     infos = await asyncio.to_thread(deps.store.list)
-    history = {h["name"]: h for h in await deps.storage.adapter_history()}
+    history = {h["name"]: h for h in reversed(await deps.storage.adapter_history())}  # the newest run wins
     table = []
     for info in infos:
         m = info.metrics or {}

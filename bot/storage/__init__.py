@@ -32,5 +32,5 @@ __all__ = [
 ]
 
 
-class Storage(PostsMixin, RunsMixin, StoriesMixin, OpsMixin, StorageBase):
+class Storage(StoriesMixin, PostsMixin, RunsMixin, OpsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""

@@ -199,12 +199,12 @@ class OpsMixin(StorageBase):
         return await self._read(read)
 
     async def adapter_history(self) -> list[dict[str, Any]]:
-        """Adapter versions the runs wrote, newest first, with the run that wrote each."""
+        """The adapter each training run wrote, newest first, with the run's verdict (promoted, gate message)."""
 
         def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = con.execute(
-                "SELECT a.name, a.parent, a.run_id, a.created_at, a.metrics, r.promoted, r.message, r.reason "
-                "FROM adapter_versions a LEFT JOIN training_runs r ON r.id = a.run_id ORDER BY a.created_at DESC"
+                "SELECT adapter AS name, id AS run_id, finished_at, promoted, message, reason FROM training_runs "
+                "WHERE adapter IS NOT NULL ORDER BY id DESC"
             )
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

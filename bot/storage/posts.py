@@ -18,31 +18,35 @@ class PostsMixin(StorageBase):
     async def add_post(self, post: NewPost) -> int:
         """Record a post; return its id. The same message id twice returns the first row's id."""
         async with self._write:
-            cur = await self.db.execute(
-                """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
-                                      adapter, params, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (message_id) DO NOTHING""",
-                (
-                    post.message_id,
-                    post.channel_id,
-                    post.guild_id,
-                    post.kind,
-                    post.text,
-                    post.prompt,
-                    json.dumps(list(post.prompt_ids)),
-                    json.dumps(list(post.completion_ids)),
-                    post.adapter,
-                    json.dumps(post.params),
-                    post.created_at,
-                ),
-            )
-            if cur.rowcount == 1 and cur.lastrowid is not None:
-                return cur.lastrowid
-            found = await self.post_by_message(post.message_id) if post.message_id is not None else None
-            if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
-                raise RuntimeError("post insert failed")
-            return found.id
+            return await self._insert_post(post)
+
+    async def _insert_post(self, post: NewPost) -> int:
+        """The INSERT of a post, for callers already holding the write lock (or inside a transaction)."""
+        cur = await self.db.execute(
+            """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
+                                  adapter, params, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (message_id) DO NOTHING""",
+            (
+                post.message_id,
+                post.channel_id,
+                post.guild_id,
+                post.kind,
+                post.text,
+                post.prompt,
+                json.dumps(list(post.prompt_ids)),
+                json.dumps(list(post.completion_ids)),
+                post.adapter,
+                json.dumps(post.params),
+                post.created_at,
+            ),
+        )
+        if cur.rowcount == 1 and cur.lastrowid is not None:
+            return cur.lastrowid
+        found = await self.post_id_by_message(post.message_id) if post.message_id is not None else None
+        if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
+            raise RuntimeError("post insert failed")
+        return found
 
     async def post_by_message(self, message_id: int) -> Post | None:
         """The post with this Discord message id, or None if it is not ours."""
@@ -186,7 +190,7 @@ class PostsMixin(StorageBase):
             where.append("created_at > ?")
             args.append(created_after)
         if untrained_only:
-            where.append("trained_at IS NULL")
+            where.append("trained_at IS NULL AND trained_run IS NULL")
         sql = f"SELECT * FROM posts WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -239,4 +243,5 @@ def _post(description: Any, row: Any) -> Post:
         params=json.loads(d["params"]),
         created_at=float(d["created_at"]),
         trained_at=d["trained_at"],
+        trained_run=d.get("trained_run"),
     )

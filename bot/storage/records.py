@@ -23,6 +23,36 @@ class NewPost:
     completion_ids: Sequence[int] = ()
     params: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_sample(
+        cls,
+        sample: Any,
+        *,
+        channel_id: int,
+        created_at: float,
+        message_id: int | None = None,
+        guild_id: int | None = None,
+        kind: str = "post",
+        text: str | None = None,
+    ) -> NewPost:
+        """The post for a generator `Sample`, keeping the exact ids and sampling settings it was drawn with.
+
+        `text` overrides the sample's text when what was sent differs (a story answer without its speaker prefix).
+        """
+        return cls(
+            channel_id=channel_id,
+            text=sample.text if text is None else text,
+            adapter=sample.adapter,
+            created_at=created_at,
+            message_id=message_id,
+            guild_id=guild_id,
+            kind=kind,
+            prompt=sample.prompt,
+            prompt_ids=tuple(sample.prompt_ids),
+            completion_ids=tuple(sample.completion_ids),
+            params=dict(sample.params),
+        )
+
 
 @dataclass(frozen=True)
 class Post:
@@ -39,6 +69,7 @@ class Post:
     params: dict[str, Any]
     created_at: float
     trained_at: float | None
+    trained_run: int | None = None  # the run that claimed (and, once trained_at is set, trained on) this post
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,7 @@ class TrainingRun:
     promoted: bool | None
     message: str | None
     metrics: dict[str, Any]
+    stage: str = "training"
 
 
 @dataclass(frozen=True)

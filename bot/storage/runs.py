@@ -1,11 +1,11 @@
-"""Training runs and the adapter versions they wrote."""
+"""Training runs, step by step through the promotion sequence (see bot/promotion.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from bot.storage._db import StorageBase
+from bot.storage._db import StorageBase, chunks
 from bot.storage.records import TrainingRun
 
 
@@ -23,15 +23,86 @@ class RunsMixin(StorageBase):
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    async def fail_stale_runs(self, *, at: float) -> int:
-        """Close runs left 'running' by a process that died (one run at a time, so any open one is stale)."""
+    async def fail_stale_runs(self, *, at: float, message: str | None = None) -> int:
+        """Close runs that never committed a candidate (stage 'training'): their process died or was killed.
+
+        Call only while holding the training lock: then no live run can be among them.
+        """
         async with self._write:
             cur = await self.db.execute(
-                "UPDATE training_runs SET status = 'failed', finished_at = ?, message = 'interrupted: the training "
-                "process stopped before finishing' WHERE status = 'running'",
-                (at,),
+                "UPDATE training_runs SET status = 'failed', stage = 'closed', finished_at = ?, message = ? "
+                "WHERE status = 'running' AND stage = 'training'",
+                (at, message or "interrupted: the training process stopped before finishing"),
             )
         return cur.rowcount
+
+    async def commit_run(
+        self,
+        run_id: int,
+        *,
+        adapter: str,
+        promote: bool,
+        message: str,
+        metrics: dict[str, Any],
+        post_ids: list[int],
+    ) -> None:
+        """The worker's last step: record the committed candidate and the gate's verdict, and claim its posts.
+
+        Claimed posts are not offered to another run; the bot marks them trained as the first step of promotion.
+        """
+        async with self.transaction():
+            await self.db.execute(
+                "UPDATE training_runs SET stage = 'committed', adapter = ?, promoted = ?, message = ?, metrics = ? "
+                "WHERE id = ? AND stage = 'training'",
+                (adapter, int(promote), message, json.dumps(metrics), run_id),
+            )
+            for chunk in chunks(post_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                await self.db.execute(
+                    f"UPDATE posts SET trained_run = ? WHERE id IN ({marks}) AND trained_at IS NULL", [run_id, *chunk]
+                )
+
+    async def mark_run_trained(self, run_id: int, *, at: float) -> int:
+        """Promotion step 1, in one transaction: the run's claimed posts become trained and the run closes 'done'.
+
+        Idempotent: a second call changes nothing. Returns how many posts were marked.
+        """
+        async with self.transaction():
+            cur = await self.db.execute(
+                "UPDATE posts SET trained_at = ? WHERE trained_run = ? AND trained_at IS NULL", (at, run_id)
+            )
+            await self.db.execute(
+                "UPDATE training_runs SET status = 'done', stage = 'marked', finished_at = ? "
+                "WHERE id = ? AND stage = 'committed'",
+                (at, run_id),
+            )
+        return cur.rowcount
+
+    async def set_run_stage(self, run_id: int, stage: str, *, message: str | None = None) -> None:
+        """Record a later step of the promotion sequence (swapped, promoted, kept, refused)."""
+        async with self._write:
+            if message is None:
+                await self.db.execute("UPDATE training_runs SET stage = ? WHERE id = ?", (stage, run_id))
+            else:
+                await self.db.execute(
+                    "UPDATE training_runs SET stage = ?, message = ? WHERE id = ?", (stage, message, run_id)
+                )
+
+    async def get_run(self, run_id: int) -> TrainingRun | None:
+        """One training run."""
+        async with self.db.execute("SELECT * FROM training_runs WHERE id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+            cols = [c[0] for c in cur.description]
+        return _run(cols, row) if row else None
+
+    async def unfinished_promotions(self) -> list[TrainingRun]:
+        """Runs whose candidate was committed but whose promotion sequence did not reach its end, oldest first."""
+        async with self.db.execute(
+            "SELECT * FROM training_runs WHERE stage IN ('committed', 'marked', 'swapped') ORDER BY id"
+        ) as cur:
+            rows = await cur.fetchall()
+            cols = [c[0] for c in cur.description]
+        return [_run(cols, r) for r in rows]
 
     async def finish_run(
         self,
@@ -47,7 +118,8 @@ class RunsMixin(StorageBase):
         """Close a training-run row with its outcome."""
         async with self._write:
             await self.db.execute(
-                "UPDATE training_runs SET status = ?, finished_at = ?, adapter = ?, promoted = ?, message = ?, "
+                "UPDATE training_runs SET status = ?, stage = 'closed', finished_at = ?, adapter = ?, promoted = ?, "
+                "message = ?, "
                 "metrics = ? WHERE id = ?",
                 (
                     status,
@@ -65,21 +137,11 @@ class RunsMixin(StorageBase):
         async with self.db.execute("SELECT * FROM training_runs ORDER BY id DESC LIMIT ?", (limit,)) as cur:
             rows = await cur.fetchall()
             cols = [c[0] for c in cur.description]
-        out = []
-        for row in rows:
-            d = dict(zip(cols, row, strict=True))
-            d["metrics"] = json.loads(d["metrics"] or "{}")
-            d["promoted"] = None if d["promoted"] is None else bool(d["promoted"])
-            out.append(TrainingRun(**d))
-        return out
+        return [_run(cols, r) for r in rows]
 
-    async def record_adapter(
-        self, name: str, *, parent: str | None, run_id: int | None, at: float, metrics: dict[str, Any]
-    ) -> None:
-        """Remember an adapter version written by a run."""
-        async with self._write:
-            await self.db.execute(
-                "INSERT INTO adapter_versions (name, parent, run_id, created_at, metrics) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET metrics = excluded.metrics",
-                (name, parent, run_id, at, json.dumps(metrics)),
-            )
+
+def _run(cols: list[str], row: Any) -> TrainingRun:
+    d = dict(zip(cols, row, strict=True))
+    d["metrics"] = json.loads(d["metrics"] or "{}")
+    d["promoted"] = None if d["promoted"] is None else bool(d["promoted"])
+    return TrainingRun(**d)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import aiosqlite
 
-from bot.storage._db import StorageBase
-from bot.storage.records import Story, StoryLine
+from bot.storage.posts import PostsMixin
+from bot.storage.records import NewPost, Story, StoryLine
 
 
-class StoriesMixin(StorageBase):
+class StoriesMixin(PostsMixin):
     """Stories per channel, one running at a time."""
 
     # --- stories -----------------------------------------------------------------------------------------------------
@@ -61,6 +61,35 @@ class StoriesMixin(StorageBase):
                 (story_id, seq, speaker, text, member_id, post_id, at),
             )
         return seq
+
+    async def add_story_turn(
+        self,
+        story_id: int,
+        *,
+        human_text: str,
+        member_id: int | None,
+        answer: NewPost,
+        at: float,
+    ) -> int:
+        """One exchange, all or nothing: the human director's line, the machine's answer as a post (so reactions on
+        it count) and as a story line. Called only after the answer was generated (and sent): a failed turn leaves
+        nothing behind. Returns the answer's post id."""
+        async with self.transaction():
+            async with self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM story_lines WHERE story_id = ?", (story_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            seq = int(row[0]) if row else 1
+            post_id = await self._insert_post(answer)
+            await self.db.executemany(
+                "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (story_id, seq, "human_director", human_text, member_id, None, at),
+                    (story_id, seq + 1, "machine_director", answer.text, None, post_id, at),
+                ],
+            )
+        return post_id
 
     async def end_story(self, channel_id: int, *, at: float) -> bool:
         """End the channel's running story; True if there was one."""

@@ -1,8 +1,10 @@
-"""One training run over what the database holds: score, normalise, train, gate, commit, promote.
+"""One training run over what the database holds: score, normalise, train, gate, commit.
 
-Called in the training worker process (the bot's path, `bot.training.worker`), by `kilroy train`, and by the
-simulation: the same code in every case. Posts are marked as trained only after the candidate is safely
-committed, so a crash at any point loses no data (the earlier Kilroy cleared a night's posts before scoring
+Runs in the training worker process (the bot's path, `bot.training.worker`), or in-process for `kilroy train`
+and the simulation: the same code in every case, always under the training lock (`bot.training.runner`). It never
+moves the adapter pointer: it commits the candidate, records the gate's verdict and claims its posts in one
+transaction; `bot.promotion` then marks the posts trained and promotes. Nothing is marked before the candidate is
+safely on disk, so a crash at any point loses no data (the earlier Kilroy cleared a night's posts before scoring
 them, and lost them when scoring failed).
 """
 
@@ -13,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bot.adapters import BASE, AdapterStore
@@ -30,12 +32,13 @@ Progress = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a training run did."""
+    """What a training run did: `accepted` is the gate's verdict, `promoted` whether it now serves."""
 
     status: str  # done | skipped | failed
     run_id: int | None = None
     adapter: str | None = None
     parent: str | None = None
+    accepted: bool = False
     promoted: bool = False
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -43,6 +46,12 @@ class RunResult:
     def as_event(self) -> dict[str, Any]:
         """The JSON-lines `done` event the worker prints."""
         return {"event": "done", **asdict(self)}
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> RunResult:
+        """Parse the worker's `done` event."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in event.items() if k in names})
 
 
 async def run_training(
@@ -60,13 +69,11 @@ async def run_training(
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
     formula = formula_from_settings(settings.scoring)
-    if stale := await storage.fail_stale_runs(at=time.time()):
-        log.warning("marked %d interrupted training run(s) as failed", stale)
     run_id = await storage.start_run(reason, at=now)
     settled_before = now - settings.scoring.settle_hours * 3600.0
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
     records = await storage.post_records(created_before=settled_before, limit=settings.scoring.baseline_window)
-    fresh = [r for r in records if r.post.trained_at is None]
+    fresh = [r for r in records if r.post.trained_at is None and r.post.trained_run is None]
     history: dict[int, list[float]] = defaultdict(list)
     for r in records:
         if r.post.trained_at is not None:
@@ -121,20 +128,15 @@ async def run_training(
         store.discard(tmp)
         await storage.finish_run(run_id, status="failed", at=time.time(), message=f"{type(exc).__name__}: {exc}")
         raise
-    await storage.record_adapter(name, parent=parent, run_id=run_id, at=time.time(), metrics=metrics)
-    if decision.promote:
-        store.set_current(name)
-    await storage.mark_trained([e.post_id for e in examples], at=time.time(), run_id=run_id)
-    await storage.finish_run(
+    await storage.commit_run(
         run_id,
-        status="done",
-        at=time.time(),
         adapter=name,
-        promoted=decision.promote,
+        promote=decision.promote,
         message=decision.reason,
         metrics=metrics,
+        post_ids=[e.post_id for e in examples],
     )
     log.info(
-        "run %d: %s %s (%s)", run_id, name, "promoted" if decision.promote else "kept, not promoted", decision.reason
+        "run %d: committed %s (gate: %s, %s)", run_id, name, "pass" if decision.promote else "refused", decision.reason
     )
-    return RunResult("done", run_id, name, parent, decision.promote, decision.reason, metrics)
+    return RunResult("done", run_id, name, parent, decision.promote, False, decision.reason, metrics)

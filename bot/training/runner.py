@@ -1,4 +1,10 @@
-"""The bot's side of training: start the worker process, one run at a time, stream progress, hot-swap on success."""
+"""The one path of a night's training: lock, reconcile, train (in a worker process or in-process), promote.
+
+Every caller goes through `TrainingRunner.run`: the bot's nightly loop and /retrain (worker process, hot swap),
+`kilroy train` (in-process, no live model) and the simulation (either). The worker receives the exact Settings
+the caller runs with, serialised on its stdin (secrets left out), and an environment without DISCORD_TOKEN or any
+KILROY_* variable, so no stray `.env` can change what it trains with.
+"""
 
 from __future__ import annotations
 
@@ -8,89 +14,125 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from bot.adapters import AdapterStore
 from bot.config import Settings
+from bot.promotion import Promoter, Swap
+from bot.storage import Storage
+from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.nightly import RunResult
 
 log = logging.getLogger(__name__)
 
 OnProgress = Callable[[dict[str, Any]], Awaitable[None] | None]
 
+__all__ = ["TrainingBusy", "TrainingFailed", "TrainingRunner", "child_env"]
 
-class TrainingBusy(Exception):
-    """A training run is already in progress."""
-
-    def __init__(self) -> None:
-        super().__init__("a training run is already in progress; wait for it to finish")
+SECRET_VARS = ("DISCORD_TOKEN", "KILROY_DASHBOARD_TOKEN")
 
 
 class TrainingFailed(Exception):
-    """The worker process failed; the serving adapter is unchanged."""
+    """The training failed (worker crash, timeout); the serving adapter is unchanged."""
 
 
-@dataclass
-class Outcome:
-    """How a run ended, as the bot reports it."""
-
-    status: str
-    adapter: str | None = None
-    promoted: bool = False
-    swapped: bool = False
-    reason: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment: the parent's, without secrets and without settings (they come on stdin)."""
+    return {
+        k: v for k, v in env.items() if k not in SECRET_VARS and not k.startswith("KILROY_") and "TOKEN" not in k
+    } | {"PYTHONUNBUFFERED": "1"}
 
 
 class TrainingRunner:
-    """Starts `python -m bot.training.worker`, parses its JSON lines, swaps the adapter in if it was promoted."""
+    """Runs one training at a time (across processes) and promotes its candidate through `Promoter`."""
 
     def __init__(
         self,
         settings: Settings,
-        swap: Callable[[str], Awaitable[Any]],
+        storage: Storage,
+        store: AdapterStore,
         *,
+        swap: Swap | None = None,
+        in_process: bool = False,
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
-        self.swap = swap
+        self.storage = storage
+        self.store = store
+        self.promoter = Promoter(storage, store, swap=swap)
+        self.in_process = in_process
         self.command = command or [sys.executable, "-m", "bot.training.worker"]
         self.env = dict(env) if env is not None else dict(os.environ)
-        self._lock = asyncio.Lock()
+        self.lock = TrainingLock(settings.adapters_dir)
 
     @property
     def busy(self) -> bool:
-        """True while a run is in progress."""
-        return self._lock.locked()
+        """True while a run is in progress here or in another process."""
+        return self.lock.is_locked()
 
-    def _child_env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            **self.env,
-            "KILROY_DATA_DIR": str(s.data_dir),
-            "KILROY_DB_PATH": str(s.db_path),
-            "KILROY_ADAPTERS_DIR": str(s.adapters_dir),
-            "KILROY_MODEL": s.model.name,
-            "PYTHONUNBUFFERED": "1",
-        }
+    async def reconcile(self) -> list[str]:
+        """At start: finish what an interrupted run left, if no other process is training now."""
+        try:
+            self.lock.acquire("start-up reconcile")
+        except TrainingBusy as exc:
+            log.info("not reconciling training state: %s", exc)
+            return []
+        try:
+            return await self.promoter.reconcile()
+        finally:
+            self.lock.release()
 
-    async def run(self, reason: str, on_progress: OnProgress | None = None) -> Outcome:
-        """Run one training; raise TrainingBusy if one is running, TrainingFailed if the worker fails."""
-        if self._lock.locked():
-            raise TrainingBusy()
-        async with self._lock:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                "--reason",
-                reason,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._child_env(),
-            )
-            assert proc.stdout is not None and proc.stderr is not None
-            stderr_task = asyncio.create_task(proc.stderr.read())
-            done: dict[str, Any] | None = None
-            error: str | None = None
+    async def run(self, reason: str, on_progress: OnProgress | None = None, *, now: float | None = None) -> RunResult:
+        """Train and promote; raise TrainingBusy if a run holds the lock, TrainingFailed if training fails."""
+        self.lock.acquire(f"training ({reason})")
+        try:
+            await self.promoter.reconcile()
+            if self.in_process:
+                result = await self._in_process(reason, on_progress, now)
+            else:
+                result = await self._worker(reason, on_progress, now)
+            if result.status != "done" or result.run_id is None:
+                return result
+            return await self.promoter.apply(result.run_id)
+        finally:
+            self.lock.release()
+
+    async def _in_process(self, reason: str, on_progress: OnProgress | None, now: float | None) -> RunResult:
+        from bot.training.nightly import run_training
+
+        def emit(event: dict[str, Any]) -> None:
+            if on_progress is not None:
+                maybe = on_progress(event)
+                if asyncio.iscoroutine(maybe):  # called from the training thread: plain callbacks only
+                    maybe.close()
+
+        try:
+            return await run_training(self.settings, self.storage, self.store, now=now, reason=reason, on_progress=emit)
+        except Exception as exc:
+            raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _worker(self, reason: str, on_progress: OnProgress | None, now: float | None) -> RunResult:
+        args = [*self.command, "--reason", reason]
+        if now is not None:
+            args += ["--now", repr(now)]
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=child_env(self.env),
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps(self.settings.to_json()).encode())
+        proc.stdin.close()
+        stderr_task = asyncio.create_task(proc.stderr.read())
+        done: dict[str, Any] | None = None
+        error: str | None = None
+
+        async def pump() -> None:
+            nonlocal done, error
+            assert proc.stdout is not None
             async for raw in proc.stdout:
                 try:
                     event = json.loads(raw)
@@ -104,25 +146,34 @@ class TrainingRunner:
                     maybe = on_progress(event)
                     if asyncio.iscoroutine(maybe):
                         await maybe
-            code = await proc.wait()
-            stderr = (await stderr_task).decode(errors="replace")
-            if code != 0 or done is None:
-                tail = error or (stderr.strip().splitlines() or ["no output"])[-1]
-                log.error("training worker failed (exit %s): %s", code, tail)
-                raise TrainingFailed(f"training failed (exit {code}): {tail}")
-            outcome = Outcome(
-                status=done["status"],
-                adapter=done.get("adapter"),
-                promoted=bool(done.get("promoted")),
-                reason=done.get("reason", ""),
-                metrics=done.get("metrics") or {},
-            )
-            if outcome.promoted and outcome.adapter:
-                try:
-                    await self.swap(outcome.adapter)
-                    outcome.swapped = True
-                except Exception as exc:
-                    # the worker promoted it on disk; serving keeps the old one until a restart or /adapter use
-                    log.exception("promoted adapter %s could not be loaded", outcome.adapter)
-                    outcome.reason += f"; hot swap failed: {exc}"
-            return outcome
+            await proc.wait()
+
+        limit = self.settings.training.timeout_minutes * 60.0
+        try:
+            await asyncio.wait_for(pump(), timeout=limit)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            stderr_task.cancel()
+            message = f"killed: ran past KILROY_TRAIN_TIMEOUT_MINUTES={self.settings.training.timeout_minutes:g}"
+            await self.storage.fail_stale_runs(at=_now(), message=message)
+            self.store.remove_temp_dirs()
+            log.error("training worker %s", message)
+            raise TrainingFailed(f"training {message}") from None
+        except BaseException:
+            if proc.returncode is None:  # cancelled (bot shutting down): do not leave an orphan training
+                proc.kill()
+                await proc.wait()
+            raise
+        stderr = (await stderr_task).decode(errors="replace")
+        if proc.returncode != 0 or done is None:
+            tail = error or (stderr.strip().splitlines() or ["no output"])[-1]
+            log.error("training worker failed (exit %s): %s", proc.returncode, tail)
+            raise TrainingFailed(f"training failed (exit {proc.returncode}): {tail}")
+        return RunResult.from_event(done)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

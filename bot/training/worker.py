@@ -1,7 +1,9 @@
 """`python -m bot.training.worker`: one training run in its own process, JSON-lines events on stdout.
 
+The parent (`TrainingRunner`) holds the training lock, writes its exact Settings as JSON on our stdin, and runs
+the promotion sequence once we exit: here we only train, commit the candidate and record the gate's verdict.
 A crash or an out-of-memory error here kills only this process; the bot keeps serving its adapter.
-Events: {"event": "start"|"progress"|"skipped", ...}, then {"event": "done", ...} or {"event": "error", ...}.
+Events: {"event": "settings"|"start"|"progress"|"skipped", ...}, then {"event": "done", ...} or {"event": "error"}.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ def _emit(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _main(reason: str) -> int:
+async def _main(reason: str, now: float | None) -> int:
     from bot.adapters import AdapterStore
-    from bot.cli import load_settings, setup_logging
+    from bot.config import Settings
+    from bot.logs import setup_logging
     from bot.storage import Storage
     from bot.training.nightly import run_training
 
-    settings = load_settings()
+    settings = Settings.from_json(json.loads(sys.stdin.read()))
     setup_logging(settings.log_level)
+    _emit({"event": "settings", "settings": settings.to_json()})
     async with Storage.open(settings.db_path) as storage:
         result = await run_training(
-            settings, storage, AdapterStore(settings.adapters_dir), reason=reason, on_progress=_emit
+            settings, storage, AdapterStore(settings.adapters_dir), now=now, reason=reason, on_progress=_emit
         )
     _emit(result.as_event())
     return 0
@@ -36,11 +40,15 @@ async def _main(reason: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one training and report; exit 1 on failure."""
-    parser = argparse.ArgumentParser(prog="python -m bot.training.worker")
-    parser.add_argument("--reason", default="manual")
+    parser = argparse.ArgumentParser(
+        prog="python -m bot.training.worker",
+        description="One Kilroy training run; reads its settings as JSON on stdin (started by the bot).",
+    )
+    parser.add_argument("--reason", default="manual", help="why this run was started (recorded)")
+    parser.add_argument("--now", type=float, help="the clock for settling posts (the simulation's time)")
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(_main(args.reason))
+        return asyncio.run(_main(args.reason, args.now))
     except Exception as exc:  # report, then fail: the parent turns this into a message
         _emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         raise

@@ -129,3 +129,28 @@ async def test_empty_answers_retried_then_reported(tiny_settings, storage):
     await service.start(1)
     with pytest.raises(StoryError, match="after 2 tries"):
         await service.line(1, 5, "hello")
+
+
+async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, storage):
+    """Two failed turns, then a good one: the human line appears once, next to its answer."""
+    settings = tiny_settings(KILROY_STORY_RETRIES="1", KILROY_STORY_COOLDOWN_SECONDS="0")
+    failing = StoryService(storage, EmptyGenerator(), settings.story, clock=Clock())
+    await failing.start(1)
+    for _ in range(2):
+        with pytest.raises(StoryError):
+            await failing.line(1, 5, "the door opens")
+    assert "the door opens" not in await failing.show(1)
+
+    class OneLine(EmptyGenerator):
+        async def generate(self, n, **kw):
+            from bot.engine.generator import Sample
+
+            return [Sample("a cat walks in", "", (0,), (1,), "base", {}) for _ in range(n)]
+
+    working = StoryService(storage, OneLine(), settings.story, clock=Clock())
+    turn = await working.line(1, 5, "the door opens")
+    post_id = await working.record(turn, message_id=77)
+    transcript = await working.show(1)
+    assert transcript.count("the door opens") == 1 and transcript.endswith("machine_director: a cat walks in")
+    post = await storage.get_post(post_id)
+    assert post.kind == "story" and post.text == "a cat walks in" and post.message_id == 77

@@ -1,5 +1,4 @@
 import asyncio
-import os
 
 import pytest
 
@@ -7,7 +6,8 @@ from bot.adapters import AdapterStore
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
 from bot.serving import AdapterService
-from bot.training.runner import Outcome, TrainingBusy, TrainingRunner
+from bot.training.nightly import RunResult
+from bot.training.runner import TrainingBusy, TrainingRunner
 from cogs._checks import NotAllowed
 from cogs.training import Training, progress_text
 from tests.cogs.helpers import fake_bot, interaction, member, texts
@@ -30,11 +30,12 @@ class FakeRunner:
         for step in (1, 2, 3):
             if on_progress:
                 await on_progress({"event": "progress", "stage": "train", "step": step, "of": 3, "loss": 0.5})
-        return Outcome(
+        return RunResult(
             "done",
+            7,
             "v0007",
+            accepted=True,
             promoted=True,
-            swapped=True,
             reason="gate passed",
             metrics={"loss": 0.1, "kl": 0.2, "distinct2": 0.7},
         )
@@ -90,26 +91,29 @@ async def test_nightly_callback_trains_gates_and_swaps(tiny_settings, storage, t
     await seed_posts(settings, storage)
     generator = Generator(load_base(settings.model, settings.data_dir, device="cpu"), SamplingParams(max_new_tokens=8))
     service = AdapterService(AdapterStore(settings.adapters_dir), generator)
-    runner = TrainingRunner(settings, swap=service.use, env={**os.environ, **env})
+    runner = TrainingRunner(settings, storage, AdapterStore(settings.adapters_dir), swap=service.activate)
     cog = Training(fake_bot(), settings=settings, runner=runner)
     try:
         outcome = await asyncio.wait_for(cog.run_nightly(), timeout=180)
     finally:
         await generator.close()
-    assert outcome is not None and outcome.promoted and outcome.swapped
+    assert outcome is not None and outcome.promoted
     assert generator.active == outcome.adapter == "v0001"
     assert AdapterStore(settings.adapters_dir).current() == "v0001"
 
 
-async def test_worker_failure_keeps_serving(make_settings):
+async def test_worker_failure_keeps_serving(make_settings, storage):
     """A worker that crashes is reported; nothing is swapped."""
     swapped = []
 
     async def swap(name):
         swapped.append(name)
 
+    settings = make_settings()
     runner = TrainingRunner(
-        make_settings(),
+        settings,
+        storage,
+        AdapterStore(settings.adapters_dir),
         swap=swap,
         command=["python3", "-c", 'import sys; print(\'{"event": "error", "message": "boom"}\'); sys.exit(1)'],
     )

@@ -13,7 +13,8 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.app import KilroyBot, open_services
+from bot.app import KilroyBot
+from bot.services import open_services
 from tests.e2e import fake_discord as fd
 
 

@@ -6,6 +6,7 @@ from bot.adapters import BASE, AdapterStore
 from bot.storage import NewPost
 from bot.training import nightly
 from bot.training.nightly import run_training
+from bot.training.runner import TrainingFailed, TrainingRunner
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +50,9 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)
     events = []
-    result = await run_training(settings, storage, store, now=DAY, on_progress=events.append)
-    assert result.status == "done" and result.promoted and result.adapter == "v0001"
+    runner = TrainingRunner(settings, storage, store, in_process=True)
+    result = await runner.run("test", events.append, now=DAY)
+    assert result.status == "done" and result.accepted and result.promoted and result.adapter == "v0001"
     assert store.current() == "v0001"
     assert any(e.get("stage") == "train" for e in events)
     import math
@@ -63,7 +65,21 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     assert any(float(t.abs().sum()) > 0 for k, t in tensors.items() if "lora_B" in k)
     assert await storage.post_records(untrained_only=True) == []
     (run,) = await storage.runs()
-    assert run.status == "done" and run.adapter == "v0001"
+    assert run.status == "done" and run.adapter == "v0001" and run.stage == "promoted"
+
+
+async def test_the_worker_step_alone_never_moves_the_pointer(tiny_settings, storage):
+    """run_training commits and claims; only the promotion sequence marks posts trained and moves the pointer."""
+    settings = tiny_settings(
+        KILROY_EPOCHS="1", KILROY_GATE_MAX_KL="100", KILROY_GATE_MIN_DIVERSITY="0", KILROY_GATE_MIN_BASE_DIVERSITY="0"
+    )
+    store = AdapterStore(settings.adapters_dir)
+    await seed_posts(settings, storage)
+    result = await run_training(settings, storage, store, now=DAY)
+    assert result.accepted and not result.promoted and store.current() == BASE
+    (run,) = await storage.runs()
+    assert run.stage == "committed" and run.status == "running"
+    assert await storage.post_records(untrained_only=True) == []  # claimed: no other run may take them
 
 
 async def test_gate_failure_keeps_adapter_but_not_active(tiny_settings, storage):
@@ -71,7 +87,7 @@ async def test_gate_failure_keeps_adapter_but_not_active(tiny_settings, storage)
     settings = tiny_settings(KILROY_EPOCHS="3", KILROY_LEARNING_RATE="0.05", KILROY_GATE_MAX_KL="0.000001")
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)
-    result = await run_training(settings, storage, store, now=DAY)
+    result = await TrainingRunner(settings, storage, store, in_process=True).run("test", now=DAY)
     assert result.status == "done" and not result.promoted and "KL" in result.reason
     assert store.current() == BASE
     assert store.info(result.adapter).meta["promoted"] is False
@@ -97,8 +113,8 @@ async def test_training_crash_leaves_active_adapter_and_data(tiny_settings, stor
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr("bot.training.trainer.train_adapter", boom)
-    with pytest.raises(RuntimeError):
-        await run_training(settings, storage, store, now=DAY)
+    with pytest.raises(TrainingFailed, match="out of memory"):
+        await TrainingRunner(settings, storage, store, in_process=True).run("test", now=DAY)
     assert store.current() == BASE and store.names() == []
     assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp")]
     assert len(await storage.post_records(untrained_only=True)) == 16
