@@ -181,13 +181,24 @@ async def run_bot(settings: Settings) -> int:
 
     The HTTP server starts first, so /healthz answers 503 "starting" while the model loads, and stops last.
     """
+    from bot.backup import RunLock
+    from bot.training.lock import TrainingBusy
+
     metrics = Metrics()
+    lock = RunLock(settings.data_dir)  # `kilroy restore` refuses while this is held
+    try:
+        lock.acquire("kilroy run")
+    except TrainingBusy:
+        log.error("another bot already runs on %s (%s); stop it first", settings.data_dir, lock.holder())
+        return 2
     try:
         async with http_server(settings, metrics) as ctx:
             return await _run_bot(settings, metrics, ctx)
     except HttpPortError as exc:
         log.error("%s", exc)
         return 2
+    finally:
+        lock.release()
 
 
 async def _run_bot(settings: Settings, metrics: Metrics, ctx: Any) -> int:
