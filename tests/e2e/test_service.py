@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -165,6 +166,53 @@ async def test_health_metrics_and_dashboard_of_a_real_kilroy_run(server, tiny_mo
         await wait_for(unhealthy, 60, "503 after the gateway dropped")
         print(f"503 after the drop in {time.monotonic() - started:.1f}s")
         server.gateway_down = False
+
+
+def stored_message_ids(db: Path) -> set[int]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in con.execute("SELECT message_id FROM posts WHERE message_id IS NOT NULL")}
+    finally:
+        con.close()
+
+
+async def kilroy(env_file: Path, *args: str) -> tuple[int, str]:
+    """A one-shot `kilroy` command (backup, restore) on the same settings; returns (exit status, output)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILROY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--env-file", str(env_file), *args,
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def test_backup_while_running_then_restore_over_a_corrupt_db(server, tiny_model_dir, tmp_path):
+    """Backup while the bot posts; restore refuses while it runs; after it stops, restore over a corrupted db."""
+    env_file = write_env(
+        tmp_path, tiny_model_dir, free_port(), KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID),
+        KILROY_POST_INTERVAL_MINUTES="0.02",
+    )  # fmt: skip
+    db = tmp_path / "data" / "kilroy.db"
+    async with kilroy_run(env_file, server):
+        await wait_for(lambda: _async(db.exists() and len(stored_message_ids(db)) >= 2), 120, "two stored posts")
+        acknowledged = stored_message_ids(db)
+        status, out = await kilroy(env_file, "backup", str(tmp_path / "backup"))
+        assert status == 0, out
+        await wait_for(lambda: _async(len(stored_message_ids(db)) > len(acknowledged)), 60, "posting goes on")
+        status, out = await kilroy(env_file, "restore", str(tmp_path / "backup"))
+        assert status == 2 and "bot is running" in out, out
+    db.write_bytes(b"corrupted" * 4096)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - a test, the bot is stopped
+    status, out = await kilroy(env_file, "restore", str(tmp_path / "backup"))
+    assert status == 0, out
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    assert acknowledged <= stored_message_ids(db)
+    assert list((tmp_path / "data").glob("kilroy.db.replaced-*"))
 
 
 async def _async(value):
