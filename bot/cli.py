@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.ops.log_format)
     from bot.adapters import AdapterError
     from bot.simulation import AudienceError
 
