@@ -45,6 +45,11 @@ def _empty(ax: Any, message: str) -> None:
     ax.set_yticks([])
 
 
+def _short(label: str) -> str:
+    """Days lose their year (2026-11-25 -> 11-25); other labels stay."""
+    return label[5:] if len(label) == 10 and label[4] == "-" and label[7] == "-" else label
+
+
 def line_chart(
     x: Sequence[str],
     series: dict[str, Sequence[float | None]],
@@ -89,7 +94,7 @@ def line_chart(
                 )
         step = max(1, len(x) // 10)
         ax.set_xticks(range(0, len(x), step))
-        ax.set_xticklabels([x[i][5:] for i in range(0, len(x), step)], fontsize=8)
+        ax.set_xticklabels([_short(x[i]) for i in range(0, len(x), step)], fontsize=8)
         ax.set_ylabel(ylabel, fontsize=9)
         if len(series) > 1:
             ax.legend(fontsize=7, frameon=False, ncols=min(4, len(series)))
@@ -105,6 +110,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, yla
             _empty(ax, "no data yet")
             return _svg(fig)
         ax.bar(range(len(labels)), values, color=COLORS[0])
+        if all(float(v).is_integer() for v in values):
+            ax.yaxis.get_major_locator().set_params(integer=True)  # counts: no half posts on the axis
         step = max(1, len(labels) // 12)
         ax.set_xticks(range(0, len(labels), step))
         ax.set_xticklabels([labels[i] for i in range(0, len(labels), step)], fontsize=8)

@@ -204,7 +204,7 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
         "serving": deps.serving(),
         "trial": deps.trial(),
         "can_rollback": deps.rollback is not None and deps.store.previous() is not None,
-        "audit": await deps.storage.audit_trail(20),
+        "audit": [{**e, "when": _fmt_time(e["at"])} for e in await deps.storage.audit_trail(20)],
     }
 
 

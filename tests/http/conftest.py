@@ -49,9 +49,27 @@ async def seed(storage) -> None:
     await storage.add_story_line(sid, speaker="human_director", text="A cat sat.", member_id=MEMBER_BASE + 1, at=now)
 
 
+def seed_adapters(store) -> None:
+    """Two well-formed versions with gate metrics; v0002 serves, v0001 is the rollback target."""
+    import json
+
+    from tests.test_backup import fake_adapter
+
+    for i, (name, kl, d2, r3) in enumerate((("v0001", 0.12, 0.61, 0.05), ("v0002", 0.2, 0.57, 0.08))):
+        fake_adapter(store.root, name)
+        meta = {
+            "created_at": time.time() - 1000 + i,
+            "parent": "base",
+            "metrics": {"kl": kl, "distinct2": d2, "repeat3": r3},
+        }
+        (store.root / name / "meta.json").write_text(json.dumps(meta))
+    (store.root / "STATE.json").write_text(json.dumps({"current": "v0002", "history": ["base", "v0001"]}))
+
+
 @pytest.fixture
 async def app_env(tmp_path, storage, store):
     await seed(storage)
+    seed_adapters(store)
     gateway = FakeGateway()
     metrics = Metrics()
     rolled: list[str] = []
