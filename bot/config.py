@@ -68,12 +68,23 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
+class SamplingParams:
+    """How to sample: the settings stored with every post (the sampling part of the generation section)."""
+
     temperature: float = 1.0
     top_p: float = 0.95
     top_k: int = 50
     max_new_tokens: int = 60
     repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_settings(cls, g: SamplingParams) -> SamplingParams:
+        """Only the sampling fields of a generation section (which is a SamplingParams with a prompt)."""
+        return cls(**{f.name: getattr(g, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class GenerationSettings(SamplingParams):
     prompt: str = ""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -12,6 +13,9 @@ from bot.adapters import AdapterInfo
 from bot.config import Settings
 from bot.serving import AdapterService
 from cogs._checks import NotAllowed, is_operator, say
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 
 def _line(info: AdapterInfo) -> str:
@@ -68,6 +72,6 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         return [app_commands.Choice(name=n, value=n) for n in reversed(names[-25:])]
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters))

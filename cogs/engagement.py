@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -13,6 +14,9 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.storage import Storage
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,6 @@ class Engagement(commands.Cog):
         return changed
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(Engagement(bot, settings=s.settings, storage=s.storage, clock=s.clock))

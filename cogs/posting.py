@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands, tasks
@@ -14,6 +15,9 @@ from bot.config import Settings
 from bot.engine.generator import Generator
 from bot.posting import compose_post
 from bot.storage import NewPost, Storage
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,6 @@ class Posting(commands.Cog):
         return message
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator))

@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -17,6 +18,9 @@ from bot.scoring import formula_from_settings
 from bot.stats import daily_scores, top_posts
 from bot.storage import Storage
 from cogs._checks import say
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 
 class Stats(commands.Cog):
@@ -61,6 +65,6 @@ class Stats(commands.Cog):
             )
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(Stats(settings=s.settings, storage=s.storage))

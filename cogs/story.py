@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -10,6 +11,9 @@ from discord.ext import commands
 
 from bot.story_session import StoryService
 from cogs._checks import say
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 MESSAGE_LIMIT = 2000
 
@@ -59,5 +63,5 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
             await say(interaction, prefix + "The story is long; here it is as a file.", file=data)
 
 
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(Story(stories=bot.services.stories))  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    await bot.add_cog(Story(stories=bot.services.stories))

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import discord
@@ -17,6 +17,9 @@ from bot.config import Settings
 from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
 from cogs._checks import NotAllowed, is_moderator
+
+if TYPE_CHECKING:
+    from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,6 @@ class Training(commands.Cog):
         await interaction.edit_original_response(content=summary_text(outcome))
 
 
-async def setup(bot: commands.Bot) -> None:
-    s = bot.services  # type: ignore[attr-defined]
+async def setup(bot: KilroyBot) -> None:
+    s = bot.services
     await bot.add_cog(Training(bot, settings=s.settings, runner=s.training))

@@ -32,3 +32,27 @@ def test_pure_core_imports_no_heavy_or_io_libraries():
     """Scoring, dataset, story, gate and config import neither discord, torch nor aiosqlite."""
     for rel in PURE:
         assert not _imports(ROOT / rel) & {"discord", "torch", "aiosqlite", "transformers", "peft"}, rel
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Full dotted names of every absolute import of a module (inside functions too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_nothing_below_the_entry_points_imports_them():
+    """training/, engine/ and the pure modules never reach up into the CLI or the Discord application."""
+    below = [*(ROOT / "bot" / "training").rglob("*.py"), *(ROOT / "bot" / "engine").rglob("*.py")]
+    below += [ROOT / rel for rel in PURE]
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_module_imports(p) & {"bot.cli", "bot.app"})
+        for p in below
+        if _module_imports(p) & {"bot.cli", "bot.app"}
+    }
+    assert offenders == {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from bot.story import HUMAN, INSTRUCTION, MACHINE
+
 # topic -> (weight, nouns, adjectives, verbs, emoji)
 TOPICS: dict[str, tuple[float, list[str], list[str], list[str], list[str]]] = {
     "cats": (
@@ -115,11 +117,6 @@ def _question(rng: random.Random, topic: str) -> str:
     return rng.choice(patterns)
 
 
-def topic_names() -> list[str]:
-    """The corpus topics, in a stable order."""
-    return list(TOPICS)
-
-
 def make_post(rng: random.Random, topic: str | None = None) -> str:
     """One post: a topic, one to three sentences, maybe a question, an exclamation or emoji."""
     if topic is None:
@@ -141,7 +138,6 @@ def make_post(rng: random.Random, topic: str | None = None) -> str:
     return text
 
 
-STORY_INSTRUCTION = "Continue the story in a surprising and interesting way."
 _STORY_SUBJECTS = ["she", "he", "the old man", "the child", "a stranger", "the cat", "nobody", "the woman"]
 _STORY_VERBS = ["opens", "finds", "hides", "burns", "reads", "breaks", "counts", "follows", "paints", "forgets"]
 _STORY_OBJECTS = [
@@ -181,9 +177,9 @@ def make_story_line(rng: random.Random) -> str:
 
 def make_story(rng: random.Random, opening: str) -> str:
     """An exquisite-corpse transcript in the exact format story mode prompts with."""
-    lines = [STORY_INSTRUCTION, opening]
+    lines = [INSTRUCTION, opening]
     for i in range(rng.randint(2, 6)):
-        speaker = "human_director" if i % 2 == 0 else "machine_director"
+        speaker = HUMAN if i % 2 == 0 else MACHINE
         lines.append(f"{speaker}: {make_story_line(rng)}")
     return "\n".join(lines) + "\n"
 

@@ -17,31 +17,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.adapters import BASE
-from bot.config import GenerationSettings
+from bot.config import SamplingParams
 from bot.engine.model import LoadedModel
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AdapterLoadError", "Generator", "Sample", "SamplingParams", "sample_batch"]
 T = TypeVar("T")
 
 
 class AdapterLoadError(Exception):
     """An adapter could not be loaded; the serving adapter is unchanged."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample: the settings stored with every post."""
-
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 50
-    max_new_tokens: int = 60
-    repetition_penalty: float = 1.0
-
-    @classmethod
-    def from_settings(cls, g: GenerationSettings) -> SamplingParams:
-        """Sampling settings from the generation section of Settings."""
-        return cls(g.temperature, g.top_p, g.top_k, g.max_new_tokens, g.repetition_penalty)
 
 
 @dataclass(frozen=True)

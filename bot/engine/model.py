@@ -120,7 +120,7 @@ def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = N
     return LoadedModel(model=model, tokenizer=tokenizer, device=run_device, quantization=quant, name=settings.name)
 
 
-def lora_config(settings: ModelSettings, *, inference: bool = False) -> Any:
+def lora_config(settings: ModelSettings) -> Any:
     """The LoRA configuration for GPT-2-shaped models."""
     from peft import LoraConfig
 
@@ -132,5 +132,4 @@ def lora_config(settings: ModelSettings, *, inference: bool = False) -> Any:
         fan_in_fan_out=True,
         bias="none",
         task_type="CAUSAL_LM",
-        inference_mode=inference,
     )

@@ -50,17 +50,7 @@ class StoriesMixin(PostsMixin):
     ) -> int:
         """Append a line to a story; return its sequence number."""
         async with self.transaction():
-            async with self.db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM story_lines WHERE story_id = ?", (story_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            seq = int(row[0]) if row else 1
-            await self.db.execute(
-                "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (story_id, seq, speaker, text, member_id, post_id, at),
-            )
-        return seq
+            return await self._append_lines(story_id, [(speaker, text, member_id, post_id)], at=at)
 
     async def add_story_turn(
         self,
@@ -75,21 +65,26 @@ class StoriesMixin(PostsMixin):
         it count) and as a story line. Called only after the answer was generated (and sent): a failed turn leaves
         nothing behind. Returns the answer's post id."""
         async with self.transaction():
-            async with self.db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM story_lines WHERE story_id = ?", (story_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            seq = int(row[0]) if row else 1
             post_id = await self._insert_post(answer)
-            await self.db.executemany(
-                "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (story_id, seq, "human_director", human_text, member_id, None, at),
-                    (story_id, seq + 1, "machine_director", answer.text, None, post_id, at),
-                ],
-            )
+            lines = [("human_director", human_text, member_id, None), ("machine_director", answer.text, None, post_id)]
+            await self._append_lines(story_id, lines, at=at)
         return post_id
+
+    async def _append_lines(
+        self, story_id: int, lines: list[tuple[str, str, int | None, int | None]], *, at: float
+    ) -> int:
+        """Append (speaker, text, member, post) lines after the story's last; inside a transaction. First seq."""
+        async with self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM story_lines WHERE story_id = ?", (story_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        first = int(row[0]) if row else 1
+        await self.db.executemany(
+            "INSERT INTO story_lines (story_id, seq, speaker, text, member_id, post_id, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(story_id, first + i, sp, text, member, post, at) for i, (sp, text, member, post) in enumerate(lines)],
+        )
+        return first
 
     async def end_story(self, channel_id: int, *, at: float) -> bool:
         """End the channel's running story; True if there was one."""
