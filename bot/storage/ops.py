@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.scoring import ScoreFormula
+from bot.stats import DayStat
 from bot.storage._db import StorageBase
 
 T = TypeVar("T")
@@ -40,6 +41,8 @@ class ScoredPost:
     id: int
     created_at: float
     channel_id: int
+    guild_id: int | None
+    message_id: int | None
     adapter: str
     kind: str
     text: str
@@ -47,6 +50,15 @@ class ScoredPost:
     voters: int
     repliers: int
     arm: str | None
+
+
+@dataclass(frozen=True)
+class StatsSummary:
+    """/stats in one read: posts counted, mean score per (day, adapter), the best posts."""
+
+    posts: int
+    days: list[DayStat]
+    top: list[ScoredPost]
 
 
 class OpsMixin(StorageBase):
@@ -144,57 +156,26 @@ class OpsMixin(StorageBase):
         """Posts with their score (the real formula: unique members, mean emoji weight, one reply each)."""
 
         def read(con: sqlite3.Connection) -> list[ScoredPost]:
-            where, args = ["created_at >= ?"], [since]
-            if channel_id is not None:
-                where.append("channel_id = ?")
-                args.append(channel_id)
-            if adapter:
-                where.append("adapter = ?")
-                args.append(adapter)
-            sql = (
-                "SELECT id, created_at, channel_id, adapter, kind, text, json_extract(params, '$.arm') FROM posts "
-                f"WHERE {' AND '.join(where)}"
-            )
-            posts = con.execute(sql, args).fetchall()
-            votes: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-            repliers: dict[int, set[int]] = defaultdict(set)
-            # members are grouped here to apply the formula, and never leave this function
-            for pid, member, emoji in con.execute(
-                "SELECT v.post_id, v.member_id, v.emoji FROM votes v JOIN posts p ON p.id = v.post_id "
-                f"WHERE p.{' AND p.'.join(where)}",
-                args,
-            ):
-                votes[pid][member].append(formula.weight(emoji))
-            for pid, member in con.execute(
-                "SELECT r.post_id, r.member_id FROM replies r JOIN posts p ON p.id = r.post_id "
-                f"WHERE p.{' AND p.'.join(where)}",
-                args,
-            ):
-                repliers[pid].add(member)
-            out = []
-            for pid, at, ch, ad, kind, text, arm in posts:
-                by_member = votes.get(pid, {})
-                score = sum(sum(w) / len(w) for w in by_member.values())
-                score += formula.reply_weight * len(repliers.get(pid, ()))
-                out.append(
-                    ScoredPost(
-                        int(pid),
-                        float(at),
-                        int(ch),
-                        str(ad),
-                        str(kind),
-                        str(text),
-                        score,
-                        len(by_member),
-                        len(repliers.get(pid, ())),
-                        arm,
-                    )
-                )
+            out = _scored(con, formula, since=since, channel_id=channel_id, adapter=adapter)
             if order == "top":
                 out.sort(key=lambda p: (-p.score, -p.id))
             else:
                 out.sort(key=lambda p: (-p.created_at, -p.id))
             return out if limit is None else out[:limit]
+
+        return await self._read(read)
+
+    async def stats_summary(self, formula: ScoreFormula, *, since: float, top: int = 5) -> StatsSummary:
+        """What /stats shows: posts counted, mean score per (day, adapter), the best posts; computed in a thread."""
+
+        def read(con: sqlite3.Connection) -> StatsSummary:
+            posts = _scored(con, formula, since=since)  # posts and story lines, as /stats always counted
+            groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+            for p in posts:
+                groups[(day_of(p.created_at), p.adapter)].append(p.score)
+            days = [DayStat(d, a, sum(v) / len(v), len(v)) for (d, a), v in sorted(groups.items())]
+            best = sorted(posts, key=lambda p: (-p.score, p.id))[:top]
+            return StatsSummary(len(posts), days, best)
 
         return await self._read(read)
 
@@ -257,6 +238,53 @@ class OpsMixin(StorageBase):
         ) as cur:
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
+
+
+def _scored(
+    con: sqlite3.Connection,
+    formula: ScoreFormula,
+    *,
+    since: float = 0.0,
+    channel_id: int | None = None,
+    adapter: str | None = None,
+) -> list[ScoredPost]:
+    """Score every post matching the filters: three indexed scans (posts, their votes, their replies)."""
+    where, args = ["created_at >= ?"], [since]
+    if channel_id is not None:
+        where.append("channel_id = ?")
+        args.append(channel_id)
+    if adapter:
+        where.append("adapter = ?")
+        args.append(adapter)
+    on_posts = " AND ".join(f"p.{w}" for w in where)
+    posts = con.execute(
+        "SELECT id, created_at, channel_id, guild_id, message_id, adapter, kind, text, json_extract(params, '$.arm') "
+        f"FROM posts p WHERE {on_posts}",
+        args,
+    ).fetchall()
+    votes: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    repliers: dict[int, set[int]] = defaultdict(set)
+    # members are grouped here to apply the formula, and never leave this function
+    for pid, member, emoji in con.execute(
+        f"SELECT v.post_id, v.member_id, v.emoji FROM votes v JOIN posts p ON p.id = v.post_id WHERE {on_posts}", args
+    ):
+        votes[pid][member].append(formula.weight(emoji))
+    for pid, member in con.execute(
+        f"SELECT r.post_id, r.member_id FROM replies r JOIN posts p ON p.id = r.post_id WHERE {on_posts}", args
+    ):
+        repliers[pid].add(member)
+    out = []
+    for pid, at, ch, guild, message, ad, kind, text, arm in posts:
+        by_member = votes.get(pid, {})
+        n_repliers = len(repliers.get(pid, ()))
+        score = sum(sum(w) / len(w) for w in by_member.values()) + formula.reply_weight * n_repliers
+        out.append(
+            ScoredPost(
+                int(pid), float(at), int(ch), guild, message, str(ad), str(kind), str(text), score, len(by_member),
+                n_repliers, arm,
+            )
+        )  # fmt: skip
+    return out
 
 
 def day_of(ts: float) -> str:
