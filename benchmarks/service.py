@@ -358,6 +358,7 @@ def build_adapters(root: Path, versions: int) -> None:
 async def timed(fn) -> tuple[float, float]:
     """(ms the call took, worst loop lag in ms while it ran)."""
     with LagTicker(0.002) as ticker:
+        await asyncio.sleep(0.01)  # let the ticker start first, so a synchronous stretch of `fn` is seen
         t = time.perf_counter()
         await fn()
         took = (time.perf_counter() - t) * 1000
@@ -377,6 +378,9 @@ async def history(posts: int, votes: int, events: int, versions: int) -> dict:
     store = AdapterStore(tmp / "adapters")
     formula = ScoreFormula()
     out: dict = {"posts": posts, "votes": votes, "events": events, "versions": versions, "build_s": built}
+    with LagTicker(0.002) as idle:  # the machine's own noise: the worst lag of a loop doing nothing
+        await asyncio.sleep(2.0)
+    out["idle_lag_ms"] = idle.worst()
     async with Storage.open(db) as storage:
         out["stats_365_ms"], out["stats_365_lag_ms"] = await timed(
             lambda: storage.stats_summary(formula, since=time.time() - 365 * 86400)
@@ -419,6 +423,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     else:
         hist = await history(20_000, 300_000, 1_000_000, 365)
     result["history"] = hist
+    if args.only == "history":
+        print(json.dumps(hist, indent=1))
+        return result
     h = hist
     print(
         f"(c) history {h['posts']:,} posts / {h['votes']:,} votes / {h['events']:,} events / {h['versions']} "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,29 +154,16 @@ class OpsMixin(StorageBase):
     ) -> list[ScoredPost]:
         """Posts with their score (the real formula: unique members, mean emoji weight, one reply each)."""
 
-        def read(con: sqlite3.Connection) -> list[ScoredPost]:
-            out = _scored(con, formula, since=since, channel_id=channel_id, adapter=adapter)
-            if order == "top":
-                out.sort(key=lambda p: (-p.score, -p.id))
-            else:
-                out.sort(key=lambda p: (-p.created_at, -p.id))
-            return out if limit is None else out[:limit]
-
-        return await self._read(read)
+        return await self._read(
+            lambda con: _scored(
+                con, formula, since=since, channel_id=channel_id, adapter=adapter, order=order, limit=limit
+            )
+        )
 
     async def stats_summary(self, formula: ScoreFormula, *, since: float, top: int = 5) -> StatsSummary:
         """What /stats shows: posts counted, mean score per (day, adapter), the best posts; computed in a thread."""
 
-        def read(con: sqlite3.Connection) -> StatsSummary:
-            posts = _scored(con, formula, since=since)  # posts and story lines, as /stats always counted
-            groups: dict[tuple[str, str], list[float]] = defaultdict(list)
-            for p in posts:
-                groups[(day_of(p.created_at), p.adapter)].append(p.score)
-            days = [DayStat(d, a, sum(v) / len(v), len(v)) for (d, a), v in sorted(groups.items())]
-            best = sorted(posts, key=lambda p: (-p.score, p.id))[:top]
-            return StatsSummary(len(posts), days, best)
-
-        return await self._read(read)
+        return await self._read(lambda con: _summary(con, formula, since=since, top=top))
 
     async def adapter_history(self) -> list[dict[str, Any]]:
         """The adapter each training run wrote, newest first, with the run's verdict (promoted, gate message)."""
@@ -240,6 +226,43 @@ class OpsMixin(StorageBase):
             return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
 
 
+def _filters(since: float, channel_id: int | None, adapter: str | None) -> tuple[str, list[Any]]:
+    where, args = ["p.created_at >= ?"], [since]
+    if channel_id is not None:
+        where.append("p.channel_id = ?")
+        args.append(channel_id)
+    if adapter:
+        where.append("p.adapter = ?")
+        args.append(adapter)
+    return " AND ".join(where), args
+
+
+def _scores_cte(formula: ScoreFormula, where: str) -> tuple[str, list[Any]]:
+    """SQL for the score formula, per post: each member's vote is the mean of their emoji weights, summed over
+    members, plus reply_weight per replying member. All in SQLite (which releases the GIL), so a year of history
+    is scored without holding the event loop's interpreter lock for long."""
+    cases = " ".join("WHEN ? THEN ?" for _ in formula.emoji_weights)
+    weight = f"CASE v.emoji {cases} ELSE ? END" if cases else "?"
+    weight_args: list[Any] = [x for kv in formula.emoji_weights.items() for x in kv] + [formula.default_emoji_weight]
+    sql = (
+        "WITH member_votes AS ("
+        f"  SELECT v.post_id, AVG({weight}) AS w FROM votes v JOIN posts p ON p.id = v.post_id WHERE {where}"
+        "   GROUP BY v.post_id, v.member_id),"
+        " vote_scores AS (SELECT post_id, SUM(w) AS s, COUNT(*) AS voters FROM member_votes GROUP BY post_id),"
+        " reply_counts AS ("
+        "  SELECT r.post_id, COUNT(DISTINCT r.member_id) AS n FROM replies r JOIN posts p ON p.id = r.post_id"
+        f"  WHERE {where} GROUP BY r.post_id),"
+        " scored AS ("
+        "  SELECT p.id, p.created_at, p.channel_id, p.guild_id, p.message_id, p.adapter, p.kind, p.text,"
+        "   json_extract(p.params, '$.arm') AS arm,"
+        "   COALESCE(vs.s, 0.0) + ? * COALESCE(rc.n, 0) AS score, COALESCE(vs.voters, 0) AS voters,"
+        "   COALESCE(rc.n, 0) AS repliers"
+        "  FROM posts p LEFT JOIN vote_scores vs ON vs.post_id = p.id LEFT JOIN reply_counts rc ON rc.post_id = p.id"
+        f"  WHERE {where})"
+    )
+    return sql, weight_args
+
+
 def _scored(
     con: sqlite3.Connection,
     formula: ScoreFormula,
@@ -247,44 +270,36 @@ def _scored(
     since: float = 0.0,
     channel_id: int | None = None,
     adapter: str | None = None,
+    order: str = "recent",
+    limit: int | None = None,
 ) -> list[ScoredPost]:
-    """Score every post matching the filters: three indexed scans (posts, their votes, their replies)."""
-    where, args = ["created_at >= ?"], [since]
-    if channel_id is not None:
-        where.append("channel_id = ?")
-        args.append(channel_id)
-    if adapter:
-        where.append("adapter = ?")
-        args.append(adapter)
-    on_posts = " AND ".join(f"p.{w}" for w in where)
-    posts = con.execute(
-        "SELECT id, created_at, channel_id, guild_id, message_id, adapter, kind, text, json_extract(params, '$.arm') "
-        f"FROM posts p WHERE {on_posts}",
-        args,
-    ).fetchall()
-    votes: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    repliers: dict[int, set[int]] = defaultdict(set)
-    # members are grouped here to apply the formula, and never leave this function
-    for pid, member, emoji in con.execute(
-        f"SELECT v.post_id, v.member_id, v.emoji FROM votes v JOIN posts p ON p.id = v.post_id WHERE {on_posts}", args
-    ):
-        votes[pid][member].append(formula.weight(emoji))
-    for pid, member in con.execute(
-        f"SELECT r.post_id, r.member_id FROM replies r JOIN posts p ON p.id = r.post_id WHERE {on_posts}", args
-    ):
-        repliers[pid].add(member)
-    out = []
-    for pid, at, ch, guild, message, ad, kind, text, arm in posts:
-        by_member = votes.get(pid, {})
-        n_repliers = len(repliers.get(pid, ()))
-        score = sum(sum(w) / len(w) for w in by_member.values()) + formula.reply_weight * n_repliers
-        out.append(
-            ScoredPost(
-                int(pid), float(at), int(ch), guild, message, str(ad), str(kind), str(text), score, len(by_member),
-                n_repliers, arm,
-            )
-        )  # fmt: skip
-    return out
+    """Score the posts matching the filters in SQL; member ids never leave the database, only counts do."""
+    where, args = _filters(since, channel_id, adapter)
+    cte, weight_args = _scores_cte(formula, where)
+    order_by = "score DESC, id" if order == "top" else "created_at DESC, id DESC"
+    sql = f"{cte} SELECT * FROM scored ORDER BY {order_by}" + ("" if limit is None else f" LIMIT {int(limit)}")
+    rows = con.execute(sql, [*weight_args, *args, *args, formula.reply_weight, *args]).fetchall()
+    return [
+        ScoredPost(int(pid), float(at), int(ch), guild, message, str(ad), str(kind), str(text), float(score),
+                   int(voters), int(repliers), arm)
+        for pid, at, ch, guild, message, ad, kind, text, arm, score, voters, repliers in rows
+    ]  # fmt: skip
+
+
+def _summary(con: sqlite3.Connection, formula: ScoreFormula, *, since: float, top: int) -> StatsSummary:
+    """/stats aggregated in SQL: mean score per (UTC day, adapter), the post count, the best posts."""
+    where, args = _filters(since, None, None)
+    cte, weight_args = _scores_cte(formula, where)
+    params = [*weight_args, *args, *args, formula.reply_weight, *args]
+    days = [
+        DayStat(str(d), str(a), float(mean), int(n))
+        for d, a, mean, n in con.execute(
+            f"{cte} SELECT date(created_at, 'unixepoch') AS day, adapter, AVG(score), COUNT(*) FROM scored "
+            "GROUP BY day, adapter ORDER BY day, adapter",
+            params,
+        )
+    ]
+    return StatsSummary(sum(d.posts for d in days), days, _scored(con, formula, since=since, order="top", limit=top))
 
 
 def day_of(ts: float) -> str:
