@@ -1,12 +1,22 @@
-"""Learning benchmark: our nightly trainer against Kilroy's published REINFORCE recipe and TRL's KTO, side by side.
+"""Learning benchmark: our nightly trainer against Kilroy's REINFORCE recipe (and TRL's KTO), fairly.
 
-    python benchmarks/learning.py            # full: 2 audiences x 2 seeds x 8 nights x 64 posts per trainer
-    python benchmarks/learning.py --quick    # a few minutes: 1 audience x 1 seed x 3 nights x 24 posts
+    python benchmarks/learning.py            # tune learning rates on --tune audiences, report on --report ones
+    python benchmarks/learning.py --quick    # a smoke run: 1 audience x 1 seed x 3 nights x 24 posts, no tuning
 
-Every trainer gets the same simulated community (the same `react` through the real Storage, the same scoring),
-posts per night, nights and seeds. Columns: lift (last night's mean score / night 0's), distinct-2 of the last
-night over night 0's, KL of the final model to the base on fresh samples (nats per token), wall time.
-KTO needs the optional `bench` extra (`pip install -e '.[bench]'`); without TRL it is skipped and says so.
+Fairness rules:
+- every trainer meets the same simulated community (`publish_night` through the real Storage and scoring), the
+  same posts per night, nights and seeds;
+- every tuned trainer trains a LoRA adapter of the same shape and gets the same gradient-step budget a night:
+  ceil(posts / batch) x epochs of the shipped settings (ours may take fewer: it skips nights without signal);
+- learning rates are chosen on the tuning audiences and seeds (best mean lift among the rates that keep
+  distinct-2 at >= 80% of night 0), then reported on different audiences and seeds;
+- an lr-0 row (ours with learning rate 0) shows what no learning measures;
+- Kilroy's recipe is also shown at its published setting (one Adam step of 1e-5 a night, full fine-tuning with
+  the lower half frozen).
+
+Columns, mean and 95% CI over the report runs: lift (final over night-0 expected score of fresh samples, the
+audience's analytic engagement), KL of the final policy to the base (nats per token), distinct-2 and repeat3 of the
+final policy's samples over night 0's. KTO needs the optional `bench` extra (`pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +43,9 @@ from bot.engine.model import load_base, lora_config
 from bot.logs import setup_logging
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.serving import AdapterService
-from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, publish_night
+from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, mean_ci, publish_night
 from bot.storage import PostRecord, Storage
-from bot.training.objective import distinct_n, token_logprobs
+from bot.training.objective import distinct_n, repeat3, token_logprobs
 from bot.training.trainer import _batch
 
 
@@ -54,23 +64,33 @@ def _sample(model: Any, loaded: Any, settings: Settings, n: int, seed: int, adap
     )
 
 
-# --- the three trainers behind one small interface -------------------------------------------------------------------
+def steps_per_night(settings: Settings, posts: int) -> int:
+    """The shipped trainer's gradient steps for a night of `posts` posts: every tuned trainer gets this many."""
+    t = settings.training
+    return math.ceil(posts / t.batch_size) * t.epochs
+
+
+# --- the trainers behind one small interface -------------------------------------------------------------------------
 
 
 class Ours:
-    """The nightly trainer as it ships: run_training (score, normalise, REINFORCE + KL, gate) and a hot swap."""
+    """The nightly trainer as it ships: run_training (reward model, REINFORCE + KL, gate) and a hot swap."""
 
     name = "ours"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, lr: float | None = None) -> None:
+        self.settings, self.lr = settings, lr
 
     async def setup(self, storage: Storage, workdir: Path) -> None:
+        if self.lr is not None:
+            import dataclasses
+
+            self.settings = self.settings.replace(
+                training=dataclasses.replace(self.settings.training, learning_rate=self.lr)
+            )
         self.storage, self.store = storage, AdapterStore(self.settings.adapters_dir)
-        self.generator = Generator(
-            load_base(self.settings.model, self.settings.data_dir, device="cpu"),
-            SamplingParams.from_settings(self.settings.generation),
-        )
+        self.loaded = load_base(self.settings.model, self.settings.data_dir, device="cpu")
+        self.generator = Generator(self.loaded, SamplingParams.from_settings(self.settings.generation))
         self.service = AdapterService(self.store, self.generator)
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
@@ -83,7 +103,7 @@ class Ours:
         if result.promoted and result.adapter:
             await self.service.use(result.adapter)
 
-    def final_model(self) -> Any:
+    def policy(self) -> Any:
         from peft import PeftModel
 
         base = load_base(self.settings.model, self.settings.data_dir, device="cpu").model
@@ -95,25 +115,34 @@ class Ours:
 
 
 class KilroyRecipe:
-    """Kilroy's published recipe: REINFORCE, reward = z-score over the last 1,000 scores (first reward 0),
-    loss = -(sum of token log-probs) x reward averaged over the batch, one Adam step per night at lr 1e-5,
-    no clipping, no KL, full fine-tuning with the lower half of the transformer blocks frozen."""
+    """Kilroy's recipe: REINFORCE, reward = z-score over the last 1,000 scores (first reward 0), loss = -(sum of
+    token log-probs) x reward averaged over the batch, no clipping, no KL.
 
-    name = "kilroy"
+    Published setting (`lora=False`): one Adam step per night at lr 1e-5, full fine-tuning with the lower half of
+    the transformer blocks frozen. Tuned (`lora=True`): the same reward and loss on a LoRA of our shape, with our
+    step budget a night (minibatches of our batch size) at a tuned learning rate.
+    """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, lr: float = 1e-5, *, lora: bool = False) -> None:
+        self.settings, self.lr, self.lora = settings, lr, lora
+        self.name = "kilroy-lora" if lora else "kilroy"
         self.window: list[float] = []
 
     async def setup(self, storage: Storage, workdir: Path) -> None:
         self.loaded = load_base(self.settings.model, self.settings.data_dir, device="cpu")
-        self.model = self.loaded.model
-        blocks = self.model.transformer.h
-        for block in blocks[: len(blocks) // 2]:
-            for p in block.parameters():
-                p.requires_grad_(False)
-        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)
+        if self.lora:
+            from peft import get_peft_model
+
+            self.model = get_peft_model(self.loaded.model, lora_config(self.settings.model))
+        else:
+            self.model = self.loaded.model
+            blocks = self.model.transformer.h
+            for block in blocks[: len(blocks) // 2]:
+                for p in block.parameters():
+                    p.requires_grad_(False)
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
         self.formula = formula_from_settings(self.settings.scoring)
+        self.rng = random.Random(self.settings.training.seed)
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
         return _sample(self.model, self.loaded, self.settings, n, seed, self.name)
@@ -126,6 +155,14 @@ class KilroyRecipe:
         mean, std = statistics.mean(window), statistics.pstdev(window)
         return 0.0 if std == 0 else (score - mean) / std
 
+    def _step(self, examples: list[Any]) -> None:
+        ids, attn, labels, reward = _batch(examples, self.loaded.tokenizer.pad_token_id, "cpu")
+        logp, _ = token_logprobs(self.model(input_ids=ids, attention_mask=attn).logits, labels)
+        loss = -(logp.sum(-1) * reward).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
     async def train(self, night_records: list[PostRecord], now: float) -> None:
         from bot.dataset import TrainingExample
 
@@ -136,23 +173,26 @@ class KilroyRecipe:
             for r in night_records
             if r.post.completion_ids
         ]
-        ids, attn, labels, reward = _batch(examples, self.loaded.tokenizer.pad_token_id, "cpu")
-        self.model.train()
-        logp, _ = token_logprobs(self.model(input_ids=ids, attention_mask=attn).logits, labels)
-        loss = -(logp.sum(-1) * reward).mean()
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
+        # eval mode throughout, as ours trains: GPT-2's dropout would only add noise here
         self.model.eval()
+        if not self.lora:
+            self._step(examples)
+            return
+        batch = self.settings.training.batch_size
+        order: list[Any] = []
+        for _ in range(steps_per_night(self.settings, len(examples))):
+            if len(order) < batch:
+                fresh = list(examples)
+                self.rng.shuffle(fresh)
+                order += fresh
+            chunk, order = order[:batch], order[batch:]
+            self._step(chunk)
 
-    def final_model(self) -> Any:
+    def policy(self) -> Any:
         return self.model
 
     async def close(self) -> None:
         return None
-
-
-KTO_LR = 1e-4  # set by --kto-lr; our LoRA rate (3e-3) makes KTO collapse within a few nights
 
 
 class KTO:
@@ -161,8 +201,8 @@ class KTO:
 
     name = "kto"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, lr: float = 5e-4) -> None:
+        self.settings, self.lr = settings, lr
         self.adapter_dir: Path | None = None
 
     async def setup(self, storage: Storage, workdir: Path) -> None:
@@ -206,8 +246,8 @@ class KTO:
         args = KTOConfig(
             output_dir=str(self.workdir / "kto"),
             per_device_train_batch_size=8,
-            num_train_epochs=2,
-            learning_rate=KTO_LR,
+            max_steps=steps_per_night(self.settings, len(night_records)),
+            learning_rate=self.lr,
             bf16=False,
             fp16=False,
             report_to=[],
@@ -229,7 +269,7 @@ class KTO:
         self.model.save_pretrained(str(self.adapter_dir))
         self._load()
 
-    def final_model(self) -> Any:
+    def policy(self) -> Any:
         return self.model
 
     async def close(self) -> None:
@@ -242,59 +282,90 @@ class KTO:
 @dataclass
 class Run:
     trainer: str
+    lr: float
     audience: str
     seed: int
-    lift: float
-    d2_ratio: float
+    lift: float  # final / night-0 expected score of fresh samples
     kl: float
+    d2_ratio: float
+    repeat3_0: float
+    repeat3: float
     seconds: float
 
 
-def kl_to_base(policy: Any, settings: Settings, seed: int, n: int = 32) -> float:
-    """Per-token KL(policy || base) on fresh policy samples."""
-    base = load_base(settings.model, settings.data_dir, device="cpu")
-    samples = _sample(policy, base, settings, n, seed + 99, "eval")
+@dataclass
+class Snapshot:
+    expected: float
+    distinct2: float
+    repeat3: float
+    kl: float
+
+
+def snapshot(policy: Any, settings: Settings, community: Any, seed: int, n: int) -> Snapshot:
+    """Fresh samples of `policy` (fixed seed): expected score, distinct-2, repeat3, and per-token KL to the base."""
     from bot.dataset import TrainingExample
 
+    base = load_base(settings.model, settings.data_dir, device="cpu")
+    samples = _sample(policy, base, settings, n, seed, "eval")
+    texts = [s.text for s in samples]
     examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
-    ids, attn, labels, _ = _batch(examples, base.tokenizer.pad_token_id, "cpu")
+    total, tokens = 0.0, 0
     with torch.no_grad():
-        logp, mask = token_logprobs(policy(input_ids=ids, attention_mask=attn).logits, labels)
-        ref, _ = token_logprobs(base.model(input_ids=ids, attention_mask=attn).logits, labels)
-    return float(((logp - ref) * mask).sum() / mask.sum())
+        for i in range(0, len(examples), 64):
+            ids, attn, labels, _ = _batch(examples[i : i + 64], base.tokenizer.pad_token_id, "cpu")
+            logp, mask = token_logprobs(policy(input_ids=ids, attention_mask=attn).logits, labels)
+            ref, _ = token_logprobs(base.model(input_ids=ids, attention_mask=attn).logits, labels)
+            total += float(((logp - ref) * mask).sum())
+            tokens += int(mask.sum())
+    formula = formula_from_settings(settings.scoring)
+    return Snapshot(
+        statistics.fmean(community.expected_scores(texts, formula)),
+        distinct_n(texts),
+        repeat3(texts),
+        max(0.0, total / max(1, tokens)),
+    )
 
 
 async def run_nights(
-    trainer: Any, settings: Settings, audience: AudienceSpec, *, nights: int, posts: int, seed: int
+    trainer: Any, settings: Settings, audience: AudienceSpec, *, nights: int, posts: int, seed: int, eval_samples: int
 ) -> Run:
     started = time.perf_counter()
-    formula = formula_from_settings(settings.scoring)
     rng = random.Random(seed)
+    community = audience.community(random.Random(f"{audience.name}/{seed}"))
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         s = settings.replace(db_path=work / "k.db", adapters_dir=work / "adapters")
         trainer.settings = s.replace(training=_seeded(s, seed))
-        means, d2 = [], []
         message_id = 1
+        eval_seed = seed * 7919 + 104_729
         async with Storage.open(s.db_path) as storage:
             await trainer.setup(storage, work)
             try:
+                first = snapshot(trainer.policy(), s, community, eval_seed, eval_samples)
                 for night in range(nights):
                     start = EPOCH + night * DAY
                     samples = await trainer.generate(posts, seed * 7919 + night)
-                    records = await publish_night(storage, audience, samples, start=start, first_id=message_id, rng=rng)
+                    records = await publish_night(
+                        storage, community, samples, start=start, first_id=message_id, rng=rng
+                    )
                     message_id += len(samples)
-                    means.append(sum(score_post(r, formula) for r in records) / len(records))
-                    d2.append(distinct_n([smp.text for smp in samples]))
                     if night < nights - 1:
                         await trainer.train(records, start + DAY - 1)
-                kl = kl_to_base(trainer.final_model(), s, seed)
+                last = snapshot(trainer.policy(), s, community, eval_seed, eval_samples)
             finally:
                 await trainer.close()
-    lift = means[-1] / means[0] if means[0] > 0 else math.inf
     return Run(
-        trainer.name, audience.name, seed, lift, d2[-1] / d2[0] if d2[0] else 0.0, kl, time.perf_counter() - started
+        trainer.name,
+        getattr(trainer, "lr", 0.0) or 0.0,
+        audience.name,
+        seed,
+        last.expected / first.expected if first.expected > 0 else math.inf,
+        last.kl,
+        last.distinct2 / first.distinct2 if first.distinct2 else 0.0,
+        first.repeat3,
+        last.repeat3,
+        time.perf_counter() - started,
     )
 
 
@@ -304,21 +375,53 @@ def _seeded(settings: Settings, seed: int) -> Any:
     return dataclasses.replace(settings.training, seed=seed)
 
 
+def make(name: str, settings: Settings, lr: float | None) -> Any:
+    """A trainer by name; `lr` None means its default (ours: the shipped rate)."""
+    if name == "ours":
+        return Ours(settings, lr)
+    if name == "lr0":
+        t = Ours(settings, 0.0)
+        t.name = "lr0"
+        return t
+    if name == "kilroy":
+        return KilroyRecipe(settings)
+    if name == "kilroy-lora":
+        return KilroyRecipe(settings, lr if lr is not None else 1e-3, lora=True)
+    if name == "kto":
+        return KTO(settings, lr if lr is not None else 5e-4)
+    raise ValueError(f"unknown trainer {name!r}")
+
+
+GRIDS = {"ours": (1e-3, 3e-3, 1e-2), "kilroy-lora": (3e-4, 1e-3, 3e-3, 1e-2), "kto": (1e-4, 5e-4, 3e-3)}
+
+
+def summarise(rows: list[Run]) -> dict[str, float]:
+    lift, lo, hi = mean_ci([r.lift for r in rows])
+    d2, d2lo, d2hi = mean_ci([r.d2_ratio for r in rows])
+    kl, kllo, klhi = mean_ci([r.kl for r in rows])
+    rep = statistics.fmean(r.repeat3 / max(r.repeat3_0, 1e-9) if r.repeat3_0 else 1.0 for r in rows)
+    return {"lift": lift, "lift_lo": lo, "lift_hi": hi, "d2": d2, "d2_lo": d2lo, "d2_hi": d2hi, "kl": kl,
+            "kl_lo": kllo, "kl_hi": klhi, "repeat3_ratio": rep, "n": len(rows)}  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true", help="1 audience x 1 seed x 3 nights x 24 posts")
-    p.add_argument("--audiences", default="cat_people,dragon_fans")
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--quick", action="store_true", help="1 audience x 1 seed x 3 nights x 24 posts, no tuning")
+    p.add_argument("--tune", default="cat_people,stargazers", help="audiences the learning rates are tuned on")
+    p.add_argument("--tune-seeds", default="100,101")
+    p.add_argument("--report", default="realistic,foodies", help="audiences the table reports")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="report seeds")
     p.add_argument("--nights", type=int, default=8)
     p.add_argument("--posts-per-night", type=int, default=64)
-    p.add_argument("--trainers", default="ours,kilroy,kto")
+    p.add_argument("--eval-samples", type=int, default=128)
+    p.add_argument("--trainers", default="ours,lr0,kilroy,kilroy-lora,kto")
+    p.add_argument("--lr", action="append", default=[], help="NAME=RATE: skip tuning for NAME")
     p.add_argument("--model", default="tiny")
-    p.add_argument("--kto-lr", type=float, default=KTO_LR, help="KTO learning rate (LoRA)")
     p.add_argument("--json")
     args = p.parse_args()
-    globals()["KTO_LR"] = args.kto_lr
     if args.quick:
-        args.audiences, args.seeds, args.nights, args.posts_per_night = args.audiences.split(",")[0], "0", 3, 24
+        args.report, args.seeds, args.nights, args.posts_per_night = args.report.split(",")[0], "0", 3, 24
+        args.eval_samples, args.tune = 32, ""
     settings = load_settings(None, {"KILROY_MODEL": args.model, "KILROY_LOG_LEVEL": "error"})
     try:
         import datasets
@@ -327,7 +430,6 @@ def main() -> int:
     except ImportError:
         pass
     setup_logging("ERROR")
-    trainers = {"ours": Ours, "kilroy": KilroyRecipe, "kto": KTO}
     wanted = args.trainers.split(",")
     if "kto" in wanted:
         try:
@@ -336,41 +438,73 @@ def main() -> int:
             print("KTO skipped: TRL is not installed (pip install -e '.[bench]')")
             wanted.remove("kto")
     audiences = builtin_audiences()
-    runs: list[Run] = []
-    print(f"{'trainer':<8}{'audience':<13}{'seed':>5}{'lift':>8}{'distinct-2':>12}{'KL':>8}{'seconds':>9}")
-    for name in wanted:
-        for aud in args.audiences.split(","):
-            for seed in [int(x) for x in args.seeds.split(",")]:
-                r = asyncio.run(
-                    run_nights(
-                        trainers[name](settings),
-                        settings,
-                        audiences[aud],
-                        nights=args.nights,
-                        posts=args.posts_per_night,
-                        seed=seed,
-                    )
-                )
-                runs.append(r)
-                print(
-                    f"{r.trainer:<8}{r.audience:<13}{r.seed:>5}{r.lift:>8.2f}{r.d2_ratio:>11.0%}{r.kl:>8.3f}"
-                    f"{r.seconds:>9.0f}",
-                    flush=True,
-                )
-    print()
-    mean_lift = {}
-    for name in wanted:
-        rs = [r for r in runs if r.trainer == name]
-        mean_lift[name] = statistics.mean(r.lift for r in rs)
-        print(
-            f"{name:<8} mean lift {mean_lift[name]:.2f}  mean distinct-2 {statistics.mean(r.d2_ratio for r in rs):.0%}"
-            f"  mean KL {statistics.mean(r.kl for r in rs):.3f}  time {sum(r.seconds for r in rs):.0f}s"
+    fixed = {k: float(v) for k, v in (x.split("=", 1) for x in args.lr)}
+
+    def run(name: str, lr: float | None, aud: str, seed: int) -> Run:
+        r = asyncio.run(
+            run_nights(
+                make(name, settings, lr),
+                settings,
+                audiences[aud],
+                nights=args.nights,
+                posts=args.posts_per_night,
+                seed=seed,
+                eval_samples=args.eval_samples,
+            )
         )
-    for other in ("kilroy", "kto"):
-        if "ours" in mean_lift and other in mean_lift:
-            print(f"ours / {other} mean lift: {mean_lift['ours'] / mean_lift[other]:.2f}x")
+        print(
+            f"  {r.trainer:<12}lr={r.lr:<8.0e}{r.audience:<12}seed {r.seed:<4} lift {r.lift:5.2f}  KL {r.kl:.3f}  "
+            f"d2 {r.d2_ratio:4.0%}  repeat3 {r.repeat3_0:.2f}->{r.repeat3:.2f}  {r.seconds:.0f}s",
+            flush=True,
+        )
+        return r
+
+    chosen: dict[str, float | None] = {}
+    tuning: list[Run] = []
+    for name in wanted:
+        if name in fixed or not args.tune or name not in GRIDS:
+            chosen[name] = fixed.get(name)
+            continue
+        print(f"tuning {name} on {args.tune} x seeds {args.tune_seeds}")
+        best: tuple[float, float] | None = None
+        for lr in GRIDS[name]:
+            rows = [run(name, lr, a, int(s)) for a in args.tune.split(",") for s in args.tune_seeds.split(",")]
+            tuning += rows
+            lift, d2 = statistics.fmean(r.lift for r in rows), statistics.fmean(r.d2_ratio for r in rows)
+            if d2 >= 0.8 and (best is None or lift > best[0]):
+                best = (lift, lr)
+        chosen[name] = best[1] if best else min(GRIDS[name])
+        print(f"  -> {name}: lr {chosen[name]:g}")
+    print(f"reporting on {args.report} x seeds {args.seeds}")
+    report: list[Run] = []
+    for name in wanted:
+        for aud in args.report.split(","):
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                report.append(run(name, chosen[name], aud, seed))
+    print()
+    print(f"{'trainer':<12}{'lr':>8}  {'lift [95% CI]':<22}{'KL':>7}  {'distinct-2 [95% CI]':<20}{'repeat3':>8}  runs")
+    table = {}
+    for name in wanted:
+        rows = [r for r in report if r.trainer == name]
+        st = summarise(rows)
+        table[name] = {**st, "lr": rows[0].lr}
+        print(
+            f"{name:<12}{rows[0].lr:>8.0e}  {st['lift']:.2f} [{st['lift_lo']:.2f}, {st['lift_hi']:.2f}]"
+            f"{'':<7}{st['kl']:>7.3f}  {st['d2']:.0%} [{st['d2_lo']:.0%}, {st['d2_hi']:.0%}]"
+            f"{'':<6}{st['repeat3_ratio']:>7.2f}x  {st['n']}"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps([r.__dict__ for r in runs], indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "chosen_lr": chosen,
+                    "table": table,
+                    "report": [asdict(r) for r in report],
+                    "tuning": [asdict(r) for r in tuning],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

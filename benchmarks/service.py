@@ -383,7 +383,16 @@ async def history(posts: int, votes: int, events: int, versions: int) -> dict:
     out["idle_lag_ms"] = idle.worst()
     async with Storage.open(db) as storage:
         out["stats_365_ms"], out["stats_365_lag_ms"] = await timed(
-            lambda: storage.stats_summary(formula, since=time.time() - 365 * 86400)
+            lambda: storage.stats_summary(
+                created_after=time.time() - 365 * 86400,
+                guild_id=1,
+                emoji_weights=formula.emoji_weights,
+                default_weight=formula.default_emoji_weight,
+                reply_weight=formula.reply_weight,
+            )
+        )
+        out["dashboard_posts_365_ms"], out["dashboard_posts_365_lag_ms"] = await timed(
+            lambda: storage.scored_posts(formula, since=time.time() - 365 * 86400, order="top", limit=100)
         )
 
         async def old_stats() -> None:  # what /stats did before: every record decoded on the loop

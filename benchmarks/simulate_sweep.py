@@ -4,7 +4,10 @@
     python benchmarks/simulate_sweep.py --objective awr       # the other objective, same seeds
     python benchmarks/simulate_sweep.py --audiences dragon_fans --set KILROY_KL_BETA=0
 
-Prints one row per run and the mean; distinct-2 ratio is the last night's distinct-2 over night 0's.
+Prints one row per run: lift (final over night-0 expected score of fresh samples), the sampled-score lift, the
+last night's distinct-2 and repeat3 over night 0's (on the same fresh samples), the final KL to the base, and
+whether the run keeps repeat3 <= 1.5x and distinct-2 >= 80% of night 0. Then the mean lift and its 95% CI per
+audience.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -21,15 +23,16 @@ from pathlib import Path
 
 from bot.config import load_settings
 from bot.logs import setup_logging
-from bot.simulation import builtin_audiences, simulate
+from bot.simulation import builtin_audiences, mean_ci, simulate
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--audiences", default="cat_people,stargazers,foodies")
+    p.add_argument("--audiences", default="realistic,cat_people,stargazers,foodies,dragon_fans")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--nights", type=int, default=8)
     p.add_argument("--posts-per-night", type=int, default=64)
+    p.add_argument("--eval-samples", type=int, default=256)
     p.add_argument("--objective", default=None)
     p.add_argument("--model", default="tiny")
     p.add_argument("--set", action="append", default=[], help="KILROY_X=value overrides")
@@ -44,7 +47,10 @@ def main() -> int:
     audiences = builtin_audiences()
     rows = []
     print(f"objective={settings.training.objective} overrides={overrides}")
-    print(f"{'audience':<14}{'seed':>5}{'baseline':>10}{'final':>8}{'lift':>7}{'d2 ratio':>10}{'secs':>7}")
+    print(
+        f"{'audience':<14}{'seed':>5}{'lift':>7}{'sampled':>9}{'d2 ratio':>10}{'rep3 0':>8}{'rep3 N':>8}{'KL':>7}"
+        f"{'ok':>5}{'secs':>7}"
+    )
     for name in args.audiences.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             started = time.perf_counter()
@@ -57,30 +63,37 @@ def main() -> int:
                         posts_per_night=args.posts_per_night,
                         seed=seed,
                         workdir=Path(tmp) / "w",
+                        eval_samples=args.eval_samples,
                     )
                 )
             secs = time.perf_counter() - started
-            d2 = r.nights[-1].distinct2 / r.nights[0].distinct2
+            first, last = r.nights[0], r.nights[-1]
+            d2 = last.distinct2 / first.distinct2 if first.distinct2 else 0.0
+            rep = last.repeat3 / first.repeat3 if first.repeat3 else (1.0 if last.repeat3 == 0 else float("inf"))
+            ok = rep <= 1.5 and d2 >= 0.8
             rows.append(
                 {
                     "audience": name,
                     "seed": seed,
                     "lift": r.lift,
+                    "lift_sampled": r.lift_sampled,
                     "d2_ratio": d2,
+                    "repeat3_0": first.repeat3,
+                    "repeat3": last.repeat3,
+                    "kl": last.kl,
+                    "healthy": ok,
                     "seconds": secs,
-                    "baseline": r.baseline_mean_score,
-                    "final": r.final_mean_score,
                 }
             )
             print(
-                f"{name:<14}{seed:>5}{r.baseline_mean_score:>10.2f}{r.final_mean_score:>8.2f}{r.lift:>7.2f}"
-                f"{d2:>10.2f}{secs:>7.0f}",
+                f"{name:<14}{seed:>5}{r.lift:>7.2f}{r.lift_sampled:>9.2f}{d2:>10.2f}"
+                f"{first.repeat3:>8.3f}{last.repeat3:>8.3f}{last.kl:>7.3f}{'yes' if ok else 'NO':>5}{secs:>7.0f}",
                 flush=True,
             )
-    print(
-        f"mean lift {statistics.mean(r['lift'] for r in rows):.2f}  min lift {min(r['lift'] for r in rows):.2f}  "
-        f"min d2 ratio {min(r['d2_ratio'] for r in rows):.2f}"
-    )
+    for name in args.audiences.split(","):
+        lifts = [r["lift"] for r in rows if r["audience"] == name]
+        mean, lo, hi = mean_ci(lifts)
+        print(f"{name:<14} mean lift {mean:.2f} [95% CI {lo:.2f}, {hi:.2f}] over {len(lifts)} seeds")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

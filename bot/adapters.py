@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 BASE = "base"  # the name of "no adapter"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_NAME = 64  # longer names are refused (a 300-character one used to end in a raw OSError from the filesystem)
 _VERSION = re.compile(r"^v(\d{4,})$")
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -64,7 +65,9 @@ class AdapterInfo:
 def validate_name(name: str) -> str:
     """Return `name` if it is a plain identifier, else raise InvalidAdapterName."""
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or name.startswith(".tmp"):
-        raise InvalidAdapterName(str(name))
+        raise InvalidAdapterName(str(name)[:80])
+    if len(name) > MAX_NAME:
+        raise AdapterError(f"adapter names are at most {MAX_NAME} characters; {name[:20]!r}... has {len(name)}")
     return name
 
 
@@ -112,9 +115,15 @@ class AdapterStore:
         validate_name(name)
         if name == BASE:
             raise AdapterError("'base' is the model without an adapter; it has no folder")
+        if (self.root / name).is_symlink():
+            raise CorruptAdapter(f"adapter {name!r} is a symbolic link; adapters must live inside {self.root}")
         folder = (self.root / name).resolve()
         if folder.parent != self.root.resolve() or not folder.is_dir():
             raise AdapterNotFound(name)
+        for entry in folder.iterdir():
+            # a file linked from elsewhere could swap in weights nobody trained here
+            if entry.is_symlink() or entry.resolve().parent != folder:
+                raise CorruptAdapter(f"adapter {name!r} holds a link ({entry.name}); its files must live in its folder")
         if any(folder.glob("*.bin")):
             raise CorruptAdapter(f"adapter {name!r} holds .bin (pickle) weights; only safetensors are loaded")
         for required in (WEIGHTS, CONFIG):
@@ -220,6 +229,20 @@ class AdapterStore:
         log.info("saved adapter %s", name)
         return name
 
+    def scrub(self, text: str, replacement: str) -> int:
+        """Replace `text` (a member id) in every adapter's meta.json; return the files rewritten."""
+        changed = 0
+        for meta_path in self.root.glob(f"*/{META}"):
+            try:
+                raw = meta_path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if text in raw:
+                data = json.loads(raw.replace(text, replacement)) if _json_ok(raw.replace(text, replacement)) else {}
+                _write_json_atomic(meta_path, data)
+                changed += 1
+        return changed
+
     def discard(self, tmp_dir: Path) -> None:
         """Remove an uncommitted temp folder."""
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -267,6 +290,19 @@ class AdapterStore:
         history = [*state["history"], state["current"]][-50:]
         _write_json_atomic(self.root / "STATE.json", {"current": name, "history": history})
 
+    def history(self) -> list[str]:
+        """The rollback history, oldest first (names that no longer exist included)."""
+        return list(self._state()["history"])
+
+    def fall_back_to(self, name: str) -> None:
+        """Make `name` current because the current one is broken: the history is cut back to before `name`'s
+        last entry, so a later rollback does not return to the broken version."""
+        state = self._state()
+        history = state["history"]
+        if name in history:
+            history = history[: len(history) - 1 - history[::-1].index(name)]
+        _write_json_atomic(self.root / "STATE.json", {"current": name, "history": history})
+
     def rollback(self) -> str:
         """Make the previous adapter active again; return its name."""
         state = self._state()
@@ -277,6 +313,14 @@ class AdapterStore:
                 _write_json_atomic(self.root / "STATE.json", {"current": candidate, "history": history})
                 return candidate
         raise NothingToRollBack()
+
+
+def _json_ok(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_safetensors(path: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,26 @@ from bot.config import Settings
 from bot.errors import user_message
 from bot.http.health import GatewayState
 from bot.http.metrics import Metrics
+from bot.safety import Cooldowns, guild_allowed
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
 SYNC_MARKER = "commands.sha256"  # under the data dir: the hash of the last synced command tree
-EXTENSIONS = ("cogs.posting", "cogs.engagement", "cogs.story", "cogs.training", "cogs.adapters", "cogs.stats")
+EXTENSIONS = (
+    "cogs.posting",
+    "cogs.engagement",
+    "cogs.story",
+    "cogs.training",
+    "cogs.adapters",
+    "cogs.stats",
+    "cogs.privacy",
+)
 
 
 def intents() -> discord.Intents:
     """Guilds, guild messages (replies) and reactions. Message *content* is not needed: replies are recognised by
-    their reference, and Kilroy never stores members' words."""
+    their reference; the only members' words Kilroy keeps are story lines given to it through commands."""
     i = discord.Intents.none()
     i.guilds = True
     i.guild_messages = True
@@ -42,13 +52,46 @@ def intents() -> discord.Intents:
     return i
 
 
+class KilroyTree(app_commands.CommandTree):
+    """The command tree's gate, run before every command: the server allowlist, then per-member cooldowns."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        settings: Settings = self.client.settings  # type: ignore[attr-defined]
+        is_command = interaction.type is discord.InteractionType.application_command
+        if interaction.guild_id is None:
+            if not is_command:
+                return False  # an autocomplete cannot be answered with a message
+            raise app_commands.NoPrivateMessage("Kilroy's commands work only inside a server.")
+        if not guild_allowed(interaction.guild_id, settings.discord.guild_ids):
+            return False  # a server outside KILROY_GUILD_IDS: answer nothing
+        if not is_command or interaction.command is None:
+            return True  # autocomplete does not take a cooldown
+        # taken synchronously, before any await: five simultaneous /story line from one member, one passes
+        name = interaction.command.qualified_name
+        seconds = settings.story.cooldown_seconds if name == "story line" else settings.safety.command_cooldown_seconds
+        cooldowns: Cooldowns = self.client.cooldowns  # type: ignore[attr-defined]
+        retry = cooldowns.take((interaction.user.id, name), seconds, time.monotonic())
+        if retry is not None:
+            raise app_commands.CommandOnCooldown(app_commands.Cooldown(1, seconds), retry)
+        return True
+
+
 class KilroyBot(commands.Bot):
-    """The bot: owns the services; cogs get them in `setup`."""
+    """The bot: owns the services; cogs get them in `setup`. It never pings: every message it sends, edits or
+    follows up carries `AllowedMentions.none()`."""
 
     def __init__(self, settings: Settings, services: Services, **options: Any) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None, **options)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=KilroyTree,
+            **options,
+        )
         self.settings = settings
         self.services = services
+        self.cooldowns = Cooldowns()
         self.metrics: Metrics | None = None  # set by run_bot when the HTTP server runs
         self._gateway_connected = False  # READY seen on the current socket (on_connect) and no disconnect since
         self._session_ready = False  # guilds loaded (on_ready) or the session resumed
@@ -80,7 +123,25 @@ class KilroyBot(commands.Bot):
         self.tree.on_error = self.on_app_command_error
         for ext in EXTENSIONS:
             await self.load_extension(ext)
+        for command in self.tree.get_commands():
+            command.guild_only = True  # not offered in DMs (the tree refuses them anyway)
         await self.sync_commands()
+
+    def allowed_guild(self, guild_id: int | None) -> bool:
+        """True if Kilroy works in this server (KILROY_GUILD_IDS, or every server when it is empty)."""
+        return guild_allowed(guild_id, self.settings.discord.guild_ids)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_if_not_allowed(guild)
+
+    async def _leave_if_not_allowed(self, guild: discord.Guild) -> None:
+        if self.allowed_guild(guild.id):
+            return
+        if self.settings.safety.leave_other_guilds:
+            log.warning("leaving server %s: it is not in KILROY_GUILD_IDS", guild.id)
+            await guild.leave()
+        else:
+            log.warning("in server %s, which is not in KILROY_GUILD_IDS: answering and recording nothing", guild.id)
 
     async def sync_commands(self) -> None:
         """Sync slash commands only when they changed (Discord rate-limits command creation)."""
@@ -106,6 +167,10 @@ class KilroyBot(commands.Bot):
     async def on_ready(self) -> None:
         self._gateway_connected = self._session_ready = True
         log.info("logged in as %s (%s) in %d server(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        if not self.settings.discord.guild_ids:
+            log.warning("KILROY_GUILD_IDS is empty: Kilroy works in every server it is invited to")
+        for guild in list(self.guilds):
+            await self._leave_if_not_allowed(guild)
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Expected errors become an ephemeral message; bugs are logged with context and get a short apology."""
@@ -125,7 +190,7 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
     """Answer an app command that failed (also used by tests)."""
     original = getattr(error, "original", error)
     if isinstance(error, app_commands.CommandOnCooldown):
-        text = f"Slow down: try again in {error.retry_after:.0f}s."
+        text = f"Slow down: try again in {max(1.0, error.retry_after):.0f}s."
     elif isinstance(error, app_commands.CheckFailure):
         text = str(error) or "You are not allowed to use this command."
     elif (msg := user_message(original)) is not None:
@@ -141,10 +206,11 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
         )
         text = "Sorry, something went wrong on my side. It has been logged."
     try:
+        none = discord.AllowedMentions.none()
         if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=none)
         else:
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)
     except discord.HTTPException:
         log.warning("could not report an error to the user", exc_info=True)
 

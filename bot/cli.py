@@ -102,8 +102,8 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the offline nights loop against a simulated audience."""
-    from bot.simulation import AudienceError, AudienceSpec, builtin_audiences, simulate
+    """Run the offline nights loop against a simulated audience, once per seed."""
+    from bot.simulation import AudienceError, AudienceSpec, builtin_audiences, mean_ci, simulate, summarise
 
     try:
         if args.audience_file:
@@ -117,8 +117,11 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     except AudienceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.nights < 1 or args.posts_per_night < 2:
-        print("error: --nights must be at least 1 and --posts-per-night at least 2", file=sys.stderr)
+    if args.nights < 1 or args.posts_per_night < 2 or args.seeds < 1 or args.eval_samples < 2:
+        print(
+            "error: --nights and --seeds must be at least 1, --posts-per-night and --eval-samples at least 2",
+            file=sys.stderr,
+        )
         return 2
     workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate"
     bar: ProgressBar | None = None
@@ -138,43 +141,67 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
                 bar.close()
                 bar = None
             gate = "" if e["promoted"] is None else (" -> promoted" if e["promoted"] else f" -> kept out: {e['gate']}")
-            print(f"night {e['night']}: mean score {e['mean_score']:.2f}{gate}", file=sys.stderr)
+            print(
+                f"night {e['night']}: mean score {e['mean_score']:.2f}, expected {e['expected_score']:.3f}, "
+                f"KL {e['kl']:.3f}{gate}",
+                file=sys.stderr,
+            )
 
-    print(
-        f"simulating {args.nights} nights x {args.posts_per_night} posts for audience {audience.name!r} "
-        f"(seed {args.seed}, model {settings.model.name})",
-        file=sys.stderr,
-    )
-    result = asyncio.run(
-        simulate(
-            settings,
-            audience,
-            nights=args.nights,
-            posts_per_night=args.posts_per_night,
-            seed=args.seed,
-            workdir=workdir,
-            on_event=on_event,
-            isolated=args.isolated,
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    results = []
+    for seed in seeds:
+        print(
+            f"simulating {args.nights} nights x {args.posts_per_night} posts for audience {audience.name!r} "
+            f"(seed {seed}, model {settings.model.name})",
+            file=sys.stderr,
         )
-    )
-    out = result.as_json()
+        results.append(
+            asyncio.run(
+                simulate(
+                    settings,
+                    audience,
+                    nights=args.nights,
+                    posts_per_night=args.posts_per_night,
+                    seed=seed,
+                    workdir=workdir if len(seeds) == 1 else workdir / f"seed-{seed}",
+                    on_event=on_event,
+                    isolated=args.isolated,
+                    eval_samples=args.eval_samples,
+                )
+            )
+        )
+    out = results[0].as_json() if len(results) == 1 else {}
+    out.update(summarise(results))
     out["seconds"] = time.perf_counter() - started
-    print("\nnight  mean score  adapter   distinct-2")
-    for n in result.nights:
-        print(f"{n.night:>5}  {n.mean_score:>10.2f}  {n.adapter:<8}  {n.distinct2:>10.2f}")
+    print(f"\naudience {audience.name}, seeds {seeds[0]}..{seeds[-1]}: mean over seeds [95% CI]")
+    print("night  expected score          sampled  KL     distinct-2  repeat3  tokens  promoted")
+    for i in range(args.nights):
+        nights = [r.nights[i] for r in results]
+        m, lo, hi = mean_ci([n.expected_score for n in nights])
+        promoted = sum(bool(n.promoted) for n in nights)
+
+        def avg(key: str, nights: list[Any] = nights) -> float:
+            return sum(getattr(n, key) for n in nights) / len(nights)
+
+        print(
+            f"{i:>5}  {m:6.3f} [{lo:6.3f}, {hi:6.3f}]  {avg('mean_score'):7.2f}  {avg('kl'):.3f}  "
+            f"{avg('distinct2'):10.2f}  {avg('repeat3'):7.2f}  {avg('mean_tokens'):6.1f}  "
+            f"{'-' if i == args.nights - 1 else f'{promoted}/{len(nights)}'}"
+        )
+    lo, hi = out["lift_ci"]
     print(
-        f"\nbaseline {result.baseline_mean_score:.2f} -> final {result.final_mean_score:.2f}: lift {result.lift:.2f}x "
-        f"in {out['seconds']:.0f}s"
+        f"\nlift (final / night-0 expected score): {out['lift']:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}] over "
+        f"{len(seeds)} seed(s); sampled-score lift {out['lift_sampled']:.2f}x; {out['seconds']:.0f}s"
     )
     print("samples from the last night:")
-    for text in result.nights[-1].samples[:5]:
+    for text in results[-1].nights[-1].samples[:5]:
         print(f"  • {text}")
     if args.json:
         _write_atomic(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False))
     if args.plot:
         from bot.plotting import plot_learning_curve
 
-        plot_learning_curve(result, Path(args.plot))
+        plot_learning_curve(results, Path(args.plot))
     return 0
 
 
@@ -366,9 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--nights", type=int, default=8, help="nights to simulate (at least 1)")
     s.add_argument("--posts-per-night", type=int, default=64, help="posts per night (at least 2)")
-    s.add_argument("--seed", type=int, default=0, help="random seed of the audience and the sampling")
+    s.add_argument("--seed", type=int, default=0, help="the first seed (of the audience and the sampling)")
+    s.add_argument("--seeds", type=int, default=1, help="run this many seeds (seed, seed+1, ...) and report a 95%% CI")
+    s.add_argument("--eval-samples", type=int, default=256, help="fresh samples a night scored by expected engagement")
     s.add_argument(
-        "--audience", default="cat_people", help="a built-in audience: cat_people, dragon_fans, foodies, stargazers"
+        "--audience",
+        default="realistic",
+        help="a built-in audience: realistic, cat_people, dragon_fans, foodies, indifferent, stargazers",
     )
     s.add_argument(
         "--audience-file",
@@ -380,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="write machine-readable results to this file")
     s.add_argument("--plot", default=None, help="write a PNG learning curve to this file")
     s.add_argument(
-        "--workdir", default=None, help="where the simulation's database and adapters go (default: <data>/simulate)"
+        "--workdir", default=None, help="where the simulation's database and adapters go (default: <data dir>/simulate)"
     )
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
 

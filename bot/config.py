@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
+MAX_WEIGHT = 100.0  # the largest |weight| an emoji or a reply may carry
 
 DEFAULT_OPENING = (
     "It is morning, the sun is rising and it is very quiet. The lamps are on and she rearranges them for hours. "
@@ -101,7 +103,7 @@ class ScoringSettings:
 class TrainingSettings:
     objective: str = "reinforce"  # reinforce | awr
     learning_rate: float = 3e-3
-    epochs: int = 4
+    epochs: int = 1
     batch_size: int = 16
     grad_accum: int = 1
     kl_beta: float = 0.1
@@ -109,8 +111,17 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.7
-    gate_samples: int = 32
+    gate_min_base_diversity: float = 0.85
+    gate_samples: int = 128
+    reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
+    reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
+    length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
+    repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
+    unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
+    reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
+    gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
+    gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)
     timezone: str = "UTC"
     seed: int = 0
@@ -140,6 +151,21 @@ class StorySettings:
 
 
 @dataclass(frozen=True)
+class SafetySettings:
+    """Abuse, load and privacy limits (issue 12)."""
+
+    allow_urls: bool = False  # URLs in anything Kilroy sends; invite links are always blocked
+    leave_other_guilds: bool = False  # leave servers outside KILROY_GUILD_IDS instead of ignoring them
+    command_cooldown_seconds: float = 3.0  # per member and command; /story line uses KILROY_STORY_COOLDOWN_SECONDS
+    max_queue: int = 4  # generations waiting or running; beyond it members get "busy, try again shortly"
+    retention_days: int = 90  # raw reaction events and replies of trained posts older than this are deleted; 0 = keep
+    filter_retries: int = 3  # resamples of a generated text the output filter refused before it is skipped
+
+
+MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must leave at least this much
+
+
+@dataclass(frozen=True)
 class OpsSettings:
     """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
 
@@ -163,6 +189,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
+    safety: SafetySettings = field(default_factory=SafetySettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
@@ -173,6 +200,22 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with top-level fields changed."""
         return dataclasses.replace(self, **changes)
+
+    def check_context(self, context_size: int) -> None:
+        """Raise ConfigError if the token budgets do not fit the loaded model's context (known only after loading)."""
+        problems = []
+        room = context_size - MIN_PROMPT_TOKENS
+        for name, value in (
+            ("KILROY_MAX_NEW_TOKENS", self.generation.max_new_tokens),
+            ("KILROY_STORY_MAX_NEW_TOKENS", self.story.max_new_tokens),
+        ):
+            if value > room:
+                problems.append(
+                    f"{name}={value} leaves no room for a prompt in this model's {context_size}-token context; "
+                    f"set it to at most {room} (context minus {MIN_PROMPT_TOKENS} prompt tokens) in .env"
+                )
+        if problems:
+            raise ConfigError(problems)
 
     def to_json(self) -> dict[str, Any]:
         """Every setting as plain JSON, secrets left out: how the settings travel whole to a child process."""
@@ -269,22 +312,30 @@ class _Reader:
     def number(self, name: str, default: float, *, low: float | None = None, high: float | None = None) -> float:
         def parse(v: str) -> float:
             x = float(v)
-            if x != x or (low is not None and x < low) or (high is not None and x > high):
-                if high is None:
-                    raise ValueError(f"must be at least {low}")
-                raise ValueError(f"must be between {low} and {high}")
+            if not math.isfinite(x):
+                raise ValueError("must be a finite number")
+            _bounded(x, low, high)
             return x
 
         return self.get(name, default, parse, "a number", str(default))
 
-    def integer(self, name: str, default: int, *, low: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
         def parse(v: str) -> int:
             x = int(v)
-            if low is not None and x < low:
-                raise ValueError(f"must be at least {low}")
+            _bounded(x, low, high)
             return x
 
         return self.get(name, default, parse, "a whole number", str(default))
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(v: str) -> bool:
+            if v.lower() in ("1", "true", "yes", "on"):
+                return True
+            if v.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("use true or false")
+
+        return self.get(name, default, parse, "true or false", str(default).lower())
 
     def ids(self, name: str) -> tuple[int, ...]:
         def parse(v: str) -> tuple[int, ...]:
@@ -312,16 +363,16 @@ class _Reader:
         model = ModelSettings(
             name=self.raw("KILROY_MODEL") or d.model.name,
             quantization=self.choice("KILROY_QUANTIZATION", "auto", ("auto", "4bit", "8bit", "none")),
-            lora_rank=self.integer("KILROY_LORA_RANK", d.model.lora_rank, low=1),
-            lora_alpha=self.integer("KILROY_LORA_ALPHA", d.model.lora_alpha, low=1),
+            lora_rank=self.integer("KILROY_LORA_RANK", d.model.lora_rank, low=1, high=256),
+            lora_alpha=self.integer("KILROY_LORA_ALPHA", d.model.lora_alpha, low=1, high=1024),
             lora_dropout=self.number("KILROY_LORA_DROPOUT", d.model.lora_dropout, low=0, high=0.9),
         )
         g = d.generation
         generation = GenerationSettings(
             temperature=self.number("KILROY_TEMPERATURE", g.temperature, low=0.05, high=5),
             top_p=self.number("KILROY_TOP_P", g.top_p, low=0.01, high=1),
-            top_k=self.integer("KILROY_TOP_K", g.top_k, low=0),
-            max_new_tokens=self.integer("KILROY_MAX_NEW_TOKENS", g.max_new_tokens, low=1),
+            top_k=self.integer("KILROY_TOP_K", g.top_k, low=0, high=100_000),
+            max_new_tokens=self.integer("KILROY_MAX_NEW_TOKENS", g.max_new_tokens, low=1, high=1024),
             repetition_penalty=self.number("KILROY_REPETITION_PENALTY", g.repetition_penalty, low=0.5, high=3),
             prompt=self.env.get("KILROY_POST_PROMPT", g.prompt) or "",
         )
@@ -330,30 +381,41 @@ class _Reader:
             emoji_weights=self.get(
                 "KILROY_EMOJI_WEIGHTS", s.emoji_weights, _parse_weights, "a list of emoji=weight pairs", "'👎=-1,❤️=2'"
             ),
-            default_emoji_weight=self.number("KILROY_DEFAULT_EMOJI_WEIGHT", s.default_emoji_weight),
-            reply_weight=self.number("KILROY_REPLY_WEIGHT", s.reply_weight),
-            settle_hours=self.number("KILROY_SETTLE_HOURS", s.settle_hours, low=0),
-            baseline_window=self.integer("KILROY_BASELINE_WINDOW", s.baseline_window, low=2),
+            default_emoji_weight=self.number(
+                "KILROY_DEFAULT_EMOJI_WEIGHT", s.default_emoji_weight, low=-MAX_WEIGHT, high=MAX_WEIGHT
+            ),
+            reply_weight=self.number("KILROY_REPLY_WEIGHT", s.reply_weight, low=-MAX_WEIGHT, high=MAX_WEIGHT),
+            settle_hours=self.number("KILROY_SETTLE_HOURS", s.settle_hours, low=0, high=24 * 30),
+            baseline_window=self.integer("KILROY_BASELINE_WINDOW", s.baseline_window, low=2, high=1_000_000),
         )
         t = d.training
         training = TrainingSettings(
             objective=self.choice("KILROY_OBJECTIVE", t.objective, ("reinforce", "awr")),
             learning_rate=self.number("KILROY_LEARNING_RATE", t.learning_rate, low=0, high=1),
-            epochs=self.integer("KILROY_EPOCHS", t.epochs, low=1),
-            batch_size=self.integer("KILROY_BATCH_SIZE", t.batch_size, low=1),
-            grad_accum=self.integer("KILROY_GRAD_ACCUM", t.grad_accum, low=1),
-            kl_beta=self.number("KILROY_KL_BETA", t.kl_beta, low=0),
-            awr_temperature=self.number("KILROY_AWR_TEMPERATURE", t.awr_temperature, low=0.01),
-            min_posts=self.integer("KILROY_MIN_TRAIN_POSTS", t.min_posts, low=1),
-            gate_max_kl=self.number("KILROY_GATE_MAX_KL", t.gate_max_kl, low=0),
+            epochs=self.integer("KILROY_EPOCHS", t.epochs, low=1, high=100),
+            batch_size=self.integer("KILROY_BATCH_SIZE", t.batch_size, low=1, high=1024),
+            grad_accum=self.integer("KILROY_GRAD_ACCUM", t.grad_accum, low=1, high=1024),
+            kl_beta=self.number("KILROY_KL_BETA", t.kl_beta, low=0, high=100),
+            awr_temperature=self.number("KILROY_AWR_TEMPERATURE", t.awr_temperature, low=0.01, high=100),
+            min_posts=self.integer("KILROY_MIN_TRAIN_POSTS", t.min_posts, low=1, high=1_000_000),
+            gate_max_kl=self.number("KILROY_GATE_MAX_KL", t.gate_max_kl, low=0, high=1000),
             gate_min_diversity=self.number("KILROY_GATE_MIN_DIVERSITY", t.gate_min_diversity, low=0, high=1),
             gate_min_base_diversity=self.number(
                 "KILROY_GATE_MIN_BASE_DIVERSITY", t.gate_min_base_diversity, low=0, high=1
             ),
-            gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2),
+            gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2, high=4096),
+            reward=self.choice("KILROY_REWARD", t.reward, ("model", "normalised")),
+            reward_max_p=self.number("KILROY_REWARD_MAX_P", t.reward_max_p, low=0, high=1),
+            length_neutral=self.number("KILROY_LENGTH_NEUTRAL", t.length_neutral, low=0, high=1),
+            repeat_penalty=self.number("KILROY_REPEAT_PENALTY", t.repeat_penalty, low=0),
+            unlikelihood=self.number("KILROY_UNLIKELIHOOD", t.unlikelihood, low=0),
+            reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
+            gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
+            gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),
+            gate_min_engagement=self.number("KILROY_GATE_MIN_ENGAGEMENT", t.gate_min_engagement),
             train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
             timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
-            seed=self.integer("KILROY_SEED", t.seed),
+            seed=self.integer("KILROY_SEED", t.seed, low=0, high=2**32 - 1),
             timeout_minutes=self.number("KILROY_TRAIN_TIMEOUT_MINUTES", t.timeout_minutes, low=0.01, high=7 * 24 * 60),
         )
         ds = d.discord
@@ -362,7 +424,9 @@ class _Reader:
             token=Secret(self.raw("DISCORD_TOKEN") or ""),
             guild_ids=self.ids("KILROY_GUILD_IDS"),
             post_channel_ids=self.ids("KILROY_POST_CHANNEL_IDS"),
-            post_interval_minutes=self.number("KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=0.01),
+            post_interval_minutes=self.number(
+                "KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=1, high=7 * 24 * 60
+            ),
             log_channel_id=log_channel[0] if log_channel else None,
             moderator_role_ids=self.ids("KILROY_MODERATOR_ROLE_IDS"),
             operator_user_ids=self.ids("KILROY_OPERATOR_USER_IDS"),
@@ -372,10 +436,21 @@ class _Reader:
         st = d.story
         story = StorySettings(
             opening=self.raw("KILROY_STORY_OPENING") or st.opening,
-            max_line_chars=self.integer("KILROY_STORY_MAX_LINE_CHARS", st.max_line_chars, low=1),
-            cooldown_seconds=self.number("KILROY_STORY_COOLDOWN_SECONDS", st.cooldown_seconds, low=0),
-            max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1),
-            retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1),
+            max_line_chars=self.integer("KILROY_STORY_MAX_LINE_CHARS", st.max_line_chars, low=1, high=1500),
+            cooldown_seconds=self.number("KILROY_STORY_COOLDOWN_SECONDS", st.cooldown_seconds, low=0, high=3600),
+            max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1, high=1024),
+            retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1, high=10),
+        )
+        sa = d.safety
+        safety = SafetySettings(
+            allow_urls=self.flag("KILROY_ALLOW_URLS", sa.allow_urls),
+            leave_other_guilds=self.flag("KILROY_LEAVE_OTHER_GUILDS", sa.leave_other_guilds),
+            command_cooldown_seconds=self.number(
+                "KILROY_COMMAND_COOLDOWN_SECONDS", sa.command_cooldown_seconds, low=0, high=3600
+            ),
+            max_queue=self.integer("KILROY_MAX_QUEUE", sa.max_queue, low=1, high=1000),
+            retention_days=self.integer("KILROY_RETENTION_DAYS", sa.retention_days, low=0, high=3650),
+            filter_retries=self.integer("KILROY_FILTER_RETRIES", sa.filter_retries, low=1, high=10),
         )
         port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
         backup_dir = self.raw("KILROY_BACKUP_DIR")
@@ -401,8 +476,18 @@ class _Reader:
             training=training,
             discord=discord,
             story=story,
+            safety=safety,
             ops=ops,
         )
+
+
+def _bounded(x: float, low: float | None, high: float | None) -> None:
+    if (low is not None and x < low) or (high is not None and x > high):
+        if high is None:
+            raise ValueError(f"must be at least {low}")
+        if low is None:
+            raise ValueError(f"must be at most {high}")
+        raise ValueError(f"must be between {low} and {high}")
 
 
 def _parse_weights(value: str) -> dict[str, float]:
@@ -414,7 +499,10 @@ def _parse_weights(value: str) -> dict[str, float]:
         emoji, sep, weight = part.rpartition("=")
         if not sep or not emoji.strip():
             raise ValueError(f"{part!r} has no '='")
-        weights[emoji.strip()] = float(weight)
+        w = float(weight)
+        if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
+            raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
+        weights[emoji.strip()] = w
     return weights
 
 

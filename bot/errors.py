@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.adapters import AdapterError
-from bot.engine.generator import AdapterLoadError
+from bot.engine.generator import AdapterLoadError, GeneratorBusy
 from bot.story import StoryTooLong
 from bot.story_session import StoryError
 from bot.training.runner import TrainingBusy, TrainingFailed
@@ -11,6 +11,7 @@ from bot.training.runner import TrainingBusy, TrainingFailed
 USER_ERRORS: tuple[type[Exception], ...] = (
     AdapterError,
     AdapterLoadError,
+    GeneratorBusy,
     StoryError,
     StoryTooLong,
     TrainingBusy,

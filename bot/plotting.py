@@ -20,23 +20,37 @@ def _figure() -> object:
     return plt
 
 
-def plot_learning_curve(result: SimulationResult, path: Path) -> Path:
-    """Mean score and distinct-2 per night, written atomically."""
+def plot_learning_curve(results: SimulationResult | Sequence[SimulationResult], path: Path) -> Path:
+    """Expected score per night (mean over seeds, with its 95% band when there are several), the sampled
+    nightly means as faint dots, and distinct-2 on the right axis; written atomically."""
+    from bot.simulation import mean_ci
+
+    runs = [results] if not isinstance(results, Sequence) else list(results)
     plt = _figure()
-    nights = [n.night for n in result.nights]
+    nights = [n.night for n in runs[0].nights]
+    per_night = [[r.nights[i] for r in runs] for i in range(len(nights))]
+    stats = [mean_ci([n.expected_score for n in ns]) for ns in per_night]
     fig, ax = plt.subplots(figsize=(7, 4))  # type: ignore[attr-defined]
-    ax.plot(nights, [n.mean_score for n in result.nights], marker="o", label="mean score")
+    label = "expected score" + (f" (mean of {len(runs)} seeds, 95% band)" if len(runs) > 1 else "")
+    ax.plot(nights, [m for m, _, _ in stats], marker="o", label=label)
+    if len(runs) > 1:
+        ax.fill_between(nights, [lo for _, lo, _ in stats], [hi for _, _, hi in stats], alpha=0.25)
+    for r in runs:
+        ax.scatter(nights, [n.mean_score for n in r.nights], s=8, color="grey", alpha=0.4)
+    ax.scatter([], [], s=8, color="grey", alpha=0.4, label="sampled night mean")
     ax.set_xlabel("night")
-    ax.set_ylabel("mean score per post")
+    ax.set_ylabel("score per post")
+    ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
-    ax2.plot(
-        nights, [n.distinct2 for n in result.nights], color="tab:orange", linestyle="--", marker=".", label="distinct-2"
-    )
+    d2 = [sum(n.distinct2 for n in ns) / len(ns) for ns in per_night]
+    ax2.plot(nights, d2, color="tab:orange", linestyle="--", marker=".", label="distinct-2")
     ax2.set_ylabel("distinct-2")
     ax2.set_ylim(0, 1)
-    ax.set_title(f"Kilroy learning: audience {result.audience}, lift {result.lift:.2f}x")
+    lift, lo, hi = mean_ci([r.lift for r in runs])
+    ci = f" [{lo:.2f}, {hi:.2f}]" if len(runs) > 1 else ""
+    ax.set_title(f"Kilroy learning: audience {runs[0].audience}, lift {lift:.2f}x{ci}")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="center right")
+    ax.legend(handles=handles, loc="lower right", fontsize="small")
     fig.tight_layout()
     return _save(fig, plt, path)
 

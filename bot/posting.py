@@ -1,11 +1,14 @@
-"""Composing a scheduled post: sample, refuse empty or blocklisted text, retry a few times."""
+"""Composing a scheduled post: sample, pass every text through the output filter, resample a bounded number of
+times, then skip."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from bot.safety import OutputFilter
 
 if TYPE_CHECKING:
     from bot.engine.generator import Generator, Sample
@@ -14,18 +17,20 @@ log = logging.getLogger(__name__)
 
 
 def is_postable(text: str, blocklist: Sequence[str]) -> bool:
-    """A post must have visible text and no blocklisted word (case-insensitive, whole words or phrases)."""
-    if not text.strip():
-        return False
-    lowered = text.lower()
-    return not any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in blocklist)
+    """A post must have visible text, no blocklisted word, no invite link and no URL (the default filter)."""
+    return OutputFilter(tuple(blocklist)).check(text).ok
 
 
-async def compose_post(generator: Generator, *, prompt: str, blocklist: Sequence[str], tries: int = 3) -> Sample | None:
-    """A postable sample, or None after `tries` batches without one."""
+async def compose_post(
+    generator: Generator, *, prompt: str, output_filter: OutputFilter, tries: int = 3
+) -> Sample | None:
+    """A sample that passed the filter (its text neutralised), or None after `tries` batches without one."""
     for attempt in range(tries):
         for sample in await generator.generate(2, prompt=prompt):
-            if is_postable(sample.text, blocklist):
-                return sample
+            verdict = output_filter.check_generated(sample.text)
+            if verdict.ok:
+                return dataclasses.replace(sample, text=verdict.text)
         log.info("no postable sample (attempt %d of %d)", attempt + 1, tries)
+    output_filter.gave_up()
+    log.warning("skipped a post: the output filter refused %d batches of samples", tries)
     return None

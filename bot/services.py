@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.engine.generator import Generator
+from bot.safety import OutputFilter
 from bot.serving import AdapterService
 from bot.storage import Storage
 from bot.story_session import StoryService
@@ -39,6 +40,7 @@ class Services:
     training: TrainingRunner
     stories: StoryService
     clock: Callable[[], float] = field(default=time.time)
+    output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +65,11 @@ async def open_services(
     if adapter is not None:
         store.path(adapter) if adapter != "base" else None  # validate before the slow model load
     loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
-    generator = Generator(loaded, SamplingParams.from_settings(settings.generation))
+    settings.check_context(loaded.context_size)  # token budgets that fit this model's context, or a clear error
+    generator = Generator(
+        loaded, SamplingParams.from_settings(settings.generation), max_queue=settings.safety.max_queue
+    )
+    output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
     try:
         async with Storage.open(settings.db_path) as storage:
             adapters = AdapterService(store, generator)
@@ -86,7 +92,8 @@ async def open_services(
                 generator=generator,
                 adapters=adapters,
                 training=training,
-                stories=StoryService(storage, generator, settings.story),
+                stories=StoryService(storage, generator, settings.story, output_filter=output_filter),
+                output_filter=output_filter,
             )
     finally:
         await generator.close()

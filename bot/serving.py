@@ -7,6 +7,7 @@ move the store's `CURRENT` pointer. A failure anywhere leaves both the model and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from bot.adapters import BASE, AdapterInfo, AdapterStore, NothingToRollBack
@@ -33,14 +34,32 @@ class AdapterService:
         return self.generator.active
 
     async def restore(self) -> str:
-        """At start: load the store's current adapter; fall back to `base` if it cannot be loaded."""
+        """At start: serve the store's current adapter; if it is broken, the last good one in the history, loudly.
+
+        The pointer then names what really serves (the broken version stays on disk for an operator to inspect).
+        """
         name = self.store.current()
         if name == BASE:
             return BASE
         try:
             await self.use(name)
-        except Exception:
-            log.exception("could not load the active adapter %s at start; serving base", name)
+            return self.generator.active
+        except Exception as exc:
+            log.error("ADAPTER %s IS BROKEN and cannot serve (%s); falling back to the last good one", name, exc)
+        for candidate in reversed(self.store.history()):
+            if candidate == name:
+                continue
+            try:
+                async with self._lock:
+                    await self._activate(candidate)
+            except Exception as exc:
+                log.error("fallback candidate %s is broken too (%s)", candidate, exc)
+                continue
+            self.store.fall_back_to(candidate)
+            log.error("SERVING %s INSTEAD OF THE BROKEN %s: fix or remove it, then /adapter use", candidate, name)
+            return candidate
+        self.store.fall_back_to(BASE)
+        log.error("no good adapter in the history: serving the base model instead of the broken %s", name)
         return self.generator.active
 
     async def activate(self, name: str) -> float:
@@ -57,7 +76,7 @@ class AdapterService:
             self.store.path(name)  # resident, but still refuse one whose files vanished or broke
         took = await self.generator.use_adapter(name, path)
         try:
-            await self.generator.generate(1, max_new_tokens=4, seed=0)
+            await self.generator.health_check()  # outside the member-facing queue bound
         except Exception as exc:
             log.error("adapter %s failed its health check (%s); back to %s", name, exc, previous)
             prev_path = None if previous == BASE or self.generator.is_resident(previous) else self.store.path(previous)
@@ -85,9 +104,10 @@ class AdapterService:
             return previous
 
     def list(self) -> list[AdapterInfo]:
-        """All versions, with the active marker."""
-        return self.store.list()
+        """All versions; the active marker shows what really serves now (not only what the pointer says)."""
+        return [dataclasses.replace(i, active=i.name == self.generator.active) for i in self.store.list()]
 
     def info(self, name: str) -> AdapterInfo:
-        """One version's metadata."""
-        return self.store.info(name)
+        """One version's metadata, with the really-serving marker."""
+        info = self.store.info(name)
+        return dataclasses.replace(info, active=info.name == self.generator.active)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.config import StorySettings
+from bot.safety import OutputFilter
 from bot.storage import NewPost, Storage, Story
 from bot.story import HUMAN, INSTRUCTION, buffer_from_lines, parse_answer
 
@@ -27,12 +28,6 @@ class StoryError(Exception):
 class NoStory(StoryError):
     def __init__(self) -> None:
         super().__init__("no story is running here; start one with /story start")
-
-
-class OnCooldown(StoryError):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"slow down: you can add another line in {retry_after:.0f}s")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -57,23 +52,43 @@ class StoryService:
         settings: StorySettings,
         *,
         clock: Callable[[], float] = time.time,
+        output_filter: OutputFilter | None = None,
     ) -> None:
         self.storage = storage
         self.generator = generator
         self.settings = settings
         self.clock = clock
-        self._last_line: dict[tuple[int, int], float] = {}
+        self.output_filter = output_filter or OutputFilter()
+        # per-member cooldowns are taken by the bot's command tree before any await (cogs/_checks.py)
 
-    async def start(self, channel_id: int, *, opening: str | None = None, member_id: int | None = None) -> Story:
-        """Start a story here; raises StoryError if one is running or the opening is too long."""
+    async def start(
+        self,
+        channel_id: int,
+        *,
+        opening: str | None = None,
+        member_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> Story:
+        """Start a story here; raises StoryError if one is running, or the opening is too long or filtered."""
         from bot.storage import StoryExists
 
         if opening is not None and len(opening) > MAX_OPENING_CHARS:
             raise StoryError(f"the opening is too long: keep it under {MAX_OPENING_CHARS} characters")
+        custom = bool(opening and opening.strip())
+        if custom:
+            self._check_member(member_id, opening or "", what="opening")
+        elif member_id is not None and self.storage.is_opted_out(member_id):
+            member_id = None  # they may start a story with the default opening; nothing records who did
         opening = " ".join((opening or self.settings.opening).split())
         try:
             await self.storage.start_story(
-                channel_id, instruction=INSTRUCTION, opening=opening, started_by=member_id, at=self.clock()
+                channel_id,
+                instruction=INSTRUCTION,
+                opening=opening,
+                started_by=member_id,
+                at=self.clock(),
+                guild_id=guild_id,
+                opening_custom=custom,
             )
         except StoryExists as exc:
             raise StoryError("a story is already running here; /story end finishes it") from exc
@@ -92,43 +107,53 @@ class StoryService:
         await self.storage.end_story(channel_id, at=self.clock())
         return transcript
 
-    async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
-        """Check a human line before any slow work: not empty, not too long, no cooldown, a story running.
+    def _check_member(self, member_id: int | None, text: str, *, what: str) -> None:
+        if member_id is not None and self.storage.is_opted_out(member_id):
+            raise StoryError(
+                "you asked Kilroy to forget you, so it does not keep your words; /opt-in lets you take part again"
+            )
+        if problem := self.output_filter.member_problem(text):
+            raise StoryError(f"Kilroy cannot post that {what}: {problem}")
 
-        Returns the normalised line. Raises StoryError (or OnCooldown) with a message for the member.
+    async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
+        """Check a human line before any slow work: not empty, not too long, not filtered, room in the queue,
+        a story running.
+
+        Returns the normalised line. Raises StoryError or GeneratorBusy with a message for the member.
         """
         text, _ = await self._checked(channel_id, member_id, text)
         return text
 
     async def _checked(self, channel_id: int, member_id: int | None, text: str) -> tuple[str, Story]:
+        from bot.engine.generator import GeneratorBusy
+
         text = " ".join(text.split())
         if not text:
             raise StoryError("the line is empty")
         if len(text) > self.settings.max_line_chars:
             raise StoryError(f"the line is {len(text)} characters long; keep it under {self.settings.max_line_chars}")
-        if member_id is not None:
-            last = self._last_line.get((channel_id, member_id))
-            now = self.clock()
-            if last is not None and now - last < self.settings.cooldown_seconds:
-                raise OnCooldown(self.settings.cooldown_seconds - (now - last))
+        self._check_member(member_id, text, what="line")
+        if getattr(self.generator, "busy", False):
+            raise GeneratorBusy()
         return text, await self._story(channel_id)
 
     async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
-        """Write the machine director's answer to a human line; nothing is recorded until `record`."""
+        """Write the machine director's answer to a human line; nothing is recorded until `record`.
+
+        The answer passes the output filter (resampled up to KILROY_STORY_RETRIES times).
+        """
         text, story = await self._checked(channel_id, member_id, text)
-        now = self.clock()
-        if member_id is not None:
-            self._last_line[(channel_id, member_id)] = now
         lines = [(ln.speaker, ln.text) for ln in story.lines] + [(HUMAN, text)]
         buffer = buffer_from_lines(story.opening, lines, story.instruction)
         budget = self.generator.context_size - self.settings.max_new_tokens - 1  # BOS
         prompt = buffer.render(self.generator.count_tokens, budget)
         for attempt in range(self.settings.retries):
             (sample,) = await self.generator.generate(1, prompt=prompt, max_new_tokens=self.settings.max_new_tokens)
-            answer = parse_answer(sample.text)
-            if answer:
-                return Turn(story.id, channel_id, text, member_id, answer, sample)
-            log.info("empty story answer (attempt %d of %d)", attempt + 1, self.settings.retries)
+            verdict = self.output_filter.check_generated(parse_answer(sample.text))
+            if verdict.ok:
+                return Turn(story.id, channel_id, text, member_id, verdict.text, sample)
+            log.info("story answer refused: %s (attempt %d of %d)", verdict.reason, attempt + 1, self.settings.retries)
+        self.output_filter.gave_up()
         raise StoryError(
             f"the machine director had nothing to say after {self.settings.retries} tries; try another line"
         )

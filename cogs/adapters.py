@@ -12,7 +12,8 @@ from discord.ext import commands
 from bot.adapters import AdapterInfo
 from bot.config import Settings
 from bot.serving import AdapterService
-from cogs._checks import NotAllowed, is_operator, say
+from bot.storage import Storage
+from cogs._checks import NotAllowed, audit, is_operator, say
 
 if TYPE_CHECKING:
     from bot.app import KilroyBot
@@ -27,12 +28,25 @@ def _line(info: AdapterInfo) -> str:
     return f"{'▶' if info.active else '·'} `{info.name}` {created}{figures}"
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)  # hidden from most members; the operator check decides
 class Adapters(commands.GroupCog, group_name="adapter", group_description="Manage Kilroy's LoRA adapters"):
     """Operators only: KILROY_OPERATOR_USER_IDS, KILROY_OPERATOR_ROLE_IDS, or the application owner."""
 
-    def __init__(self, *, settings: Settings, adapters: AdapterService) -> None:
-        self.settings, self.adapters = settings, adapters
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        adapters: AdapterService,
+        storage: Storage | None = None,
+        bot: commands.Bot | None = None,
+    ) -> None:
+        self.settings, self.adapters, self.storage, self.bot = settings, adapters, storage, bot
         super().__init__()
+
+    async def _audit(self, interaction: discord.Interaction, action: str, detail: str = "") -> None:
+        if self.bot is not None:
+            await audit(self.bot, interaction, action, detail, storage=self.storage, settings=self.settings.discord)
 
     async def _require_operator(self, interaction: discord.Interaction) -> None:
         if not await is_operator(interaction, self.settings.discord):
@@ -56,6 +70,7 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         await self._require_operator(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)  # loading from disk may take a moment
         took = await self.adapters.use(name)
+        await self._audit(interaction, "/adapter use", name)
         await say(interaction, f"Now serving `{name}` (switched in {took * 1000:.0f} ms).", ephemeral=True)
 
     @app_commands.command(name="rollback", description="Go back to the previously served adapter")
@@ -63,15 +78,18 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         await self._require_operator(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         name = await self.adapters.rollback()
+        await self._audit(interaction, "/adapter rollback", f"now {name}")
         await say(interaction, f"Rolled back: now serving `{name}`.", ephemeral=True)
 
     @use.autocomplete("name")
     @info.autocomplete("name")
     async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        if not await is_operator(interaction, self.settings.discord):
+            return []  # adapter names are operators' business
         names = [i.name for i in self.adapters.list() if current.lower() in i.name.lower()]
         return [app_commands.Choice(name=n, value=n) for n in reversed(names[-25:])]
 
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters))
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, storage=s.storage, bot=bot))

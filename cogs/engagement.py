@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
-from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.safety import guild_allowed
 from bot.storage import Storage
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Engagement(commands.Cog):
-    """Records votes and replies from human members; bots and Kilroy itself never count."""
+    """Records votes and replies from human members; bots, Kilroy itself, servers outside KILROY_GUILD_IDS and
+    members who asked to be forgotten never count (storage drops the latter, live and in catch-up alike)."""
 
     def __init__(
         self, bot: commands.Bot, *, settings: Settings, storage: Storage, clock: Callable[[], float] = time.time
@@ -32,6 +33,9 @@ class Engagement(commands.Cog):
 
     def _me(self) -> int | None:
         return self.bot.user.id if self.bot.user else None
+
+    def _here(self, guild_id: int | None) -> bool:
+        return guild_allowed(guild_id, self.settings.discord.guild_ids)
 
     async def cog_load(self) -> None:
         self._catchup = asyncio.create_task(self._catch_up_when_ready())
@@ -43,7 +47,7 @@ class Engagement(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         # raw events arrive for uncached messages too; message_author_id tells cheaply if it was our post
-        if payload.guild_id is None or payload.user_id == self._me():
+        if not self._here(payload.guild_id) or payload.user_id == self._me():
             return
         if payload.message_author_id is not None and payload.message_author_id != self._me():
             return
@@ -55,7 +59,7 @@ class Engagement(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         # .member is None on remove, so no bot check here: a bot's add was never stored as a vote
-        if payload.guild_id is None or payload.user_id == self._me():
+        if not self._here(payload.guild_id) or payload.user_id == self._me():
             return
         await self.storage.remove_vote(payload.message_id, payload.user_id, str(payload.emoji), at=self.clock())
 
@@ -64,16 +68,10 @@ class Engagement(commands.Cog):
         ref = message.reference
         if message.guild is None or message.author.bot or ref is None or ref.message_id is None:
             return
+        if not self._here(message.guild.id):
+            return
         await self.storage.add_reply(
             message.id, ref.message_id, message.author.id, at=self.clock(), length=len(message.content or "")
-        )
-
-    @app_commands.command(name="forget-me", description="Delete your reactions and replies from Kilroy's records")
-    async def forget_me(self, interaction: discord.Interaction) -> None:
-        removed = await self.storage.forget_member(interaction.user.id)
-        await interaction.response.send_message(
-            f"Done: {removed} record(s) of your reactions and replies were deleted. Kilroy never stored your words.",
-            ephemeral=True,
         )
 
     @commands.Cog.listener()

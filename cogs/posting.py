@@ -12,9 +12,11 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.config import Settings
-from bot.engine.generator import Generator
+from bot.engine.generator import Generator, GeneratorBusy
 from bot.posting import compose_post
+from bot.safety import OutputFilter, guild_allowed
 from bot.storage import NewPost, Storage
+from cogs._checks import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.app import KilroyBot
@@ -25,8 +27,17 @@ log = logging.getLogger(__name__)
 class Posting(commands.Cog):
     """Posts generated text into KILROY_POST_CHANNEL_IDS every KILROY_POST_INTERVAL_MINUTES."""
 
-    def __init__(self, bot: commands.Bot, *, settings: Settings, storage: Storage, generator: Generator) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings,
+        storage: Storage,
+        generator: Generator,
+        output_filter: OutputFilter | None = None,
+    ) -> None:
         self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
+        self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
         self.loop.before_loop(self._before)
 
@@ -60,17 +71,27 @@ class Posting(commands.Cog):
                 log.warning("post channel %s not found or not visible; skipping", channel_id)
                 return None
         guild = getattr(channel, "guild", None)
-        if guild is not None and not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
+        if guild is None or not guild_allowed(guild.id, self.settings.discord.guild_ids):
+            log.warning("post channel %s is not in a server of KILROY_GUILD_IDS; skipping", channel_id)
+            return None
+        if not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
-        sample = await compose_post(
-            self.generator, prompt=self.settings.generation.prompt, blocklist=self.settings.discord.blocklist
-        )
+        try:
+            sample = await compose_post(
+                self.generator,
+                prompt=self.settings.generation.prompt,
+                output_filter=self.output_filter,
+                tries=self.settings.safety.filter_retries,
+            )
+        except GeneratorBusy:
+            log.warning("generation queue full; skipping this round's post in channel %s", channel_id)
+            return None
         if sample is None:
             log.warning("no postable text for channel %s this round", channel_id)
             return None
         try:
-            message = await channel.send(sample.text)  # type: ignore[union-attr]
+            message = await channel.send(sample.text, allowed_mentions=NO_MENTIONS)  # type: ignore[union-attr]
         except discord.Forbidden:
             log.warning("Discord refused a post in channel %s; skipping", channel_id)
             return None
@@ -78,7 +99,7 @@ class Posting(commands.Cog):
             NewPost.from_sample(
                 sample,
                 channel_id=channel_id,
-                guild_id=guild.id if guild else None,
+                guild_id=guild.id,
                 created_at=time.time(),
                 message_id=message.id,
             )
@@ -88,4 +109,6 @@ class Posting(commands.Cog):
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator))
+    await bot.add_cog(
+        Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, output_filter=s.output_filter)
+    )

@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.plotting import plot_daily_scores
-from bot.scoring import formula_from_settings
+from bot.safety import OutputFilter, escape_member_text
 from bot.storage import Storage
 from cogs._checks import say
 
@@ -25,46 +25,54 @@ if TYPE_CHECKING:
 class Stats(commands.Cog):
     """Engagement at a glance."""
 
-    def __init__(self, *, settings: Settings, storage: Storage) -> None:
-        self.settings, self.storage = settings, storage
+    def __init__(self, *, settings: Settings, storage: Storage, output_filter: OutputFilter | None = None) -> None:
+        self.settings, self.storage, self.output_filter = settings, storage, output_filter
 
     @app_commands.command(name="stats", description="Kilroy's engagement per day and its best posts")
     @app_commands.describe(days="How many days back (default 14)")
     async def stats(self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 365] = 14) -> None:
         await interaction.response.defer(thinking=True)
-        formula = formula_from_settings(self.settings.scoring)
-        # scored and grouped in a worker thread: a year of posts decoded on the loop blocked it for 0.6 s
-        summary = await self.storage.stats_summary(formula, since=time.time() - days * 86400.0)
+        sc = self.settings.scoring
+        # this server's posts only (one server never sees another's), aggregated by SQLite off the event loop
+        summary = await self.storage.stats_summary(
+            created_after=time.time() - days * 86400.0,
+            guild_id=interaction.guild_id or -1,
+            emoji_weights=sc.emoji_weights,
+            default_weight=sc.default_emoji_weight,
+            reply_weight=sc.reply_weight,
+        )
+        filtered = f"\n{self.output_filter.summary()}" if self.output_filter is not None else ""
         if not summary.posts:
-            await say(interaction, f"No posts in the last {days} days yet.")
+            await say(interaction, f"No posts in the last {days} days yet.{filtered}")
             return
-        per_day = summary.days
+        per_day, best = summary.days, summary.top
         lines = []
-        for post in summary.top:
+        for score, post in best:
             link = (
                 f"https://discord.com/channels/{post.guild_id}/{post.channel_id}/{post.message_id}"
                 if post.guild_id and post.message_id
                 else ""
             )
-            lines.append(f"**{post.score:.1f}** · {discord.utils.escape_markdown(post.text[:120])} {link}".rstrip())
+            lines.append(f"**{score:.1f}** · {escape_member_text(post.text[:120])} {link}".rstrip())
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "stats.png"
             # matplotlib is CPU work: keep it off the event loop
             await asyncio.to_thread(
                 plot_daily_scores,
-                [d.day for d in per_day],
-                [d.mean_score for d in per_day],
-                [d.adapter for d in per_day],
+                [d[0] for d in per_day],
+                [d[2] for d in per_day],
+                [d[1] for d in per_day],
                 path,
             )
             await say(
                 interaction,
                 f"{summary.posts} post{'' if summary.posts == 1 else 's'} in {days} days. Top posts:\n"
-                + "\n".join(lines),
+                + "\n".join(lines)
+                + filtered,
                 file=discord.File(path, filename="stats.png"),
             )
 
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Stats(settings=s.settings, storage=s.storage))
+    await bot.add_cog(Stats(settings=s.settings, storage=s.storage, output_filter=s.output_filter))

@@ -9,8 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.safety import escape_member_text, neutralise_mentions
 from bot.story_session import StoryService
-from cogs._checks import say
+from cogs._checks import NO_MENTIONS, say
 
 if TYPE_CHECKING:
     from bot.app import KilroyBot
@@ -28,8 +29,11 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
     @app_commands.command(name="start", description="Start a story here (one per channel or thread)")
     @app_commands.describe(opening="How the story begins (optional)")
     async def start(self, interaction: discord.Interaction, opening: str | None = None) -> None:
-        story = await self.stories.start(interaction.channel_id or 0, opening=opening, member_id=interaction.user.id)
-        await say(interaction, f"*{story.instruction}*\n{story.opening}\n\nAdd the next line with `/story line`.")
+        story = await self.stories.start(
+            interaction.channel_id or 0, opening=opening, member_id=interaction.user.id, guild_id=interaction.guild_id
+        )
+        opening_text = escape_member_text(story.opening)
+        await say(interaction, f"*{story.instruction}*\n{opening_text}\n\nAdd the next line with `/story line`.")
 
     @app_commands.command(name="line", description="Give the next line as human director; Kilroy answers")
     @app_commands.describe(text="Your line")
@@ -39,9 +43,9 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
         await interaction.response.defer(thinking=True)
         turn = await self.stories.line(interaction.channel_id or 0, interaction.user.id, text)
         message = await interaction.followup.send(
-            f"**human_director:** {discord.utils.escape_markdown(' '.join(text.split()))}\n"
-            f"**machine_director:** {turn.text}",
+            f"**human_director:** {escape_member_text(text)}\n**machine_director:** {turn.text}",
             wait=True,
+            allowed_mentions=NO_MENTIONS,
         )
         await self.stories.record(turn, message_id=message.id, guild_id=interaction.guild_id)
 
@@ -55,7 +59,8 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
         await self._send_transcript(interaction, transcript, prefix="The end.\n")
 
     async def _send_transcript(self, interaction: discord.Interaction, transcript: str, prefix: str = "") -> None:
-        text = prefix + transcript
+        # members' lines are in it: neutralise mentions (the file is not rendered and keeps the raw words)
+        text = prefix + neutralise_mentions(transcript)
         if len(text) <= MESSAGE_LIMIT:
             await say(interaction, text)
         else:

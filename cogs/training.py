@@ -14,9 +14,10 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.config import Settings
+from bot.storage import Storage
 from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
-from cogs._checks import NotAllowed, is_moderator
+from cogs._checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_channel
 
 if TYPE_CHECKING:
     from bot.app import KilroyBot
@@ -62,8 +63,10 @@ class Training(commands.Cog):
         settings: Settings,
         runner: TrainingRunner,
         clock: Callable[[], float] = time.monotonic,
+        storage: Storage | None = None,
     ) -> None:
         self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
+        self.storage = storage  # for the audit trail
         t = settings.training
         run_at = dt.time(t.train_time.hour, t.train_time.minute, tzinfo=ZoneInfo(t.timezone))
         self.nightly = tasks.loop(time=run_at)(self.run_nightly)
@@ -89,16 +92,11 @@ class Training(commands.Cog):
         return outcome
 
     async def _log_channel(self, text: str) -> None:
-        channel_id = self.settings.discord.log_channel_id
-        channel = self.bot.get_channel(channel_id) if channel_id else None
-        if channel is not None:
-            try:
-                await channel.send(text)  # type: ignore[union-attr]
-            except discord.HTTPException:
-                log.warning("could not write to the log channel %s", channel_id)
+        await to_log_channel(self.bot, self.settings.discord, text)
 
+    # No default_permissions: Discord would hide the command from KILROY_MODERATOR_ROLE_IDS holders who lack Manage
+    # Server. Everyone sees it; the check below (this server's roles and permissions) decides.
     @app_commands.command(name="retrain", description="Train a new adapter now (moderators)")
-    @app_commands.default_permissions(manage_guild=True)  # only a UI hint; the check below decides
     @app_commands.guild_only()
     async def retrain(self, interaction: discord.Interaction) -> None:
         if not is_moderator(interaction, self.settings.discord):
@@ -106,6 +104,7 @@ class Training(commands.Cog):
         if self.runner.busy:
             raise TrainingBusy()
         await interaction.response.defer(thinking=True)
+        await audit(self.bot, interaction, "/retrain", storage=self.storage, settings=self.settings.discord)
         last_edit = 0.0
 
         async def on_progress(event: dict[str, Any]) -> None:
@@ -115,14 +114,15 @@ class Training(commands.Cog):
                 return
             last_edit = now
             try:
-                await interaction.edit_original_response(content=progress_text(event))
+                await interaction.edit_original_response(content=progress_text(event), allowed_mentions=NO_MENTIONS)
             except discord.HTTPException:
                 log.debug("progress edit failed", exc_info=True)
 
-        outcome = await self.runner.run(f"/retrain by {interaction.user.id}", on_progress)
-        await interaction.edit_original_response(content=summary_text(outcome))
+        # the reason is stored with the run and in the adapter's meta.json: no member id there (the audit trail has it)
+        outcome = await self.runner.run("/retrain", on_progress)
+        await interaction.edit_original_response(content=summary_text(outcome), allowed_mentions=NO_MENTIONS)
 
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training))
+    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, storage=s.storage))

@@ -61,6 +61,8 @@ def tiny_settings(make_settings, tiny_model_dir):
 
     def make(**env: str) -> Settings:
         defaults = {"KILROY_MODEL": str(tiny_model_dir), "KILROY_GATE_SAMPLES": "8", "KILROY_MAX_NEW_TOKENS": "24"}
+        # a handful of seeded posts rarely beats shuffled scores: tests train on whatever they seed
+        defaults["KILROY_REWARD_MAX_P"] = "1"
         return make_settings(**{**defaults, **env})
 
     return make

@@ -20,6 +20,7 @@ def env(monkeypatch, tmp_path, tiny_model_dir):
         "KILROY_MODEL": str(tiny_model_dir),
         "KILROY_GATE_SAMPLES": "8",
         "KILROY_MAX_NEW_TOKENS": "24",
+        "KILROY_REWARD_MAX_P": "1",
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)
@@ -59,14 +60,22 @@ def test_generate_json(env, capsys):
 def test_simulate_end_to_end_json_and_plot(env, tmp_path, capsys):
     """A short simulation runs the whole loop and writes the documented JSON and a PNG."""
     out, plot = tmp_path / "sim.json", tmp_path / "sim.png"
-    code = main(["simulate", "--nights", "2", "--posts-per-night", "12", "--json", str(out), "--plot", str(plot)])
+    sizes = ["--nights", "2", "--posts-per-night", "12", "--eval-samples", "16", "--seeds", "2"]
+    code = main(["simulate", *sizes, "--json", str(out), "--plot", str(plot)])
     assert code == 0
     data = json.loads(out.read_text())
-    assert [n["night"] for n in data["nights"]] == [0, 1]
-    for n in data["nights"]:
-        assert isinstance(n["mean_score"], float) and n["posts"] == 12 and isinstance(n["adapter"], str)
-    assert data["nights"][0]["adapter"] == "base"
-    assert data["lift"] == pytest.approx(data["final_mean_score"] / data["baseline_mean_score"])
+    assert [r["seed"] for r in data["runs"]] == [0, 1] and data["seeds"] == [0, 1]
+    for run in data["runs"]:
+        assert [n["night"] for n in run["nights"]] == [0, 1]
+        for n in run["nights"]:
+            assert isinstance(n["mean_score"], float) and n["posts"] == 12 and isinstance(n["adapter"], str)
+            assert {"expected_score", "kl", "repeat3", "mean_tokens", "distinct2"} <= n.keys()
+        assert run["nights"][0]["adapter"] == "base"
+        first, last = run["nights"][0], run["nights"][-1]
+        assert run["lift"] == pytest.approx(last["expected_score"] / first["expected_score"])
+        assert run["lift_sampled"] == pytest.approx(run["final_mean_score"] / run["baseline_mean_score"])
+    lo, hi = data["lift_ci"]
+    assert lo <= data["lift"] <= hi
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -80,3 +80,79 @@ def test_env_example_documents_every_setting_with_its_default():
     used = set(re.findall(r'"((?:KILROY|DISCORD)_[A-Z_]+)"', code))
     assert used <= set(values), f"undocumented: {sorted(used - set(values))}"
     assert Settings.from_env(values) == Settings.from_env({})
+
+
+# --- sanity bounds (issue 12): finite numbers, upper bounds, budgets that fit the model's context -----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("KILROY_KL_BETA", "inf", "finite"),
+        ("KILROY_KL_BETA", "nan", "finite"),
+        ("KILROY_KL_BETA", "1000", "between 0 and 100"),
+        ("KILROY_LEARNING_RATE", "-inf", "finite"),
+        ("KILROY_REPLY_WEIGHT", "1e308", "between"),
+        ("KILROY_DEFAULT_EMOJI_WEIGHT", "inf", "finite"),
+        ("KILROY_EMOJI_WEIGHTS", "👍=inf", "finite"),
+        ("KILROY_EMOJI_WEIGHTS", "👍=1000", "between"),
+        ("KILROY_POST_INTERVAL_MINUTES", "0.01", "between 1 and"),
+        ("KILROY_POST_INTERVAL_MINUTES", "1e9", "between 1 and"),
+        ("KILROY_SETTLE_HOURS", "100000", "between 0 and"),
+        ("KILROY_MAX_NEW_TOKENS", "5000", "between 1 and 1024"),
+        ("KILROY_STORY_MAX_NEW_TOKENS", "5000", "between 1 and 1024"),
+        ("KILROY_EPOCHS", "1000000", "between 1 and 100"),
+        ("KILROY_BATCH_SIZE", "100000", "between 1 and"),
+        ("KILROY_LORA_RANK", "100000", "between 1 and 256"),
+        ("KILROY_STORY_MAX_LINE_CHARS", "5000", "between 1 and 1500"),
+        ("KILROY_STORY_COOLDOWN_SECONDS", "inf", "finite"),
+        ("KILROY_STORY_RETRIES", "1000", "between 1 and 10"),
+        ("KILROY_GATE_SAMPLES", "10000000", "between 2 and"),
+        ("KILROY_SEED", "-1", "between 0 and"),
+        ("KILROY_COMMAND_COOLDOWN_SECONDS", "-1", "between 0 and"),
+        ("KILROY_MAX_QUEUE", "0", "between 1 and"),
+        ("KILROY_RETENTION_DAYS", "-5", "between 0 and"),
+        ("KILROY_ALLOW_URLS", "maybe", "true or false"),
+        ("KILROY_LEAVE_OTHER_GUILDS", "2", "true or false"),
+    ],
+)
+def test_each_bound_names_variable_and_fix(name, value, says):
+    """Infinite, NaN and out-of-range values are refused with the variable, the value, the rule and a fix."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    (problem,) = info.value.problems
+    assert name in problem and repr(value) in problem and says in problem and "set it to e.g." in problem
+
+
+def test_bounds_accept_their_edges():
+    s = Settings.from_env(
+        {
+            "KILROY_POST_INTERVAL_MINUTES": "1",
+            "KILROY_KL_BETA": "100",
+            "KILROY_MAX_QUEUE": "1",
+            "KILROY_RETENTION_DAYS": "0",
+            "KILROY_ALLOW_URLS": "yes",
+        }
+    )
+    assert s.discord.post_interval_minutes == 1 and s.training.kl_beta == 100 and s.safety.max_queue == 1
+    assert s.safety.retention_days == 0 and s.safety.allow_urls is True
+
+
+def test_max_new_tokens_must_leave_room_for_a_prompt():
+    """KILROY_MAX_NEW_TOKENS above the model's context minus a minimum prompt is refused once the context is known
+    (it used to cut the prompt silently to one token)."""
+    from bot.config import MIN_PROMPT_TOKENS
+
+    s = Settings.from_env({"KILROY_MAX_NEW_TOKENS": "250", "KILROY_STORY_MAX_NEW_TOKENS": "40"})
+    with pytest.raises(ConfigError) as info:
+        s.check_context(256)
+    (problem,) = info.value.problems
+    assert "KILROY_MAX_NEW_TOKENS=250" in problem and f"at most {256 - MIN_PROMPT_TOKENS}" in problem
+    s.check_context(1024)  # fits GPT-2's context
+
+
+def test_safety_settings_travel_to_the_worker():
+    """The new section survives the JSON round trip the training worker uses."""
+    s = Settings.from_env({"KILROY_MAX_QUEUE": "7", "KILROY_ALLOW_URLS": "true"})
+    back = Settings.from_json(s.to_json())
+    assert back.safety == s.safety

@@ -34,9 +34,11 @@ def test_learning_benchmark_quick_runs(tiny_model_dir, tmp_path):
         env={**os.environ, "KILROY_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ours / kilroy mean lift" in proc.stdout
+    assert "lift [95% CI]" in proc.stdout
     import json
 
-    runs = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    runs = data["report"]
     assert {r["trainer"] for r in runs} == {"ours", "kilroy"}
-    assert all(r["lift"] > 0 and r["kl"] >= -0.05 for r in runs)
+    assert all(r["lift"] > 0 and r["kl"] >= 0 and 0 <= r["repeat3"] <= 1 for r in runs)
+    assert set(data["table"]) == {"ours", "kilroy"} and data["table"]["ours"]["n"] == 1

@@ -30,6 +30,13 @@ class AdapterLoadError(Exception):
     """An adapter could not be loaded; the serving adapter is unchanged."""
 
 
+class GeneratorBusy(Exception):
+    """More generations are waiting than KILROY_MAX_QUEUE allows; the caller should try again shortly."""
+
+    def __init__(self) -> None:
+        super().__init__("Kilroy is busy writing for others: try again shortly.")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One generated text with the exact ids it was sampled as."""
@@ -116,18 +123,44 @@ def sample_batch(
     return samples
 
 
+def peft_name(name: str) -> str:
+    """The name an adapter gets inside peft: prefixed and escaped, so it never clashes with a module attribute
+    ('keys', 'base_model', 'default' ...) and never holds a '.' (which torch module names forbid). Injective."""
+    return "kilroy_" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in name)
+
+
+def check_adapter_weights(tensors: dict[str, Any], expected: set[str], name: str) -> None:
+    """Refuse weights with NaN/inf, or whose keys are not exactly the model's LoRA parameters for this adapter."""
+    import torch
+
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise AdapterLoadError(f"adapter {name!r} has NaN or infinite weights ({len(bad)} tensor(s), e.g. {bad[0]})")
+    keys = set(tensors)
+    unexpected, missing = keys - expected, expected - keys
+    if unexpected or missing:
+        example = sorted(unexpected or missing)[0]
+        raise AdapterLoadError(
+            f"adapter {name!r} does not match this model's LoRA modules: {len(unexpected)} unexpected and "
+            f"{len(missing)} missing tensor(s), e.g. {example}"
+        )
+
+
 class Generator:
     """Generates text with the base model plus the active LoRA adapter; swaps adapters without a restart."""
 
-    def __init__(self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2) -> None:
+    def __init__(
+        self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2, max_queue: int | None = None
+    ) -> None:
         self.loaded = loaded
         self.params = params
         self.keep_loaded = keep_loaded
+        self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
+        self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model")
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
-        self._resident: list[str] = []  # adapters loaded in memory, oldest first
-        self.pending = 0  # generate calls queued or running on the model thread (the queue depth /metrics shows)
+        self._resident: list[str] = []  # adapters loaded in memory, least recently used first
         self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
@@ -148,6 +181,16 @@ class Generator:
         """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def pending(self) -> int:
+        """Generate calls queued or running on the model thread (the queue depth /metrics shows)."""
+        return self._pending
+
+    @property
+    def busy(self) -> bool:
+        """True when a new generation would be refused (the queue is at KILROY_MAX_QUEUE)."""
+        return self.max_queue is not None and self._pending >= self.max_queue
+
     async def generate(
         self,
         n: int = 1,
@@ -158,14 +201,20 @@ class Generator:
         seed: int | None = None,
         **overrides: Any,
     ) -> list[Sample]:
-        """Sample `n` texts off the event loop; each carries the adapter that wrote it."""
+        """Sample `n` texts off the event loop; each carries the adapter that wrote it.
+
+        Raises GeneratorBusy at once when the queue is full. The check and the count happen before the first await,
+        so simultaneous callers cannot all slip past the bound.
+        """
+        if self.busy:
+            raise GeneratorBusy()
         params = replace(self.params, **overrides) if overrides else self.params
         started = time.perf_counter()
-        self.pending += 1
+        self._pending += 1
         try:
             samples = await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
         finally:
-            self.pending -= 1
+            self._pending -= 1
         for observe in self.observers:
             try:
                 observe(time.perf_counter() - started, samples)
@@ -217,31 +266,44 @@ class Generator:
             if path is None:
                 raise AdapterLoadError(f"adapter {name!r} is not loaded and no path was given")
             self._load_sync(name, path)
-        self._peft.set_adapter(name)
+        self._peft.set_adapter(peft_name(name))
         self._active = name
+        self._resident.remove(name)
+        self._resident.append(name)  # most recently used last: eviction takes the least recently used
         self._evict_sync()
         took = time.perf_counter() - started
         log.info("serving adapter %s (switch took %.0f ms)", name, took * 1000)
         return took
 
     def _load_sync(self, name: str, path: Path) -> None:
-        from peft import PeftModel
+        from peft import PeftModel, get_peft_model_state_dict
+        from safetensors.torch import load_file
 
+        from bot.adapters import WEIGHTS
+
+        inner = peft_name(name)
         try:
+            tensors = load_file(str(Path(path) / WEIGHTS))
             if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self.loaded.model, str(path), adapter_name=name)
+                self._peft = PeftModel.from_pretrained(self.loaded.model, str(path), adapter_name=inner)
                 self._peft.eval()
             else:
-                self._peft.load_adapter(str(path), adapter_name=name)
+                self._peft.load_adapter(str(path), adapter_name=inner)
+            # peft loads whatever keys match and silently keeps fresh (zero) LoRA weights for the rest: a file whose
+            # keys match nothing would serve the base model under the adapter's name. Compare exactly.
+            expected = set(get_peft_model_state_dict(self._peft, adapter_name=inner))
+            check_adapter_weights(tensors, expected, name)
         except Exception as exc:
             # a half-registered adapter must not linger; the active one is untouched
-            if self._peft is not None and name in getattr(self._peft, "peft_config", {}):
+            if self._peft is not None and inner in getattr(self._peft, "peft_config", {}):
                 try:
-                    self._peft.delete_adapter(name)
+                    self._peft.delete_adapter(inner)
                 except Exception:
                     log.debug("cleanup of failed adapter %s failed", name, exc_info=True)
                 if self._active != BASE:
-                    self._peft.set_adapter(self._active)
+                    self._peft.set_adapter(peft_name(self._active))
+            if isinstance(exc, AdapterLoadError):
+                raise
             raise AdapterLoadError(f"could not load adapter {name!r}: {exc}") from exc
         self._resident.append(name)
 
@@ -252,7 +314,14 @@ class Generator:
             if victim is None:
                 break
             self._resident.remove(victim)
-            self._peft.delete_adapter(victim)
+            self._peft.delete_adapter(peft_name(victim))
+
+    async def health_check(self) -> None:
+        """Generate one short sample with the active adapter, outside the queue bound; raises if it fails."""
+        params = replace(self.params, max_new_tokens=4)
+        (sample,) = await self._run(self._generate_sync, 1, "", params, True, None, 0)
+        if not sample.completion_ids:
+            raise AdapterLoadError(f"adapter {self._active!r} generated nothing")
 
     def is_resident(self, name: str) -> bool:
         """True if the adapter is loaded in memory (a switch to it needs no disk read)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.http import charts
+from bot.http.auth import hash_member
 from bot.storage.ops import day_of
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class DashboardDeps:
     rollback: Callable[[], Awaitable[str]] | None = None
     trial: Callable[[], dict[str, Any] | None] = field(default=lambda: None)
     clock: Callable[[], float] = time.time
+    key: str = ""  # keys the member hashes shown (the dashboard token)
 
 
 def adapter_switches(posts: list[tuple[float, str]]) -> list[tuple[str, str, str]]:
@@ -204,7 +206,16 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
         "serving": deps.serving(),
         "trial": deps.trial(),
         "can_rollback": deps.rollback is not None and deps.store.previous() is not None,
-        "audit": [{**e, "when": _fmt_time(e["at"])} for e in await deps.storage.audit_trail(20)],
+        "audit": [
+            {
+                "when": _fmt_time(e["at"]),
+                # an operator's Discord id is shown only as a keyed hash; dashboard actions have none
+                "who": "dashboard" if e["actor_id"] is None else f"member {hash_member(int(e['actor_id']), deps.key)}",
+                "action": e["action"],
+                "detail": e["detail"],
+            }
+            for e in await deps.storage.audit_entries(20)
+        ],
     }
 
 

@@ -35,6 +35,8 @@ class Snapshot:
     last_run: dict[str, Any] | None = None
     database_bytes: int = 0
     trial: dict[str, Any] | None = None  # {"arms": {name: posts}, "decision": str} when a trial runs
+    refused: dict[str, int] = field(default_factory=dict)  # output filter: texts refused (resampled), by reason
+    skipped: int = 0  # output filter: posts skipped after every resample was refused
 
 
 class _SnapshotCollector(Collector):
@@ -120,9 +122,6 @@ class Metrics:
         self.queue_depth = Gauge(
             "kilroy_generation_queue_depth", "Generation calls waiting or running on the model thread", registry=r
         )
-        self.refused = Counter(
-            "kilroy_texts_refused", "Generated texts the output filter refused, by reason", ["reason"], registry=r
-        )
         self.adapter = Info("kilroy_serving_adapter", "The LoRA adapter serving posts now", registry=r)
         self.gateway_up = Gauge("kilroy_gateway_connected", "1 while the Discord gateway is connected", registry=r)
         self.gateway_latency = Gauge(
@@ -143,10 +142,6 @@ class Metrics:
         self.generation_seconds.observe(seconds)
         for t in tokens:
             self.generation_tokens.observe(t)
-
-    def refused_text(self, reason: str) -> None:
-        """The output filter refused a text."""
-        self.refused.labels(reason=reason).inc()
 
     # --- scrape ------------------------------------------------------------------------------------------------------
 

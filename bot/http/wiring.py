@@ -44,9 +44,14 @@ def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayStat
     def training_state() -> dict[str, Any]:
         return {"busy": bool(getattr(training, "busy", False))}
 
+    output_filter = getattr(services, "output_filter", None)
+
     async def snapshot() -> Snapshot:
         c = await storage.counters()
-        return Snapshot(c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes())
+        return Snapshot(
+            c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes(),
+            refused=dict(getattr(output_filter, "resampled", {})), skipped=int(getattr(output_filter, "skipped", 0)),
+        )  # fmt: skip
 
     ctx.health = HealthSources(
         gateway=gateway,
@@ -62,6 +67,7 @@ def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayStat
         serving=lambda: adapters.active,
         rollback=adapters.rollback,
         clock=clock,
+        key=ctx.token,
     )
     ctx.snapshot = snapshot
     generator.observers.append(lambda seconds, samples: ctx.metrics.generation(seconds, [s.tokens for s in samples]))

@@ -1,7 +1,7 @@
 """All persistence: aiosqlite, WAL, numbered migrations, and every SQL statement of the project.
 
-One module per aggregate (posts and engagement, training runs, stories), sharing one connection and one
-transaction helper (`_db.py`); `Storage` composes them, so callers see one object. Writes are idempotent through
+One module per aggregate (posts and engagement, training runs, stories, privacy and audit), sharing one connection
+and one transaction helper (`_db.py`); `Storage` composes them, so callers see one object. Writes are idempotent through
 natural keys, so a replayed gateway event or a catch-up pass can run freely. Rows come back as small frozen
 dataclasses (`records.py`); nothing above this package depends on the driver.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 from bot.storage._db import StorageBase, migrations
 from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostsMixin
+from bot.storage.privacy import PrivacyMixin
 from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Vote
 from bot.storage.runs import RunsMixin
+from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
 
 __all__ = [
@@ -32,5 +34,5 @@ __all__ = [
 ]
 
 
-class Storage(StoriesMixin, PostsMixin, RunsMixin, OpsMixin, StorageBase):
+class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, OpsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""

@@ -1,4 +1,4 @@
-"""Operations: the health write check, the figures behind /metrics and the dashboard, and the audit trail.
+"""Operations: the health write check, and the figures behind /metrics and the dashboard.
 
 Reads that grow with the history (a year of posts for the dashboard) run on a private read-only sqlite3
 connection in a worker thread, so they hold neither the event loop nor the shared connection that gateway events
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.scoring import ScoreFormula
-from bot.stats import DayStat
 from bot.storage._db import StorageBase
 
 T = TypeVar("T")
@@ -51,17 +50,8 @@ class ScoredPost:
     arm: str | None
 
 
-@dataclass(frozen=True)
-class StatsSummary:
-    """/stats in one read: posts counted, mean score per (day, adapter), the best posts."""
-
-    posts: int
-    days: list[DayStat]
-    top: list[ScoredPost]
-
-
 class OpsMixin(StorageBase):
-    """Health, metrics, dashboard reads and the audit trail."""
+    """Health, metrics and dashboard reads."""
 
     _db_file: Path | None = None
 
@@ -160,11 +150,6 @@ class OpsMixin(StorageBase):
             )
         )
 
-    async def stats_summary(self, formula: ScoreFormula, *, since: float, top: int = 5) -> StatsSummary:
-        """What /stats shows: posts counted, mean score per (day, adapter), the best posts; computed in a thread."""
-
-        return await self._read(lambda con: _summary(con, formula, since=since, top=top))
-
     async def adapter_history(self) -> list[dict[str, Any]]:
         """The adapter each training run wrote, newest first, with the run's verdict (promoted, gate message)."""
 
@@ -204,26 +189,6 @@ class OpsMixin(StorageBase):
             return out
 
         return await self._read(read)
-
-    # --- audit trail -------------------------------------------------------------------------------------------------
-
-    async def audit(self, *, actor: str, action: str, detail: str, outcome: str, at: float) -> int:
-        """Record an operator action and its outcome."""
-        async with self._write:
-            cur = await self.db.execute(
-                "INSERT INTO audit_log (at, actor, action, detail, outcome) VALUES (?, ?, ?, ?, ?)",
-                (at, actor, action, detail, outcome),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-    async def audit_trail(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest audit entries, newest first."""
-        async with self.db.execute(
-            "SELECT id, at, actor, action, detail, outcome FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
-        ) as cur:
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
 
 
 def _filters(since: float, channel_id: int | None, adapter: str | None) -> tuple[str, list[Any]]:
@@ -284,22 +249,6 @@ def _scored(
                    int(voters), int(repliers), arm)
         for pid, at, ch, guild, message, ad, kind, text, arm, score, voters, repliers in rows
     ]  # fmt: skip
-
-
-def _summary(con: sqlite3.Connection, formula: ScoreFormula, *, since: float, top: int) -> StatsSummary:
-    """/stats aggregated in SQL: mean score per (UTC day, adapter), the post count, the best posts."""
-    where, args = _filters(since, None, None)
-    cte, weight_args = _scores_cte(formula, where)
-    params = [*weight_args, *args, *args, formula.reply_weight, *args]
-    days = [
-        DayStat(str(d), str(a), float(mean), int(n))
-        for d, a, mean, n in con.execute(
-            f"{cte} SELECT date(created_at, 'unixepoch') AS day, adapter, AVG(score), COUNT(*) FROM scored "
-            "GROUP BY day, adapter ORDER BY day, adapter",
-            params,
-        )
-    ]
-    return StatsSummary(sum(d.posts for d in days), days, _scored(con, formula, since=since, order="top", limit=top))
 
 
 def day_of(ts: float) -> str:

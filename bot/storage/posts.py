@@ -82,8 +82,14 @@ class PostsMixin(StorageBase):
 
     # --- engagement --------------------------------------------------------------------------------------------------
 
+    def _opted_out(self, member_id: int) -> bool:
+        """True for a member who asked to be forgotten (privacy.py overrides this; nothing of theirs is recorded)."""
+        return False
+
     async def add_vote(self, message_id: int, member_id: int, emoji: str, *, at: float, is_bot: bool = False) -> bool:
         """Record a reaction on one of our posts; True if it created a new vote. Bots are logged, never counted."""
+        if self._opted_out(member_id):
+            return False
         post_id = await self.post_id_by_message(message_id)
         if post_id is None:
             return False
@@ -104,6 +110,8 @@ class PostsMixin(StorageBase):
 
     async def remove_vote(self, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
         """Cancel a reaction; True if a vote was removed."""
+        if self._opted_out(member_id):
+            return False  # they hold no vote, and the removal event would hold their id
         post_id = await self.post_id_by_message(message_id)
         if post_id is None:
             return False
@@ -122,7 +130,7 @@ class PostsMixin(StorageBase):
         post = await self.post_id_by_message(message_id)
         if post is None:
             return 0
-        wanted = set(current)
+        wanted = {(m, e) for m, e in current if not self._opted_out(m)}
         changed = 0
         async with self.transaction():
             # read inside the transaction: a live reaction landing between read and write cannot be undone
@@ -145,6 +153,8 @@ class PostsMixin(StorageBase):
         self, message_id: int, parent_message_id: int, member_id: int, *, at: float, length: int = 0
     ) -> bool:
         """Record a member's reply to one of our posts; True if new."""
+        if self._opted_out(member_id):
+            return False
         post_id = await self.post_id_by_message(parent_message_id)
         if post_id is None:
             return False
@@ -162,15 +172,6 @@ class PostsMixin(StorageBase):
             cur = await self.db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
             return cur.rowcount == 1
 
-    async def forget_member(self, member_id: int) -> int:
-        """Delete every vote, reaction event and reply of a member; return rows deleted."""
-        async with self.transaction():
-            total = 0
-            for table in ("votes", "reaction_events", "replies"):
-                cur = await self.db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
-                total += cur.rowcount
-            return total
-
     # --- records for scoring and training ----------------------------------------------------------------------------
 
     async def post_records(
@@ -180,9 +181,17 @@ class PostsMixin(StorageBase):
         created_after: float | None = None,
         untrained_only: bool = False,
         limit: int | None = None,
+        guild_id: int | None = None,
     ) -> list[PostRecord]:
-        """Posts with their votes and replies, oldest first; `limit` keeps the newest."""
-        where, args = ["1=1"], []
+        """Posts with their votes and replies, oldest first; `limit` keeps the newest; `guild_id` scopes to a server.
+
+        Posts whose prompt was redacted for a forgotten member are left out: they cannot be trained on.
+        """
+        where: list[str] = ["redacted = 0"]
+        args: list[Any] = []
+        if guild_id is not None:
+            where.append("guild_id = ?")
+            args.append(guild_id)
         if created_before is not None:
             where.append("created_at <= ?")
             args.append(created_before)

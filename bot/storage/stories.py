@@ -30,15 +30,26 @@ class StoriesMixin(PostsMixin):
         return Story(int(row[0]), int(row[1]), str(row[2]), str(row[3]), float(row[4]), row[5], lines)
 
     async def start_story(
-        self, channel_id: int, *, instruction: str, opening: str, started_by: int | None, at: float
+        self,
+        channel_id: int,
+        *,
+        instruction: str,
+        opening: str,
+        started_by: int | None,
+        at: float,
+        guild_id: int | None = None,
+        opening_custom: bool = True,
     ) -> int:
-        """Start a story in a channel; raises StoryExists if one is running there."""
+        """Start a story in a channel; raises StoryExists if one is running there.
+
+        `opening_custom` says the opening is the starter's own words (forget-me then removes it).
+        """
         async with self._write:
             try:
                 cur = await self.db.execute(
-                    "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (channel_id, instruction, opening, started_by, at),
+                    "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at, guild_id, "
+                    "opening_custom) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (channel_id, instruction, opening, started_by, at, guild_id, int(opening_custom)),
                 )
             except aiosqlite.IntegrityError as exc:
                 raise StoryExists(channel_id) from exc

@@ -6,12 +6,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+REPEAT_FLOOR = 0.05  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in 128 samples is noise
+
 
 @dataclass(frozen=True)
 class GateConfig:
     max_kl: float = 1.0  # mean per-token KL(candidate || base) on fresh samples, in nats
     min_diversity: float = 0.6  # candidate distinct-2 must be at least this fraction of the serving adapter's
-    min_base_diversity: float = 0.7  # ... and of the base model's, so small nightly losses cannot compound
+    min_base_diversity: float = 0.85  # ... and of the base model's, so small nightly losses cannot compound
+    max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at REPEAT_FLOOR)
+    max_length: float = 1.5  # candidate mean tokens at most this times the base's
+    min_engagement: float = 0.0  # estimated relative engagement of candidate minus serving, at least
 
 
 @dataclass(frozen=True)
@@ -21,10 +26,13 @@ class Decision:
 
 
 def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: GateConfig) -> Decision:
-    """Promote only if the candidate stays close to the base and keeps its diversity.
+    """Promote only if the candidate stays close to the base, keeps its diversity, does not degenerate into
+    repetitive or long posts, and is not estimated to engage less than the serving adapter.
 
-    candidate: {"kl": float, "distinct2": float, "loss": float, "base_distinct2": float (optional)};
-    serving: {"distinct2": float}.
+    candidate: {"kl", "distinct2", "loss"} and optionally "base_distinct2", "repeat3" with "base_repeat3",
+    "mean_tokens" with "base_mean_tokens", and "engagement" (the reward model's estimate on fresh samples);
+    serving: {"distinct2"} and optionally "engagement" (the serving adapter's estimate on the same draw).
+    A check whose inputs are missing is skipped.
     """
     kl, d2, loss = candidate.get("kl", math.nan), candidate.get("distinct2", 0.0), candidate.get("loss", 0.0)
     if not math.isfinite(loss) or not math.isfinite(kl):
@@ -41,5 +49,42 @@ def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: Ga
         return Decision(
             False, f"distinct-2 {d2:.3f} fell below {cfg.min_base_diversity:.0%} of the base model's ({base_floor:.3f})"
         )
+    if "repeat3" in candidate and "base_repeat3" in candidate:
+        bound = cfg.max_repeat * max(candidate["base_repeat3"], REPEAT_FLOOR)
+        if candidate["repeat3"] > bound:
+            return Decision(
+                False, f"repeat3 {candidate['repeat3']:.2f} exceeds {cfg.max_repeat:.1f}x the base's ({bound:.2f})"
+            )
+    if "mean_tokens" in candidate and "base_mean_tokens" in candidate:
+        bound = cfg.max_length * candidate["base_mean_tokens"]
+        if candidate["mean_tokens"] > bound:
+            return Decision(
+                False,
+                f"mean length {candidate['mean_tokens']:.1f} tokens exceeds {cfg.max_length:.1f}x the base's "
+                f"({bound:.1f})",
+            )
+    if "engagement" in candidate and "engagement" in serving:
+        gain = candidate["engagement"] - serving["engagement"]
+        if gain < cfg.min_engagement:
+            return Decision(
+                False,
+                f"estimated engagement {gain:+.1%} against the serving adapter (needs at least "
+                f"{cfg.min_engagement:+.1%})",
+            )
     floor = max(floor, base_floor)
-    return Decision(True, f"KL {kl:.3f} ≤ {cfg.max_kl:.3f} and distinct-2 {d2:.3f} ≥ {floor:.3f}")
+    reason = f"KL {kl:.3f} ≤ {cfg.max_kl:.3f} and distinct-2 {d2:.3f} ≥ {floor:.3f}"
+    if "engagement" in candidate and "engagement" in serving:
+        reason += f"; estimated engagement {candidate['engagement'] - serving['engagement']:+.1%} over serving"
+    return Decision(True, reason)
+
+
+def gate_config(training: object) -> GateConfig:
+    """The gate's bounds from a `TrainingSettings` section."""
+    return GateConfig(
+        max_kl=training.gate_max_kl,  # type: ignore[attr-defined]
+        min_diversity=training.gate_min_diversity,  # type: ignore[attr-defined]
+        min_base_diversity=training.gate_min_base_diversity,  # type: ignore[attr-defined]
+        max_repeat=training.gate_max_repeat,  # type: ignore[attr-defined]
+        max_length=training.gate_max_length,  # type: ignore[attr-defined]
+        min_engagement=training.gate_min_engagement,  # type: ignore[attr-defined]
+    )

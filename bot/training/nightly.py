@@ -23,7 +23,8 @@ from bot.config import Settings
 from bot.dataset import build_examples
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.storage import Storage
-from bot.training.gate import GateConfig, decide
+from bot.training.gate import decide, gate_config
+from bot.training.reward_model import model_rewards
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,23 @@ async def run_training(
         return RunResult("skipped", run_id, reason=msg)
 
     scores = [score_post(r, formula) for r in fresh]
-    rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
+    reward_model = None
+    if settings.training.reward == "model":
+        # pooled over the whole trailing window, so weak effects add up across nights
+        t = settings.training
+        reward_model, rewards = model_rewards(
+            records, fresh, formula, length_neutral=t.length_neutral, repeat_penalty=t.repeat_penalty
+        )
+        if reward_model.p_value > settings.training.reward_max_p:
+            msg = (
+                f"no signal: over {reward_model.posts} settled posts the reward model fits no better than shuffled "
+                f"scores (p={reward_model.p_value:.2f} > {settings.training.reward_max_p}); nothing to learn tonight"
+            )
+            await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
+            emit({"event": "skipped", "reason": msg})
+            return RunResult("skipped", run_id, reason=msg, metrics={"reward_p": reward_model.p_value})
+    else:
+        rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
     examples = build_examples(fresh, rewards)
     parent = store.current()
     parent_path = None if parent == BASE else store.path(parent)
@@ -102,13 +119,15 @@ async def run_training(
             parent_path=parent_path,
             out_dir=tmp,
             on_progress=emit,
+            reward_model=reward_model,
         )
         metrics = {**candidate.metrics, "mean_score": sum(scores) / len(scores)}
-        t = settings.training
-        gate = GateConfig(
-            max_kl=t.gate_max_kl, min_diversity=t.gate_min_diversity, min_base_diversity=t.gate_min_base_diversity
-        )
-        decision = decide(metrics, {"distinct2": metrics["serving_distinct2"]}, gate)
+        if reward_model is not None:
+            metrics.update(
+                reward_signal=reward_model.signal, reward_p=reward_model.p_value, reward_ridge=reward_model.ridge
+            )
+        serving = {k[len("serving_") :]: v for k, v in metrics.items() if k.startswith("serving_")}
+        decision = decide(metrics, serving, gate_config(settings.training))
         meta = {
             "created_at": time.time(),
             "parent": parent,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 IGNORE = -100
+_WORD = re.compile(r"[\w'-]+")
 
 
 def token_logprobs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,6 +76,30 @@ def reward_weighted_loss(
     return pg + beta * kl.mean()
 
 
+def repeated_ngram_positions(tokens: Sequence[int], n: int = 3) -> list[int]:
+    """Indexes of the tokens that complete an n-gram already seen earlier in the same sequence."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for i in range(n - 1, len(tokens)):
+        gram = tuple(tokens[i - n + 1 : i + 1])
+        if gram in seen:
+            out.append(i)
+        seen.add(gram)
+    return out
+
+
+def unlikelihood_loss(logp: Tensor, marked: Tensor) -> Tensor:
+    """Unlikelihood (Welleck et al. 2019) on marked positions: mean of -log(1 - p(token)), 0 if none is marked.
+
+    logp: (B, T) log-probabilities of the sampled tokens; marked: (B, T) 1 where the token repeats an n-gram.
+    Pushes down exactly the tokens that loop a post back onto itself, without touching the rest.
+    """
+    import torch
+
+    p = torch.exp(logp).clamp(max=1 - 1e-6)
+    return -(torch.log1p(-p) * marked).sum() / marked.sum().clamp(min=1)
+
+
 def distinct_n(texts: list[Any], n: int = 2) -> float:
     """Distinct-n: unique n-grams over all n-grams of a batch of texts (whitespace tokens). 0 for none."""
     grams: list[tuple[str, ...]] = []
@@ -80,3 +107,15 @@ def distinct_n(texts: list[Any], n: int = 2) -> float:
         words = str(text).split()
         grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeat3(texts: Sequence[str]) -> float:
+    """The share of texts that contain some word trigram twice: the mark of a post looping on a template."""
+    if not texts:
+        return 0.0
+    hits = 0
+    for text in texts:
+        words = _WORD.findall(str(text).lower())
+        grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        hits += len(grams) != len(set(grams))
+    return hits / len(texts)

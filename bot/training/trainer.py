@@ -20,7 +20,17 @@ from bot.config import GenerationSettings, ModelSettings, TrainingSettings
 from bot.dataset import TrainingExample
 from bot.engine.generator import SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
-from bot.training.objective import IGNORE, distinct_n, kl_per_sequence, reward_weighted_loss, token_logprobs
+from bot.training.objective import (
+    IGNORE,
+    distinct_n,
+    kl_per_sequence,
+    repeat3,
+    repeated_ngram_positions,
+    reward_weighted_loss,
+    token_logprobs,
+    unlikelihood_loss,
+)
+from bot.training.reward_model import RewardModel, shape_rewards
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,17 @@ def _batch(examples: Sequence[TrainingExample], pad_id: int, device: Any) -> tup
     return ids.to(device), attn.to(device), labels.to(device), adv.to(device)
 
 
+def _repeat_mask(examples: Sequence[TrainingExample], width: int, device: Any) -> Any:
+    """(B, width-1), aligned with token_logprobs: 1 where a completion token repeats one of its token trigrams."""
+    import torch
+
+    marked = torch.zeros((len(examples), max(1, width - 1)), dtype=torch.float32)
+    for i, e in enumerate(examples):
+        for j in repeated_ngram_positions(e.completion_ids):
+            marked[i, len(e.prompt_ids) + j - 1] = 1.0
+    return marked.to(device)
+
+
 def _sequence_stats(model: Any, ids: Any, attn: Any, labels: Any) -> tuple[Any, Any, Any]:
     """(policy token logp, base token logp, mask), each (B, T-1); the base pass runs without gradients."""
     import torch
@@ -73,8 +94,14 @@ def train_adapter(
     parent_path: Path | None,
     out_dir: Path,
     on_progress: Progress | None = None,
+    reward_model: RewardModel | None = None,
 ) -> Candidate:
-    """Train a new adapter version from `parent_path` (or from scratch) on the examples; evaluate; save to out_dir."""
+    """Train a new adapter version from `parent_path` (or from scratch) on the examples; evaluate; save to out_dir.
+
+    With a `reward_model`, `training.reward_samples` extra samples of the parent are drawn first and trained on
+    with the model's (centred) estimate as their reward, and the gate metrics include each adapter's estimated
+    engagement.
+    """
     import torch
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -95,6 +122,8 @@ def train_adapter(
     # eval mode during training too: GPT-2's dropout would make policy and reference log-probs disagree
     model.eval()
     device = next(model.parameters()).device
+    if reward_model is not None and training.reward_samples > 0:
+        examples = list(examples) + _scored_samples(model, tok, loaded.context_size, generation, training, reward_model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loaded.device == "cuda" else _null()
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,6 +152,9 @@ def train_adapter(
                 objective=training.objective,
                 awr_temperature=training.awr_temperature,
             )
+            if training.unlikelihood > 0:
+                # whatever the reward, a post looping on its own words is never what to learn
+                loss = loss + training.unlikelihood * unlikelihood_loss(logp, _repeat_mask(chunk, ids.shape[1], device))
             (loss / training.grad_accum).backward()
             step += 1
             if step % training.grad_accum == 0 or b == per_epoch - 1:
@@ -135,7 +167,14 @@ def train_adapter(
 
     emit({"event": "progress", "stage": "evaluate", "step": total, "of": total})
     metrics = evaluate(
-        model, tok, loaded.context_size, generation, training, parent_path=parent_path, seed=training.seed
+        model,
+        tok,
+        loaded.context_size,
+        generation,
+        training,
+        parent_path=parent_path,
+        seed=training.seed,
+        reward_model=reward_model,
     )
     metrics.update(
         loss=sum(losses) / len(losses) if losses else float("nan"),
@@ -157,8 +196,11 @@ def evaluate(
     *,
     parent_path: Path | None,
     seed: int,
+    reward_model: RewardModel | None = None,
 ) -> dict[str, float]:
-    """Fresh candidate samples: per-token KL to the base and distinct-2, and the serving adapter's distinct-2."""
+    """Fresh samples of the candidate, the base and the serving adapter, drawn with the same seed: the candidate's
+    per-token KL to the base, and each one's distinct-2, repeat3, mean length and (with a reward model) estimated
+    relative engagement."""
     import torch
 
     params = SamplingParams.from_settings(generation)
@@ -195,13 +237,76 @@ def evaluate(
         serving = draw("serving")
         model.set_adapter("default")
         model.delete_adapter("serving")
-    return {
-        "kl": kl,
-        "distinct2": distinct_n([s.text for s in samples]),
-        "serving_distinct2": distinct_n([s.text for s in serving]),
-        "base_distinct2": distinct_n([s.text for s in base]),
-        "mean_tokens": sum(s.tokens for s in samples) / max(1, len(samples)),
-    }
+    texts = {"": [s.text for s in samples], "serving_": [s.text for s in serving], "base_": [s.text for s in base]}
+    out = {"kl": kl}
+    for prefix, group in texts.items():
+        out[f"{prefix}distinct2"] = distinct_n(group)
+        out[f"{prefix}repeat3"] = repeat3(group)
+        if reward_model is not None:
+            out[f"{prefix}engagement"] = sum(reward_model.relative(group)) / max(1, len(group))
+    for prefix, drawn in (("", samples), ("serving_", serving), ("base_", base)):
+        out[f"{prefix}mean_tokens"] = sum(s.tokens for s in drawn) / max(1, len(drawn))
+    return out
+
+
+def _scored_samples(
+    model: Any,
+    tokenizer: Any,
+    context_size: int,
+    generation: GenerationSettings,
+    training: TrainingSettings,
+    reward_model: RewardModel,
+) -> list[TrainingExample]:
+    """Fresh samples of the parent (the model before any step), rewarded by the reward model, centred."""
+    import torch
+
+    torch.manual_seed(training.seed + 2)
+    samples = [
+        s
+        for s in sample_batch(
+            model,
+            tokenizer,
+            prompt=generation.prompt,
+            n=training.reward_samples,
+            params=SamplingParams.from_settings(generation),
+            stop_at_newline=True,
+            context_size=context_size,
+            adapter="parent",
+        )
+        if s.completion_ids
+    ]
+    rewards = shape_rewards(
+        reward_model.relative([s.text for s in samples]),
+        [float(len(s.completion_ids)) for s in samples],
+        [repeat3([s.text]) for s in samples],
+        length_neutral=training.length_neutral,
+        repeat_penalty=training.repeat_penalty,
+    )
+    return [TrainingExample(-1, s.prompt_ids, s.completion_ids, r) for s, r in zip(samples, rewards, strict=True)]
+
+
+def kl_to_base(model: Any, tokenizer: Any, samples: Sequence[Any], *, chunk: int = 64) -> float:
+    """Mean per-token KL(adapter || base) on the adapter's own samples: E[logp - ref_logp] over all their tokens.
+
+    `model` is a peft model with the adapter to measure active, or None for the base itself (KL 0). A sampled
+    estimate can dip below zero when the two are nearly equal; it is floored at 0.
+    """
+    import torch
+
+    if model is None:
+        return 0.0
+    examples = [TrainingExample(0, s.prompt_ids, s.completion_ids, 0.0) for s in samples if s.completion_ids]
+    if not examples:
+        return 0.0
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), chunk):
+            ids, attn, labels, _ = _batch(examples[i : i + chunk], tokenizer.pad_token_id, device)
+            logp, ref_logp, mask = _sequence_stats(model, ids, attn, labels)
+            total += float(((logp - ref_logp) * mask).sum())
+            tokens += int(mask.sum())
+    return max(0.0, total / max(1, tokens))
 
 
 class _null:

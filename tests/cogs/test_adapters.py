@@ -62,3 +62,45 @@ async def test_rollback_and_list(setup):
     assert f"▶ `{names[0]}`" in listing and names[1] in listing
     choices = await cog._names(interaction(member(7)), "v000")
     assert {c.value for c in choices} == set(names)
+
+
+async def test_autocomplete_answers_only_operators(setup):
+    """Adapter names are operators' business: a member's autocomplete gets nothing."""
+    cog, _, names = setup
+    assert await cog._names(interaction(member(1)), "") == []
+    assert {c.value for c in await cog._names(interaction(member(7)), "")} >= set(names)
+
+
+async def test_operator_of_no_allowed_server_is_nobody(tiny_settings, setup):
+    """Operator ids count only inside a server of KILROY_GUILD_IDS (and never in DMs)."""
+    from cogs._checks import is_operator
+
+    settings = tiny_settings(KILROY_OPERATOR_USER_IDS="7", KILROY_GUILD_IDS="1")
+    assert await is_operator(interaction(member(7), guild_id=1), settings.discord)
+    assert not await is_operator(interaction(member(7), guild_id=2), settings.discord)
+    assert not await is_operator(interaction(member(7), guild_id=None), settings.discord)
+
+
+async def test_use_and_rollback_are_audited(setup, storage):
+    """/adapter use and rollback leave a row naming who and what, and a line in the log channel."""
+    from unittest.mock import AsyncMock, MagicMock
+
+    import discord
+
+    from tests.cogs.helpers import fake_bot
+
+    cog, service, names = setup
+    bot = fake_bot()
+    log_channel = MagicMock(spec=discord.TextChannel)
+    log_channel.send = AsyncMock()
+    bot.get_channel = MagicMock(return_value=log_channel)
+    settings = cog.settings.replace(discord=cog.settings.discord.__class__(operator_user_ids=(7,), log_channel_id=99))
+    audited = Adapters(settings=settings, adapters=service, storage=storage, bot=bot)
+    await audited.use.callback(audited, interaction(member(7)), names[1])
+    await audited.rollback.callback(audited, interaction(member(7)))
+    rows = await storage.audit_entries()
+    assert [(r["action"], r["actor_id"]) for r in rows] == [("/adapter rollback", 7), ("/adapter use", 7)]
+    assert rows[1]["detail"] == names[1]
+    sent = [c.args[0] for c in log_channel.send.await_args_list]
+    assert sent[0].startswith("Audit: <@7> ran /adapter use")
+    assert all(c.kwargs["allowed_mentions"].to_dict() == {"parse": []} for c in log_channel.send.await_args_list)

@@ -47,7 +47,7 @@ async def test_post_is_sent_and_recorded_with_ids_and_adapter(make_cog, storage)
     ch = channel()
     cog = make_cog(["hello world"], ch)
     await cog.post_to(500)
-    ch.send.assert_awaited_once_with("hello world")
+    assert sent(ch) == ["hello world"]
     post = await storage.post_by_message(777)
     assert post.text == "hello world" and post.adapter == "v0003" and post.completion_ids == (5, 6, 0)
     assert post.channel_id == 500 and post.guild_id == 1 and post.params == {"temperature": 1.0}
@@ -57,7 +57,7 @@ async def test_empty_and_blocklisted_texts_never_posted(make_cog, storage):
     ch = channel()
     cog = make_cog(["   ", "buy crypto now", "a fine post"], ch, KILROY_BLOCKLIST="crypto")
     await cog.post_to(500)
-    ch.send.assert_awaited_once_with("a fine post")
+    assert sent(ch) == ["a fine post"]
 
 
 async def test_gives_up_after_retries_without_posting(make_cog, storage):
@@ -82,3 +82,34 @@ async def test_channel_without_permission_skipped_with_warning(make_cog, storage
 )
 def test_is_postable(text, ok):
     assert is_postable(text, ["crypto"]) is ok
+
+
+def sent(ch) -> list[str]:
+    """What was sent; every send must carry AllowedMentions.none()."""
+    for call in ch.send.await_args_list:
+        assert call.kwargs["allowed_mentions"].to_dict() == {"parse": []}
+    return [call.args[0] for call in ch.send.await_args_list]
+
+
+async def test_invites_and_urls_resampled_mentions_neutralised(make_cog, storage):
+    """An invite link or a URL is never sent (resampled, counted); a generated @everyone goes out neutralised."""
+    ch = channel()
+    cog = make_cog(["join discord.gg/abc", "see www.spam.example", "hello @everyone and <@123>"], ch)
+    await cog.post_to(500)
+    assert sent(ch) == ["hello @\u200beveryone and <@\u200b123>"]
+    assert dict(cog.output_filter.resampled) == {"invite": 1, "url": 1}
+
+
+async def test_skipped_post_is_counted(make_cog, storage):
+    ch = channel()
+    cog = make_cog(["discord.gg/x"] * 10, ch)
+    assert await cog.post_to(500) is None
+    assert cog.output_filter.skipped == 1 and "1 skipped" in cog.output_filter.summary()
+
+
+async def test_channel_of_another_server_never_posted(make_cog, storage, caplog):
+    """A post channel in a server outside KILROY_GUILD_IDS is skipped."""
+    ch = channel()
+    cog = make_cog(["hello"], ch, KILROY_GUILD_IDS="77")
+    assert await cog.post_to(500) is None
+    ch.send.assert_not_awaited()

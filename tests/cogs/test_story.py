@@ -3,7 +3,7 @@ import pytest
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
 from bot.storage import Storage
-from bot.story_session import OnCooldown, StoryError, StoryService
+from bot.story_session import StoryError, StoryService
 from cogs.story import Story
 from tests.cogs.helpers import interaction, member, texts
 
@@ -69,23 +69,55 @@ async def test_story_survives_restart(tiny_settings, tmp_path, generator):
         assert shown.count("machine_director:") == 1
 
 
-async def test_length_limit_and_cooldown(tiny_settings, storage, generator):
-    """Too-long lines and flooding are refused before deferring, so the refusal stays ephemeral."""
-    settings = tiny_settings(KILROY_STORY_MAX_LINE_CHARS="20", KILROY_STORY_COOLDOWN_SECONDS="30")
-    clock = Clock()
-    cog = make_cog(storage, generator, settings, clock)
+async def test_length_limit_and_filtered_lines(tiny_settings, storage, generator):
+    """Too-long lines, invite links and URLs are refused before deferring, so the refusal stays ephemeral.
+
+    (Per-member cooldowns are taken by the command tree before any await: tests/test_safety.py and the e2e test.)
+    """
+    settings = tiny_settings(KILROY_STORY_MAX_LINE_CHARS="40")
+    cog = make_cog(storage, generator, settings, Clock())
+    await cog.start.callback(cog, interaction(), None)
+    for text, match in (("x" * 41, "under 40"), ("join discord.gg/abc", "invite"), ("see https://x.org", "link")):
+        i = interaction(member(1))
+        with pytest.raises(StoryError, match=match):
+            await cog.line.callback(cog, i, text)
+        assert not i.response.defer.called
+    with pytest.raises(StoryError, match="invite"):
+        await cog.start.callback(cog, interaction(channel_id=9), "come to discord.gg/x")
+    assert (await storage.active_story(500)).lines == ()  # nothing refused was stored
+
+
+async def test_echoed_line_and_answer_never_ping(tiny_settings, storage):
+    """A member's <@id> and @everyone are escaped when echoed; a generated @everyone is neutralised; every send
+    carries AllowedMentions.none(); a generated invite link is resampled, never sent."""
+    settings = tiny_settings()
+    gen = ScriptedGenerator(["join discord.gg/spam", "hi @everyone and <@42>"])
+    cog = Story(stories=StoryService(storage, gen, settings.story, clock=Clock()))
     await cog.start.callback(cog, interaction(), None)
     i = interaction(member(1))
-    with pytest.raises(StoryError, match="under 20"):
-        await cog.line.callback(cog, i, "x" * 21)
-    assert not i.response.defer.called
-    await cog.line.callback(cog, interaction(member(1)), "short line")
-    clock.now += 5
-    with pytest.raises(OnCooldown):
-        await cog.line.callback(cog, interaction(member(1)), "again")
-    await cog.line.callback(cog, interaction(member(2)), "another member")  # others are not blocked
-    clock.now += 30
-    await cog.line.callback(cog, interaction(member(1)), "later")
+    await cog.line.callback(cog, i, "hey <@6002> @everyone")
+    (answer,) = texts(i.followup.send)
+    assert "<@6002>" not in answer and "@everyone" not in answer and "discord.gg" not in answer
+    assert "@\u200beveryone" in answer and "<@\u200b42>" in answer
+    assert i.followup.send.call_args.kwargs["allowed_mentions"].to_dict() == {"parse": []}
+    assert cog.stories.output_filter.resampled["invite"] == 1
+
+
+class ScriptedGenerator:
+    """Returns the given texts in order, one per call."""
+
+    context_size = 256
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    async def generate(self, n, **kw):
+        from bot.engine.generator import Sample
+
+        return [Sample(self.texts.pop(0), "", (0,), (1,), "base", {}) for _ in range(n)]
 
 
 async def test_one_story_per_channel(tiny_settings, storage, generator):
@@ -154,3 +186,18 @@ async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, stora
     assert transcript.count("the door opens") == 1 and transcript.endswith("machine_director: a cat walks in")
     post = await storage.get_post(post_id)
     assert post.kind == "story" and post.text == "a cat walks in" and post.message_id == 77
+
+
+async def test_opted_out_member_is_not_recorded(tiny_settings, storage, generator):
+    """After /forget-me a member's lines and openings are refused (nothing of theirs is kept); a story they start
+    with the default opening records no starter."""
+    await storage.forget_member(1, at=1.0)
+    cog = make_cog(storage, generator, tiny_settings(), Clock())
+    with pytest.raises(StoryError, match="forget"):
+        await cog.start.callback(cog, interaction(member(1)), "my own opening")
+    await cog.start.callback(cog, interaction(member(1)), None)
+    assert (await storage.member_data(1))["stories_started"] == []
+    i = interaction(member(1))
+    with pytest.raises(StoryError, match="opt-in"):
+        await cog.line.callback(cog, i, "a line")
+    assert not i.response.defer.called

@@ -28,6 +28,10 @@ OPERATOR_ID = 6001
 MEMBER_ID = 6002
 MODERATOR_ID = 6003
 OTHER_BOT_ID = 6999
+# a second server Kilroy was invited to, whose owner is nobody special in the first
+GUILD2_ID = 1100
+CHANNEL2_ID = 2100
+OWNER2_ID = 4100
 ADMIN_PERMS = str(1 << 3)
 EVERYONE_PERMS = str(
     (1 << 10) | (1 << 11) | (1 << 6) | (1 << 16) | (1 << 15) | (1 << 14)
@@ -78,10 +82,15 @@ class FakeDiscord:
     webhook_messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     original_edits: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     rate_limit_next_posts: int = 0
+    left_guilds: list[int] = field(default_factory=list)
     gateway_down: bool = False  # refuse gateway connections (an outage), see drop_gateway()
     port: int = 0
 
     def __post_init__(self) -> None:
+        self.members2 = {
+            BOT_ID: member(BOT_ID, "kilroy", bot=True, roles=(7100,)),
+            OWNER2_ID: member(OWNER2_ID, "owner2"),
+        }
         self.members = {
             BOT_ID: member(BOT_ID, "kilroy", bot=True, roles=(7000,)),
             OWNER_ID: member(OWNER_ID, "owner"),
@@ -168,7 +177,7 @@ class FakeDiscord:
             {
                 "v": 10,
                 "user": user(BOT_ID, "kilroy", bot=True),
-                "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                "guilds": [{"id": str(GUILD_ID), "unavailable": True}, {"id": str(GUILD2_ID), "unavailable": True}],
                 "session_id": "session",
                 "resume_gateway_url": self.gateway_url,
                 "application": {"id": str(APP_ID), "flags": 0},
@@ -176,6 +185,7 @@ class FakeDiscord:
             },
         )
         await self.dispatch("GUILD_CREATE", self.guild())
+        await self.dispatch("GUILD_CREATE", self.guild2())
         self._identified.set()
 
     async def wait_identified(self) -> None:
@@ -230,6 +240,29 @@ class FakeDiscord:
             "system_channel_flags": 0,
         }
 
+    def guild2(self) -> dict[str, Any]:
+        """The second server: its own owner, channel and roles."""
+        g = self.guild()
+        g.update(
+            id=str(GUILD2_ID),
+            name="Other server",
+            owner_id=str(OWNER2_ID),
+            roles=[_role(GUILD2_ID, "@everyone", EVERYONE_PERMS, 0), _role(7100, "kilroy", ADMIN_PERMS, 1)],
+            channels=[
+                {
+                    "id": str(CHANNEL2_ID),
+                    "type": 0,
+                    "name": "other-general",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "guild_id": str(GUILD2_ID),
+                }
+            ],
+            members=list(self.members2.values()),
+            member_count=len(self.members2),
+        )
+        return g
+
     # --- event builders ----------------------------------------------------------------------------------------------
 
     async def react(
@@ -272,11 +305,21 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", m)
         return mid
 
-    async def slash(self, user_id: int, command: str, sub: str | None = None, **options: Any) -> tuple[int, str]:
-        """Invoke a slash command as a member; returns (interaction id, token)."""
+    async def slash(
+        self,
+        user_id: int,
+        command: str,
+        sub: str | None = None,
+        *,
+        guild_id: int = GUILD_ID,
+        channel_id: int = CHANNEL_ID,
+        permissions: str = EVERYONE_PERMS,
+        **options: Any,
+    ) -> tuple[int, str]:
+        """Invoke a slash command as a member (of `guild_id`, in `channel_id`); returns (interaction id, token)."""
         iid, token = snowflake(), f"token-{snowflake()}"
         opts = [{"name": k, "type": 3, "value": v} for k, v in options.items()]
-        data: dict[str, Any] = {"id": str(snowflake()), "name": command, "type": 1, "guild_id": str(GUILD_ID)}
+        data: dict[str, Any] = {"id": str(snowflake()), "name": command, "type": 1, "guild_id": str(guild_id)}
         data["options"] = [{"name": sub, "type": 1, "options": opts}] if sub else opts
         await self.dispatch(
             "INTERACTION_CREATE",
@@ -285,17 +328,20 @@ class FakeDiscord:
                 "application_id": str(APP_ID),
                 "type": 2,
                 "data": data,
-                "guild_id": str(GUILD_ID),
-                "channel_id": str(CHANNEL_ID),
+                "guild_id": str(guild_id),
+                "channel_id": str(channel_id),
                 "channel": {
-                    "id": str(CHANNEL_ID),
+                    "id": str(channel_id),
                     "type": 0,
                     "name": "general",
-                    "guild_id": str(GUILD_ID),
+                    "guild_id": str(guild_id),
                     "position": 0,
                     "permission_overwrites": [],
                 },
-                "member": {**self.members[user_id], "permissions": EVERYONE_PERMS},
+                "member": {
+                    **(self.members if guild_id == GUILD_ID else self.members2)[user_id],
+                    "permissions": permissions,
+                },
                 "token": token,
                 "version": 1,
                 "app_permissions": ADMIN_PERMS,
@@ -329,6 +375,17 @@ class FakeDiscord:
             "flags": 0,
             "components": [],
         }
+
+    def sent_bodies(self) -> list[dict[str, Any]]:
+        """Every message body the bot sent or edited with text: posts, interaction answers, follow-ups, edits."""
+        out = []
+        for r in self.requests:
+            if r.method not in ("POST", "PATCH") or not isinstance(r.body, dict):
+                continue
+            body = r.body.get("data") if r.path.startswith("/interactions/") else r.body
+            if isinstance(body, dict) and body.get("content"):
+                out.append(body)
+        return out
 
     def posts_by_bot(self) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if m["author"]["id"] == str(BOT_ID)]
@@ -380,6 +437,9 @@ class FakeDiscord:
                     "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
                 }
             )
+        if seg[:3] == ["users", "@me", "guilds"] and len(seg) == 4 and m == "DELETE":
+            self.left_guilds.append(int(seg[3]))
+            return web.Response(status=204)
         if seg[0] == "applications" and seg[-1] == "commands" and m == "PUT":
             return _json(
                 [{**c, "id": str(snowflake()), "application_id": str(APP_ID), "version": "1"} for c in body or []]

@@ -28,7 +28,8 @@ async def votes(bot, message_id):
 
 
 async def test_scheduled_post_arrives_and_is_stored(server, e2e_settings):
-    settings = e2e_settings(KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID), KILROY_POST_INTERVAL_MINUTES="0.01")
+    # the loop's first round runs at start, after a jitter of up to 10% of the interval (6 s for the 1-minute minimum)
+    settings = e2e_settings(KILROY_POST_CHANNEL_IDS=str(fd.CHANNEL_ID), KILROY_POST_INTERVAL_MINUTES="1")
     async with running_bot(settings, server) as bot:
 
         async def posted():
@@ -97,6 +98,11 @@ async def test_retrain_refused_for_member_and_run_for_moderator(server, e2e_sett
         final = server.original_edits[token][-1]["content"]
         assert "v0001" in final and "promoted and now serving" in final
         assert bot.services.generator.active == "v0001"
+        # the audit trail names who retrained; the run and the adapter's metadata do not
+        (entry,) = await bot.services.storage.audit_entries()
+        assert (entry["action"], entry["actor_id"], entry["guild_id"]) == ("/retrain", fd.MODERATOR_ID, fd.GUILD_ID)
+        assert all(str(fd.MODERATOR_ID) not in r.reason for r in await bot.services.storage.runs())
+        assert str(fd.MODERATOR_ID) not in (bot.settings.adapters_dir / "v0001" / "meta.json").read_text()
 
 
 async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):

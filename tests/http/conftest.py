@@ -83,7 +83,10 @@ async def app_env(tmp_path, storage, store):
 
     async def snapshot() -> Snapshot:
         c = await storage.counters()
-        return Snapshot(c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes())
+        return Snapshot(
+            c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes(),
+            refused={"blocklist": 2}, skipped=1,
+        )  # fmt: skip
 
     ctx = HttpContext(
         metrics=metrics,

@@ -54,6 +54,8 @@ async def test_metrics_names_are_prefixed_and_count_the_database(app_env):
         "kilroy_database_bytes",
         "kilroy_reaction_events_total",
         "kilroy_generation_queue_depth 0.0",
+        'kilroy_texts_refused_total{reason="blocklist"} 2.0',
+        "kilroy_posts_skipped_total 1.0",
     ):
         assert expected in text, expected
 
@@ -111,8 +113,9 @@ async def test_rollback_needs_csrf_and_is_audited(app_env):
     csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
     r = await client.post("/actions/rollback", data={"csrf": csrf}, allow_redirects=False)
     assert r.status == 303 and rolled == ["x"]
-    trail = await ctx.dashboard.storage.audit_trail()
-    assert trail[0]["action"] == "rollback" and trail[0]["outcome"] == "ok" and trail[0]["actor"] == "dashboard"
+    trail = await ctx.dashboard.storage.audit_entries()
+    assert trail[0]["action"] == "rollback" and trail[0]["actor_id"] is None
+    assert trail[0]["detail"].startswith("dashboard:") and trail[0]["detail"].endswith(": ok")
 
 
 async def test_no_token_means_no_dashboard_but_health_and_metrics(app_env):

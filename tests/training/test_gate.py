@@ -28,3 +28,45 @@ def test_refuses_slow_collapse_relative_to_base():
     """Nightly steps each within the serving floor cannot compound below the base floor."""
     d = decide({"kl": 0.1, "distinct2": 0.4, "loss": 0.3, "base_distinct2": 0.8}, {"distinct2": 0.45}, CFG)
     assert not d.promote and "base" in d.reason
+
+
+HEALTHY = {"kl": 0.1, "distinct2": 0.7, "loss": 0.3, "base_distinct2": 0.7}
+BASE_STYLE = {"base_repeat3": 0.06, "base_mean_tokens": 14.0}
+
+
+def test_refuses_a_repetitive_candidate():
+    """A candidate looping on a template (repeat3 up from 6% to 30%) is refused, though KL and distinct-2 pass."""
+    d = decide({**HEALTHY, **BASE_STYLE, "repeat3": 0.30, "mean_tokens": 15.0}, {"distinct2": 0.7}, CFG)
+    assert not d.promote and "repeat3" in d.reason
+    ok = decide({**HEALTHY, **BASE_STYLE, "repeat3": 0.08, "mean_tokens": 15.0}, {"distinct2": 0.7}, CFG)
+    assert ok.promote
+
+
+def test_refuses_a_long_winded_candidate():
+    d = decide({**HEALTHY, **BASE_STYLE, "repeat3": 0.06, "mean_tokens": 30.0}, {"distinct2": 0.7}, CFG)
+    assert not d.promote and "length" in d.reason
+
+
+def test_length_and_repeat_bounds_are_configurable():
+    loose = GateConfig(max_kl=0.5, max_repeat=10.0, max_length=3.0)
+    d = decide({**HEALTHY, **BASE_STYLE, "repeat3": 0.30, "mean_tokens": 30.0}, {"distinct2": 0.7}, loose)
+    assert d.promote
+
+
+def test_refuses_a_candidate_estimated_worse_than_serving():
+    """The reward model's estimate on the same fresh draw: below the serving adapter's means no promotion."""
+    worse = decide({**HEALTHY, "engagement": 0.05}, {"distinct2": 0.7, "engagement": 0.12}, CFG)
+    assert not worse.promote and "engagement" in worse.reason
+    better = decide({**HEALTHY, "engagement": 0.15}, {"distinct2": 0.7, "engagement": 0.12}, CFG)
+    assert better.promote and "engagement" in better.reason
+    tolerant = GateConfig(max_kl=0.5, min_engagement=-0.1)
+    assert decide({**HEALTHY, "engagement": 0.05}, {"distinct2": 0.7, "engagement": 0.12}, tolerant).promote
+
+
+def test_gate_config_from_settings():
+    from bot.config import Settings
+    from bot.training.gate import gate_config
+
+    s = Settings.from_env({"KILROY_GATE_MAX_REPEAT": "2", "KILROY_GATE_MAX_LENGTH": "1.2"})
+    cfg = gate_config(s.training)
+    assert (cfg.max_repeat, cfg.max_length, cfg.min_engagement) == (2.0, 1.2, 0.0)

@@ -45,7 +45,13 @@ async def seed_posts(settings, storage, n=16, at=0.0):
 async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     """A run over settled posts writes a new adapter version that differs from the base, and marks the posts."""
     settings = tiny_settings(
-        KILROY_EPOCHS="1", KILROY_GATE_MAX_KL="100", KILROY_GATE_MIN_DIVERSITY="0", KILROY_GATE_MIN_BASE_DIVERSITY="0"
+        KILROY_EPOCHS="1",
+        KILROY_GATE_MAX_KL="100",
+        KILROY_GATE_MIN_DIVERSITY="0",
+        KILROY_GATE_MIN_BASE_DIVERSITY="0",
+        KILROY_GATE_MAX_REPEAT="100",
+        KILROY_GATE_MAX_LENGTH="100",
+        KILROY_GATE_MIN_ENGAGEMENT="-100",
     )
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)
@@ -71,7 +77,13 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
 async def test_the_worker_step_alone_never_moves_the_pointer(tiny_settings, storage):
     """run_training commits and claims; only the promotion sequence marks posts trained and moves the pointer."""
     settings = tiny_settings(
-        KILROY_EPOCHS="1", KILROY_GATE_MAX_KL="100", KILROY_GATE_MIN_DIVERSITY="0", KILROY_GATE_MIN_BASE_DIVERSITY="0"
+        KILROY_EPOCHS="1",
+        KILROY_GATE_MAX_KL="100",
+        KILROY_GATE_MIN_DIVERSITY="0",
+        KILROY_GATE_MIN_BASE_DIVERSITY="0",
+        KILROY_GATE_MAX_REPEAT="100",
+        KILROY_GATE_MAX_LENGTH="100",
+        KILROY_GATE_MIN_ENGAGEMENT="-100",
     )
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)

@@ -67,3 +67,26 @@ def test_distinct2():
     assert distinct_n(["a b c", "a b d"]) == pytest.approx(3 / 4)
     assert distinct_n(["same same", "same same"]) == pytest.approx(0.5)
     assert distinct_n([]) == 0.0
+
+
+def test_repeated_ngram_positions_marks_the_loop():
+    from bot.training.objective import repeated_ngram_positions
+
+    # "a b c x a b c": the second "a b c" completes at index 6; "b c x" etc. never repeat
+    assert repeated_ngram_positions([1, 2, 3, 9, 1, 2, 3]) == [6]
+    assert repeated_ngram_positions([1, 2, 3, 1, 2, 3, 1]) == [5, 6]
+    assert repeated_ngram_positions([1, 2]) == []
+
+
+def test_unlikelihood_pushes_down_marked_tokens_only():
+    import torch
+
+    from bot.training.objective import unlikelihood_loss
+
+    logp = torch.log(torch.tensor([[0.9, 0.5, 0.1]], requires_grad=False)).requires_grad_(True)
+    marked = torch.tensor([[0.0, 1.0, 0.0]])
+    loss = unlikelihood_loss(logp, marked)
+    assert float(loss) == pytest.approx(-math.log(0.5), rel=1e-5)
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 2] == 0 and logp.grad[0, 1] > 0  # descent lowers the marked one
+    assert float(unlikelihood_loss(logp, torch.zeros_like(marked))) == 0
