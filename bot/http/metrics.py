@@ -58,6 +58,17 @@ class _SnapshotCollector(Collector):
             reactions.add_metric([action], s.reaction_events.get(action, 0))
         yield reactions
         yield CounterMetricFamily("kilroy_replies", "Human replies to Kilroy's posts counted", value=s.replies)
+        refused = CounterMetricFamily(
+            "kilroy_texts_refused",
+            "Generated texts the output filter refused (then resampled), by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield CounterMetricFamily(
+            "kilroy_posts_skipped", "Posts skipped because the output filter refused every resample", value=s.skipped
+        )
         yield GaugeMetricFamily(
             "kilroy_votes", "Current votes (reactions not removed) on Kilroy's posts", value=s.votes
         )

@@ -241,8 +241,8 @@ async def action_rollback(request: web.Request) -> web.Response:
     except Exception as exc:
         outcome, notice = f"failed: {exc}", f"Rollback failed: {exc}"
         log.warning("dashboard rollback failed", exc_info=True)
-    await deps.storage.audit(
-        actor="dashboard", action="rollback", detail=f"from {before}", outcome=outcome, at=deps.clock()
+    await deps.storage.add_audit(
+        "rollback", actor_id=None, guild_id=None, detail=f"dashboard: from {before}: {outcome}", at=deps.clock()
     )
     raise web.HTTPSeeOther(f"/adapters?notice={_quote(notice)}")
 

@@ -77,7 +77,7 @@ def drive(base: str, shots: Path) -> dict[str, dict]:
         browser.find_element(By.CSS_SELECTOR, "#rollback button").click()  # a POST carrying the page's CSRF token
         WebDriverWait(browser, 10).until(lambda b: "Rolled back" in b.page_source)
         audit = browser.find_element(By.ID, "audit").text
-        assert "dashboard" in audit and "rollback" in audit and "ok" in audit
+        assert "dashboard" in audit and "rollback" in audit and ": ok" in audit
         browser.save_screenshot(str(shots / "dashboard-after-rollback.png"))
     finally:
         browser.quit()
