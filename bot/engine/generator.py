@@ -162,6 +162,7 @@ class Generator:
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, least recently used first
         self._pinned: set[str] = set()  # resident adapters eviction must keep (an A/B trial's arms)
+        self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
     def active(self) -> str:
@@ -180,6 +181,11 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def pending(self) -> int:
+        """Generate calls queued or running on the model thread (the queue depth /metrics shows)."""
+        return self._pending
 
     @property
     def busy(self) -> bool:
@@ -207,11 +213,20 @@ class Generator:
         if self.busy:
             raise GeneratorBusy()
         params = replace(self.params, **overrides) if overrides else self.params
+        started = time.perf_counter()
         self._pending += 1
         try:
-            return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter)
+            samples = await self._run(
+                self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter
+            )
         finally:
             self._pending -= 1
+        for observe in self.observers:
+            try:
+                observe(time.perf_counter() - started, samples)
+            except Exception:  # an observer (metrics) must never cost a post
+                log.warning("generation observer failed", exc_info=True)
+        return samples
 
     def _generate_sync(
         self,
