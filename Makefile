@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python benchmarks/adapters.py
 	$(BIN)/python benchmarks/gateway_burst.py
 	$(BIN)/python benchmarks/learning.py --quick --trainers ours,kilroy
+	$(BIN)/python benchmarks/ab.py --quick --json data/ab.json
 
 clean:
 	rm -rf $(VENV) data/simulate data/tiny-gpt2* .pytest_cache

@@ -15,10 +15,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.adapters import AdapterStore
+    from bot.simulation import AudienceSpec
 
 log = logging.getLogger("kilroy")
 
@@ -101,6 +105,47 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_ab(settings: Settings, args: argparse.Namespace, audience: AudienceSpec) -> int:
+    """`kilroy simulate --ab`: run, print the nights and the note, write --json and --plot."""
+    from bot.simulation_ab import simulate_ab
+
+    workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate-ab"
+    started = time.perf_counter()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("event") == "night" and e.get("stage") == "posting":
+            print(f"night {e['night']}: posting (serving {e['adapter']})", file=sys.stderr)
+
+    out = asyncio.run(
+        simulate_ab(
+            settings,
+            audience,
+            nights=args.nights,
+            posts_per_night=args.posts_per_night,
+            seed=args.seed,
+            workdir=workdir,
+            on_event=on_event,
+            eval_samples=args.eval_samples,
+        )
+    )
+    out["seconds"] = time.perf_counter() - started
+    print("\nnight  mean score  expected  adapter   trial")
+    for n in out["nights"]:
+        t = n["trial"]
+        trial = f"#{t['id']} c{t['arms']['candidate']}/i{t['arms']['incumbent']} -> {t['decision'] or '…'}" if t else ""
+        if n.get("trial_started"):
+            trial += f" (starts #{n['trial_started']['id']}: {n['trial_started']['candidate']})"
+        print(f"{n['night']:>5}  {n['mean_score']:>10.2f}  {n['expected_score']:>8.2f}  {n['adapter']:<8}  {trial}")
+    print(out["note"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        from bot.plotting import plot_ab_nights
+
+        plot_ab_nights(out, Path(args.plot))
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the offline nights loop against a simulated audience, once per seed."""
     from bot.simulation import AudienceError, AudienceSpec, builtin_audiences, mean_ci, simulate, summarise
@@ -123,6 +168,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.ab:  # live A/B trials in the simulated community (bot/simulation_ab.py)
+        return _simulate_ab(settings, args, audience)
     workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate"
     bar: ProgressBar | None = None
     started = time.perf_counter()
@@ -224,7 +271,14 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         async with Storage.open(settings.db_path) as storage:
             # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
             # later serves it (a running bot holds the training lock, so this cannot race it)
-            runner = TrainingRunner(settings, storage, AdapterStore(settings.adapters_dir), in_process=True)
+            # with A/B trials on, a gate-passing candidate waits for the bot, whose next start puts it on trial
+            runner = TrainingRunner(
+                settings,
+                storage,
+                AdapterStore(settings.adapters_dir),
+                in_process=True,
+                defer_to_trial=settings.trials.share > 0,
+            )
             try:
                 result = await runner.run("cli", on_progress)
             except TrainingBusy as exc:
@@ -238,7 +292,13 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         elif result.status == "skipped":
             print(f"nothing to train: {result.reason}")
         else:
-            verdict = "promoted (now active)" if result.promoted else "kept but NOT promoted"
+            verdict = (
+                "promoted (now active)"
+                if result.promoted
+                else "passed the gate; its A/B trial starts with the bot"
+                if result.accepted and settings.trials.share > 0
+                else "kept but NOT promoted"
+            )
             print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
             for key, value in sorted(result.metrics.items()):
                 print(f"  {key:<18} {value:.4f}")
@@ -295,6 +355,46 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
         print(f"active adapter: {store.current()} (a running bot picks it up with /adapter use or on restart)")
     elif args.action == "rollback":
         print(f"rolled back; active adapter: {store.rollback()}")
+    elif args.action == "trial":
+        return asyncio.run(_adapters_trial(settings, store, args.trial_action))
+    return 0
+
+
+async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) -> int:
+    """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
+    from bot.storage import Storage
+    from bot.trial_service import evaluate_trial
+
+    async with Storage.open(settings.db_path) as storage:
+        trial = await storage.active_trial()
+        if action == "show":
+            shown = trial or next(iter(await storage.trials(limit=1)), None)
+            if shown is None:
+                print("no A/B trial has run yet")
+                return 0
+            print((await evaluate_trial(storage, settings, shown, now=time.time())).text())
+            return 0
+        if trial is None:
+            print("error: no A/B trial is running", file=sys.stderr)
+            return 2
+        if action == "promote":
+            store.set_current(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
+            await storage.end_trial(
+                trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "promoted")
+            print(
+                f"trial #{trial.id}: {trial.candidate} promoted (a running bot serves it after /adapter use "
+                "or a restart)"
+            )
+        else:
+            await storage.end_trial(
+                trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "kept")
+            print(f"trial #{trial.id} stopped; {trial.incumbent} keeps serving")
     return 0
 
 
@@ -414,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", default=None, help="where the simulation's database and adapters go (default: <data dir>/simulate)"
     )
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
+    s.add_argument(
+        "--ab", action="store_true", help="live A/B trials: candidates go on trial, posts split between arms"
+    )
 
     t = command(
         "train",
@@ -436,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = command(
         "adapters",
-        "list, show, use or roll back LoRA adapters",
+        "list, show, use or roll back LoRA adapters; show, stop or promote the A/B trial",
         "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
     )
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
@@ -448,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         "name", help="a version name, e.g. v0003, or base"
     )
     asub.add_parser("rollback", help="serve the previous version again", formatter_class=_Help)
+    tr = asub.add_parser(
+        "trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand", formatter_class=_Help
+    )
+    tr.add_argument(
+        "trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do with the trial"
+    )
 
     st = command(
         "story",

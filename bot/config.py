@@ -111,15 +111,15 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.85
-    gate_samples: int = 128
+    gate_min_base_diversity: float = 0.9
+    gate_samples: int = 256
     reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
     reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
     length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
     repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
     unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
-    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.03)
     gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
     gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)
@@ -166,6 +166,15 @@ MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must 
 
 
 @dataclass(frozen=True)
+class TrialSettings:
+    """Live A/B trials of a gate-passing candidate against the serving adapter (bot/trials.py)."""
+
+    share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
+    alpha: float = 0.05
+    max_posts: int = 5000
+
+
+@dataclass(frozen=True)
 class OpsSettings:
     """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
 
@@ -190,6 +199,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
+    trials: TrialSettings = field(default_factory=TrialSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
@@ -452,6 +462,12 @@ class _Reader:
             retention_days=self.integer("KILROY_RETENTION_DAYS", sa.retention_days, low=0, high=3650),
             filter_retries=self.integer("KILROY_FILTER_RETRIES", sa.filter_retries, low=1, high=10),
         )
+        tr = d.trials
+        trials = TrialSettings(
+            share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
+            alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
+            max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
+        )
         port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
         backup_dir = self.raw("KILROY_BACKUP_DIR")
         ops = OpsSettings(
@@ -477,6 +493,7 @@ class _Reader:
             discord=discord,
             story=story,
             safety=safety,
+            trials=trials,
             ops=ops,
         )
 

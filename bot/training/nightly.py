@@ -42,6 +42,7 @@ class RunResult:
     accepted: bool = False
     promoted: bool = False
     reason: str = ""
+    trial: bool = False  # accepted, and put on a live A/B trial against the serving adapter instead of served
     metrics: dict[str, float] = field(default_factory=dict)
 
     def as_event(self) -> dict[str, Any]:
