@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = command(
         "adapters",
-        "list, show, use or roll back LoRA adapters",
+        "list, show, use or roll back LoRA adapters; show, stop or promote the A/B trial",
         "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
     )
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")

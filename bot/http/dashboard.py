@@ -12,7 +12,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.http import charts
@@ -36,7 +36,8 @@ class DashboardDeps:
     formula: ScoreFormula
     serving: Callable[[], str]
     rollback: Callable[[], Awaitable[str]] | None = None
-    trial: Callable[[], dict[str, Any] | None] = field(default=lambda: None)
+    trial: Callable[[], Awaitable[Any]] | None = None  # the running (or last) trial's status: .text(), .trial.active
+    stop_trial: Callable[[], Awaitable[Any]] | None = None
     clock: Callable[[], float] = time.time
     key: str = ""  # keys the member hashes shown (the dashboard token)
 
@@ -111,7 +112,7 @@ async def overview(deps: DashboardDeps, *, days: int = 30) -> dict[str, Any]:
         ][:14],
         "total_posts": len(posts),
         "days": days,
-        "trial": deps.trial(),
+        "trial": await trial_view(deps),
     }
 
 
@@ -204,7 +205,7 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
         "chart": chart,
         "table": list(reversed(table)),
         "serving": deps.serving(),
-        "trial": deps.trial(),
+        "trial": await trial_view(deps),
         "can_rollback": deps.rollback is not None and deps.store.previous() is not None,
         "audit": [
             {
@@ -216,6 +217,20 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
             }
             for e in await deps.storage.audit_entries(20)
         ],
+    }
+
+
+async def trial_view(deps: DashboardDeps) -> dict[str, Any] | None:
+    """The running (or last) A/B trial: its lines of figures (arms, estimate, bound, evidence) and whether it runs."""
+    if deps.trial is None:
+        return None
+    status = await deps.trial()
+    if status is None:
+        return None
+    return {
+        "lines": status.text().splitlines(),
+        "active": bool(status.trial.active),
+        "can_stop": deps.stop_trial is not None,
     }
 
 

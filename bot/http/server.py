@@ -60,6 +60,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_post("/actions/rollback", action_rollback)
+    app.router.add_post("/actions/stop-trial", action_stop_trial)
     for path, name in VIEWS:
         app.router.add_get(path, _view(name), name=name)
     return app
@@ -220,8 +221,8 @@ def _view(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handler
 
 
-async def action_rollback(request: web.Request) -> web.Response:
-    """Roll the serving adapter back (POST, CSRF-checked for browser sessions); lands in the audit trail."""
+async def _authorised_action(request: web.Request) -> web.Response | None:
+    """None when this POST may act (token or session, and for a browser session the CSRF token); else the refusal."""
     ctx = request.app[CTX]
     if not ctx.token:
         return _disabled()
@@ -231,20 +232,59 @@ async def action_rollback(request: web.Request) -> web.Response:
     form = await request.post()
     if session is not None and not auth.csrf_ok(str(form.get("csrf", "")), ctx.token, session):
         return web.Response(status=403, text="Missing or wrong CSRF token: reload the page and try again.\n")
-    deps = ctx.dashboard
-    if deps is None or deps.rollback is None:
-        return web.Response(status=503, text="Rollback is not available now.\n")
-    before = deps.serving()
+    if ctx.dashboard is None:
+        return web.Response(status=503, text="Kilroy is starting; try again shortly.\n")
+    return None
+
+
+async def _act(request: web.Request, action: str, run: Callable[[], Awaitable[str]]) -> web.Response:
+    """Run an operator action, record it in the audit trail, and go back to the adapters view with the outcome."""
+    deps = request.app[CTX].dashboard
+    assert deps is not None
     try:
-        after = await deps.rollback()
-        outcome, notice = "ok", f"Rolled back from {before} to {after}."
+        notice = await run()
+        outcome = "ok"
     except Exception as exc:
-        outcome, notice = f"failed: {exc}", f"Rollback failed: {exc}"
-        log.warning("dashboard rollback failed", exc_info=True)
+        outcome, notice = f"failed: {exc}", f"{action} failed: {exc}"
+        log.warning("dashboard %s failed", action, exc_info=True)
     await deps.storage.add_audit(
-        "rollback", actor_id=None, guild_id=None, detail=f"dashboard: from {before}: {outcome}", at=deps.clock()
+        action, actor_id=None, guild_id=None, detail=f"dashboard: {notice}: {outcome}", at=deps.clock()
     )
     raise web.HTTPSeeOther(f"/adapters?notice={_quote(notice)}")
+
+
+async def action_rollback(request: web.Request) -> web.Response:
+    """Roll the serving adapter back (POST, CSRF-checked for browser sessions); lands in the audit trail."""
+    if (refusal := await _authorised_action(request)) is not None:
+        return refusal
+    deps = request.app[CTX].dashboard
+    assert deps is not None
+    if deps.rollback is None:
+        return web.Response(status=503, text="Rollback is not available now.\n")
+    rollback = deps.rollback
+
+    async def run() -> str:
+        before = deps.serving()
+        return f"Rolled back from {before} to {await rollback()}."
+
+    return await _act(request, "rollback", run)
+
+
+async def action_stop_trial(request: web.Request) -> web.Response:
+    """Stop the running A/B trial, keeping the incumbent (POST, CSRF-checked); lands in the audit trail."""
+    if (refusal := await _authorised_action(request)) is not None:
+        return refusal
+    deps = request.app[CTX].dashboard
+    assert deps is not None
+    if deps.stop_trial is None:
+        return web.Response(status=503, text="Trials are not available.\n")
+    stop = deps.stop_trial
+
+    async def run() -> str:
+        trial = await stop()
+        return f"Stopped trial #{trial.id}; {trial.incumbent} keeps serving."
+
+    return await _act(request, "trial stop", run)
 
 
 def _quote(text: str) -> str:

@@ -45,12 +45,21 @@ def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayStat
         return {"busy": bool(getattr(training, "busy", False))}
 
     output_filter = getattr(services, "output_filter", None)
+    trials = getattr(services, "trials", None)
+
+    async def trial_snapshot() -> dict[str, Any] | None:
+        status = await trials.status() if trials is not None else None
+        if status is None or not status.trial.active:
+            return None
+        verdict = status.decision.verdict
+        return {"arms": dict(status.posts), "decision": str(getattr(verdict, "value", verdict) or "undecided")}
 
     async def snapshot() -> Snapshot:
         c = await storage.counters()
         return Snapshot(
             c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes(),
-            refused=dict(getattr(output_filter, "resampled", {})), skipped=int(getattr(output_filter, "skipped", 0)),
+            trial=await trial_snapshot(), refused=dict(getattr(output_filter, "resampled", {})),
+            skipped=int(getattr(output_filter, "skipped", 0)),
         )  # fmt: skip
 
     ctx.health = HealthSources(
@@ -68,6 +77,8 @@ def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayStat
         rollback=adapters.rollback,
         clock=clock,
         key=ctx.token,
+        trial=trials.status if trials is not None else None,
+        stop_trial=(lambda: trials.stop("dashboard")) if trials is not None else None,
     )
     ctx.snapshot = snapshot
     generator.observers.append(lambda seconds, samples: ctx.metrics.generation(seconds, [s.tokens for s in samples]))

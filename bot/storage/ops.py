@@ -219,7 +219,7 @@ def _scores_cte(formula: ScoreFormula, where: str) -> tuple[str, list[Any]]:
         f"  WHERE {where} GROUP BY r.post_id),"
         " scored AS ("
         "  SELECT p.id, p.created_at, p.channel_id, p.guild_id, p.message_id, p.adapter, p.kind, p.text,"
-        "   json_extract(p.params, '$.arm') AS arm,"
+        "   p.arm AS arm,"
         "   COALESCE(vs.s, 0.0) + ? * COALESCE(rc.n, 0) AS score, COALESCE(vs.voters, 0) AS voters,"
         "   COALESCE(rc.n, 0) AS repliers"
         "  FROM posts p LEFT JOIN vote_scores vs ON vs.post_id = p.id LEFT JOIN reply_counts rc ON rc.post_id = p.id"

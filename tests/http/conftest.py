@@ -78,6 +78,24 @@ async def app_env(tmp_path, storage, store):
         rolled.append("x")
         return "base"
 
+    from types import SimpleNamespace
+
+    trial = SimpleNamespace(id=3, candidate="v0002", incumbent="v0001", active=True)
+    status = SimpleNamespace(
+        trial=trial,
+        text=lambda: (
+            "Trial #3: candidate `v0002` against incumbent `v0001`\nposts: candidate 40, incumbent 41\n"
+            "undecided · 81 settled · difference +0.120 [-0.310, +0.550]"
+        ),
+    )
+
+    async def trial_status():
+        return status
+
+    async def stop_trial():
+        trial.active = False
+        return trial
+
     async def adapter() -> Part:
         return Part(True, "serving base", {"name": "base"})
 
@@ -86,6 +104,7 @@ async def app_env(tmp_path, storage, store):
         return Snapshot(
             c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes(),
             refused={"blocklist": 2}, skipped=1,
+            trial={"arms": {"candidate": 40, "incumbent": 41}, "decision": "undecided"},
         )  # fmt: skip
 
     ctx = HttpContext(
@@ -95,7 +114,13 @@ async def app_env(tmp_path, storage, store):
             gateway=gateway, database=lambda: storage.write_check(at=time.time()), adapter=adapter, queue=lambda: 0
         ),
         dashboard=DashboardDeps(
-            storage=storage, store=store, formula=ScoreFormula(), serving=lambda: "base", rollback=rollback
+            storage=storage,
+            store=store,
+            formula=ScoreFormula(),
+            serving=lambda: "base",
+            rollback=rollback,
+            trial=trial_status,
+            stop_trial=stop_trial,
         ),
         snapshot=snapshot,
     )

@@ -56,6 +56,8 @@ async def test_metrics_names_are_prefixed_and_count_the_database(app_env):
         "kilroy_generation_queue_depth 0.0",
         'kilroy_texts_refused_total{reason="blocklist"} 2.0',
         "kilroy_posts_skipped_total 1.0",
+        'kilroy_trial_arm_posts{arm="candidate"} 40.0',
+        'kilroy_trial_decision{decision="undecided"} 1.0',
     ):
         assert expected in text, expected
 
@@ -124,3 +126,17 @@ async def test_no_token_means_no_dashboard_but_health_and_metrics(app_env):
     assert (await client.get("/", headers=BEARER)).status == 404
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/metrics")).status == 200
+
+
+async def test_trial_shown_with_its_bound_and_stopped_with_csrf(app_env):
+    client, ctx, _, _ = app_env
+    html = await (await client.get("/adapters", headers=BEARER)).text()
+    assert "candidate `v0002` against incumbent `v0001`" in html and "[-0.310, +0.550]" in html and "stop-trial" in html
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    r = await client.post("/actions/stop-trial", data={"csrf": "forged"}, allow_redirects=False)
+    assert r.status == 403
+    csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
+    r = await client.post("/actions/stop-trial", data={"csrf": csrf}, allow_redirects=False)
+    assert r.status == 303 and "Stopped%20trial%20%233" in r.headers["Location"]
+    trail = await ctx.dashboard.storage.audit_entries()
+    assert trail[0]["action"] == "trial stop" and trail[0]["detail"].endswith(": ok")
