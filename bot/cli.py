@@ -28,33 +28,24 @@ log = logging.getLogger("kilroy")
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+    """A progress bar on stderr (tqdm), redrawn in place on a terminal; off when stderr is not a terminal."""
 
     def __init__(self, label: str, stream: Any = None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = -1
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=label, file=stream or sys.stderr, disable=None, unit="step", dynamic_ncols=True)
 
     def update(self, done: int, total: int, suffix: str = "") -> None:
         """Draw `done` of `total`."""
-        total = max(total, 1)
-        frac = min(1.0, done / total)
-        if not self.tty:
-            decile = int(frac * 10)
-            if decile == self._last:
-                return
-            self._last = decile
-        bar = "█" * int(frac * 24) + "·" * (24 - int(frac * 24))
-        line = f"{self.label} {bar} {done}/{total} {suffix}"
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        self.stream.flush()
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.set_postfix_str(suffix, refresh=False)
+        self._bar.refresh()
 
     def close(self) -> None:
         """End the line."""
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 # --- subcommands -----------------------------------------------------------------------------------------------------
@@ -116,6 +107,42 @@ def _simulate_ab(settings: Settings, args: argparse.Namespace, audience: Audienc
         from bot.plotting import plot_ab_nights
 
         plot_ab_nights(out, Path(args.plot))
+    return 0
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """Write a consistent snapshot (database, adapters, pointer, manifest) into a new folder."""
+    from bot.backup import BackupError, backup
+
+    try:
+        result = backup(settings, Path(args.path))
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"backup written to {result.path}: {result.files} files, {result.bytes / 1e6:.1f} MB, "
+        f"adapters {', '.join(result.adapters) or 'none'} ({result.seconds:.1f}s)"
+    )
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify a backup and put it in place; refuses while a bot or a training runs."""
+    from bot.backup import BackupError, restore, verify
+
+    try:
+        if args.check:
+            manifest = verify(Path(args.path))
+            print(f"{args.path}: manifest and integrity ok ({manifest.get('posts', 0)} posts, {manifest['created']})")
+            return 0
+        manifest = restore(settings, Path(args.path))
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"restored {args.path} ({manifest.get('posts', 0)} posts, serving {manifest.get('current')}); "
+        f"moved aside: {', '.join(manifest['moved_aside']) or 'nothing'}"
+    )
     return 0
 
 
@@ -415,55 +442,153 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="kilroy", description="A Discord bot that learns what its community engages with.")
-    p.add_argument("--env-file", default=".env", help="read settings from this file too (default: .env)")
-    p.add_argument("--model", help="override KILROY_MODEL (gpt2, a local path, or tiny)")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each option's default (when it has a value), and keep the descriptions' line breaks."""
 
-    r = sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("kilroy")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.1.0+source"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; every option has a help text and shows its default."""
+    p = argparse.ArgumentParser(
+        prog="kilroy",
+        description="A Discord bot that learns what its community engages with.\n"
+        "Settings come from the environment and an env file (every variable: .env.example).",
+        formatter_class=_Help,
+    )
+    p.add_argument("--version", action="version", version=f"kilroy {version()}")
+    p.add_argument("--env-file", default=".env", help="read settings from this file too (the environment wins)")
+    p.add_argument("--model", default=None, help="override KILROY_MODEL: gpt2, a local folder, or tiny (offline)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, formatter_class=_Help)
+
+    r = command(
+        "run",
+        "run the Discord bot (needs DISCORD_TOKEN)",
+        "Run the Discord bot: scheduled posts, engagement, stories, nightly training. With KILROY_HTTP_PORT set it\n"
+        "also serves /healthz, /metrics and the dashboard. Stops cleanly on Ctrl-C or SIGTERM.",
+    )
     r.add_argument("--sync", action="store_true", help="sync slash commands even if they look unchanged")
 
-    s = sub.add_parser("simulate", help="offline demo: nights of posting to a simulated audience, with training")
-    s.add_argument("--nights", type=int, default=8)
-    s.add_argument("--posts-per-night", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0, help="the first seed")
+    s = command(
+        "simulate",
+        "offline demo: nights of posting to a simulated audience, with training",
+        "The offline demo: each night the bot posts to a simulated audience, scores the posts and trains a new\n"
+        "adapter. Needs no Discord and no network (the tiny model is built on first use).",
+    )
+    s.add_argument("--nights", type=int, default=8, help="nights to simulate (at least 1)")
+    s.add_argument("--posts-per-night", type=int, default=64, help="posts per night (at least 2)")
+    s.add_argument("--seed", type=int, default=0, help="the first seed (of the audience and the sampling)")
     s.add_argument("--seeds", type=int, default=1, help="run this many seeds (seed, seed+1, ...) and report a 95%% CI")
     s.add_argument("--eval-samples", type=int, default=256, help="fresh samples a night scored by expected engagement")
     s.add_argument(
-        "--audience", default="realistic", help="a built-in audience (realistic, cat_people, indifferent, ...)"
+        "--audience",
+        default="realistic",
+        help="a built-in audience: realistic, cat_people, dragon_fans, foodies, indifferent, stargazers",
     )
-    s.add_argument("--audience-file", help="a JSON audience spec (see DESIGN.md)")
-    s.add_argument("--json", help="write machine-readable results here")
-    s.add_argument("--plot", help="write a PNG learning curve here")
-    s.add_argument("--workdir", help="where the simulation's database and adapters go (default: <data>/simulate)")
+    s.add_argument(
+        "--audience-file",
+        default=None,
+        help='a JSON audience spec: {"members": int, "reaction_rate": float, "likes": {"word": weight}, '
+        '"dislikes": {"word": weight}}, optionally taste_spread, fatigue, fatigue_window; '
+        "examples in bot/audiences/",
+    )
+    s.add_argument("--json", default=None, help="write machine-readable results to this file")
+    s.add_argument("--plot", default=None, help="write a PNG learning curve to this file")
+    s.add_argument(
+        "--workdir", default=None, help="where the simulation's database and adapters go (default: <data dir>/simulate)"
+    )
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
     s.add_argument(
         "--ab", action="store_true", help="live A/B trials: candidates go on trial, posts split between arms"
     )
 
-    t = sub.add_parser("train", help="one training run over the database; promotes only if the gate passes")
+    t = command(
+        "train",
+        "one training run over the database; promotes only if the gate passes",
+        "One training run over the settled, untrained posts in the database, through the same lock, gate and\n"
+        "promotion sequence as the bot's nightly run.",
+    )
     t.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    g = sub.add_parser("generate", help="print samples from the current or a named adapter")
-    g.add_argument("-n", type=int, default=1)
-    g.add_argument("--adapter")
-    g.add_argument("--prompt")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--json", action="store_true")
+    g = command(
+        "generate",
+        "print samples from the current or a named adapter",
+        "Print samples from the serving adapter (or a named one).",
+    )
+    g.add_argument("-n", type=int, default=1, help="how many samples")
+    g.add_argument("--adapter", default=None, help="an adapter version to sample from (default: the serving one)")
+    g.add_argument("--prompt", default=None, help="text to continue (default: KILROY_POST_PROMPT)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    g.add_argument("--json", action="store_true", help='print {"samples": [{"text", "adapter", "tokens"}]}')
 
-    a = sub.add_parser("adapters", help="list, show, use or roll back LoRA adapters")
-    asub = a.add_subparsers(dest="action", required=True)
-    asub.add_parser("list")
-    asub.add_parser("show").add_argument("name")
-    asub.add_parser("use").add_argument("name")
-    asub.add_parser("rollback")
-    tr = asub.add_parser("trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand")
-    tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show")
+    a = command(
+        "adapters",
+        "list, show, use or roll back LoRA adapters",
+        "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
+    )
+    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+    asub.add_parser("list", help="every version, the serving one starred", formatter_class=_Help)
+    asub.add_parser("show", help="one version's metadata as JSON", formatter_class=_Help).add_argument(
+        "name", help="a version name, e.g. v0003"
+    )
+    asub.add_parser("use", help="make a version the serving one", formatter_class=_Help).add_argument(
+        "name", help="a version name, e.g. v0003, or base"
+    )
+    asub.add_parser("rollback", help="serve the previous version again", formatter_class=_Help)
+    tr = asub.add_parser(
+        "trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand", formatter_class=_Help
+    )
+    tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do")
 
-    st = sub.add_parser("story", help="story mode in the terminal (lines on stdin, answers on stdout)")
-    st.add_argument("--opening", help="the story's opening (default: KILROY_STORY_OPENING)")
+    st = command(
+        "story",
+        "story mode in the terminal (lines on stdin, answers on stdout)",
+        "Story mode in the terminal: each line read from standard input gets one machine_director line on\n"
+        "standard output; prompts and logs go to standard error, so it pipes cleanly.",
+    )
+    st.add_argument("--opening", default=None, help="the story's opening (default: KILROY_STORY_OPENING)")
+
+    b = command(
+        "backup",
+        "write a consistent snapshot of the database, adapters and pointer",
+        "Write a backup into a new folder while the bot runs: the database (SQLite online backup), the adapter\n"
+        "versions the pointer's history names, STATE.json, and manifest.json with a SHA-256 per file.",
+    )
+    b.add_argument("path", help="the new backup folder (must not exist or be empty)")
+
+    rs = command(
+        "restore",
+        "verify a backup and put it in place (the bot must be stopped)",
+        "Verify a backup (manifest checksums, PRAGMA integrity_check), then restore it. Refuses while a bot or a\n"
+        "training holds its lock. Replaced files are moved aside (*.replaced-<time>), never deleted.",
+    )
+    rs.add_argument("path", help="a folder written by `kilroy backup`")
+    rs.add_argument("--check", action="store_true", help="only verify the backup; change nothing")
+
+    d = command(
+        "doctor",
+        "check the setup: settings, token, database, adapters, model cache, disk, torch, HTTP port",
+        "Check the setup, one line per check with the fix for each failure. Exit status 0 only when all pass.",
+    )
+    d.add_argument(
+        "--json", action="store_true", help='print {"ok": bool, "checks": [{"name", "ok", "detail", "fix"}]}'
+    )
     return p
 
 
@@ -474,6 +599,8 @@ COMMANDS = {
     "generate": cmd_generate,
     "adapters": cmd_adapters,
     "story": cmd_story,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
 }
 
 
@@ -485,12 +612,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["KILROY_MODEL"] = args.model
     elif args.command in ("simulate", "story") and "KILROY_MODEL" not in os.environ:
         overrides["KILROY_MODEL"] = "tiny"  # the offline commands default to the offline model
+    if args.command == "doctor":  # it reports bad settings as a failed check instead of stopping at them
+        from bot import doctor
+
+        return doctor.main(args.env_file, overrides, json_output=args.json)
     try:
         settings = load_settings(args.env_file, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.ops.log_format)
     from bot.adapters import AdapterError
     from bot.simulation import AudienceError
 

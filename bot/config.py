@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,15 +112,15 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.85
-    gate_samples: int = 128
+    gate_min_base_diversity: float = 0.9
+    gate_samples: int = 256
     reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
     reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
     length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
     repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
     unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
     reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
-    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.05)
+    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.03)
     gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
     gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
     train_time: dt.time = dt.time(3, 30)
@@ -175,6 +176,18 @@ class TrialSettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP server
+    dashboard_token: Secret = field(default_factory=lambda: Secret(""))  # empty: no dashboard
+    backup_dir: Path | None = None  # set: a backup before each nightly training
+    backup_keep: int = 7
+    log_format: str = "text"  # text | json
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     db_path: Path = Path("data/kilroy.db")
@@ -188,6 +201,7 @@ class Settings:
     story: StorySettings = field(default_factory=StorySettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
     trials: TrialSettings = field(default_factory=TrialSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -264,7 +278,14 @@ def _decode(template: Any, data: Any) -> Any:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        changes = {k: _decode(getattr(template, k), v) for k, v in data.items()}
+        hints = typing.get_type_hints(type(template))
+        changes = {}
+        for k, v in data.items():
+            default = getattr(template, k)
+            if default is None and v is not None and "Path" in str(hints.get(k, "")):
+                changes[k] = Path(v)  # an optional path whose default is None
+            else:
+                changes[k] = _decode(default, v)
         return dataclasses.replace(template, **changes)
     if isinstance(template, Secret):
         return Secret("")
@@ -455,6 +476,16 @@ class _Reader:
             alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
             max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
         )
+        port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
+        backup_dir = self.raw("KILROY_BACKUP_DIR")
+        ops = OpsSettings(
+            http_host=self.raw("KILROY_HTTP_HOST") or OpsSettings.http_host,
+            http_port=port,
+            dashboard_token=Secret(self.raw("KILROY_DASHBOARD_TOKEN") or ""),
+            backup_dir=Path(backup_dir) if backup_dir else None,
+            backup_keep=self.integer("KILROY_BACKUP_KEEP", OpsSettings.backup_keep, low=1),
+            log_format=self.choice("KILROY_LOG_FORMAT", "text", ("text", "json")),
+        )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
@@ -471,6 +502,7 @@ class _Reader:
             story=story,
             safety=safety,
             trials=trials,
+            ops=ops,
         )
 
 
@@ -497,6 +529,13 @@ def _parse_weights(value: str) -> dict[str, float]:
             raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
         weights[emoji.strip()] = w
     return weights
+
+
+def _parse_port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return port
 
 
 def _parse_time(value: str) -> dt.time:

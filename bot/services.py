@@ -80,7 +80,8 @@ async def open_services(
                 settings,
                 storage,
                 store,
-                swap=adapters.activate,
+                # activate and move the pointer under the adapter service's lock: no /adapter use in between
+                swap=adapters.use,
                 trial=trials.on_candidate,
                 in_process=in_process_training,
             )

@@ -67,7 +67,12 @@ class Posting(commands.Cog):
                 log.exception("checking the A/B trial failed; posting goes on")
         for channel_id in self.settings.discord.post_channel_ids:
             await asyncio.sleep(random.uniform(0, jitter))
-            await self.post_to(channel_id)
+            try:
+                await self.post_to(channel_id)
+            except Exception:
+                # tasks.loop ends for good on any error it does not retry (a Discord 5xx, a model error): one bad
+                # round must not stop the schedule
+                log.exception("posting to channel %s failed; trying again next round", channel_id)
 
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""

@@ -131,7 +131,18 @@ class Training(commands.Cog):
 
         # the reason is stored with the run and in the adapter's meta.json: no member id there (the audit trail has it)
         outcome = await self.runner.run("/retrain", on_progress)
-        await interaction.edit_original_response(content=summary_text(outcome), allowed_mentions=NO_MENTIONS)
+        summary = summary_text(outcome)
+        try:
+            await interaction.edit_original_response(content=summary, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            # the interaction's token lasts 15 minutes and a night's training may take longer: say it in the channel
+            log.info("/retrain outlived its interaction; reporting in the channel instead")
+            channel = interaction.channel
+            if channel is not None and hasattr(channel, "send"):
+                try:
+                    await channel.send(f"/retrain finished. {summary}", allowed_mentions=NO_MENTIONS)
+                except discord.HTTPException:
+                    log.warning("could not report the /retrain result", exc_info=True)
 
 
 async def setup(bot: KilroyBot) -> None:

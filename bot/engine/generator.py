@@ -162,6 +162,7 @@ class Generator:
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, least recently used first
         self._pinned: set[str] = set()  # resident adapters eviction must keep (an A/B trial's arms)
+        self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
     def active(self) -> str:
@@ -180,6 +181,11 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def pending(self) -> int:
+        """Generate calls queued or running on the model thread (the queue depth /metrics shows)."""
+        return self._pending
 
     @property
     def busy(self) -> bool:
@@ -207,11 +213,20 @@ class Generator:
         if self.busy:
             raise GeneratorBusy()
         params = replace(self.params, **overrides) if overrides else self.params
+        started = time.perf_counter()
         self._pending += 1
         try:
-            return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter)
+            samples = await self._run(
+                self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter
+            )
         finally:
             self._pending -= 1
+        for observe in self.observers:
+            try:
+                observe(time.perf_counter() - started, samples)
+            except Exception:  # an observer (metrics) must never cost a post
+                log.warning("generation observer failed", exc_info=True)
+        return samples
 
     def _generate_sync(
         self,
@@ -229,7 +244,23 @@ class Generator:
         if not self.is_resident(name):
             raise AdapterLoadError(f"adapter {name!r} is not loaded; load it before generating with it")
         if seed is not None:
-            torch.manual_seed(seed)
+            # a seeded sample (a health check, a reproducible `generate --seed`) must not reset the RNG that later
+            # unseeded posts draw from: fork it, seed the fork, and restore it afterwards
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
+        return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
+
+    def _generate_unseeded(
+        self,
+        n: int,
+        prompt: str,
+        params: SamplingParams,
+        stop_at_newline: bool,
+        prompt_ids: Sequence[int] | None,
+        name: str,
+    ) -> list[Sample]:
         model = self._peft if self._peft is not None else self.loaded.model
         kwargs = dict(
             prompt=prompt,

@@ -96,6 +96,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self.transaction():
+            if self._opted_out(member_id):  # again under the lock: a /forget-me may have landed meanwhile
+                return False
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) "
                 "VALUES (?, ?, ?, 'add', ?, ?)",
@@ -118,6 +120,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self.transaction():
+            if self._opted_out(member_id):
+                return False
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
                 (post_id, member_id, emoji, at),
@@ -161,6 +165,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self._write:
+            if self._opted_out(member_id):
+                return False
             cur = await self.db.execute(
                 "INSERT INTO replies (message_id, post_id, member_id, length, at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",

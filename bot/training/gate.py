@@ -6,14 +6,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-REPEAT_FLOOR = 0.05  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in 128 samples is noise
+REPEAT_FLOOR = 0.03  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in the samples are noise
 
 
 @dataclass(frozen=True)
 class GateConfig:
     max_kl: float = 1.0  # mean per-token KL(candidate || base) on fresh samples, in nats
     min_diversity: float = 0.6  # candidate distinct-2 must be at least this fraction of the serving adapter's
-    min_base_diversity: float = 0.85  # ... and of the base model's, so small nightly losses cannot compound
+    min_base_diversity: float = 0.9  # ... and of the base model's, so small nightly losses cannot compound
     max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at REPEAT_FLOOR)
     max_length: float = 1.5  # candidate mean tokens at most this times the base's
     min_engagement: float = 0.0  # estimated relative engagement of candidate minus serving, at least
