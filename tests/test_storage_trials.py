@@ -82,3 +82,32 @@ async def test_trial_migration_applies_over_an_older_database(tmp_path):
         assert await s.schema_version() >= 3
         old = await s.post_by_message(5)
         assert old is not None and old.trial_id is None and old.arm is None
+
+
+async def test_stats_summary_labels_trial_posts_by_arm(storage):
+    """/stats' SQL summary gives an A/B trial's arms their own series, as bot.stats.daily_scores does."""
+    from bot.scoring import ScoreFormula
+    from bot.stats import daily_scores
+
+    tid = await _start(storage)
+    for i, (adapter, arm) in enumerate([("v1", "incumbent"), ("v2", "candidate"), ("v1", None), ("v2", "candidate")]):
+        await storage.add_post(
+            NewPost(
+                channel_id=1,
+                guild_id=9,
+                text="t",
+                adapter=adapter,
+                created_at=86400.0 * 3 + i,
+                message_id=i + 1,
+                trial_id=tid if arm else None,
+                arm=arm,
+            )
+        )
+        await storage.add_vote(i + 1, 77, "❤️", at=1.0)
+    summary = await storage.stats_summary(
+        created_after=0.0, guild_id=9, emoji_weights={}, default_weight=1.0, reply_weight=2.0
+    )
+    series = [(a, n) for _, a, _, n in summary.days]
+    assert series == [("v1", 1), ("v1 (incumbent)", 1), ("v2 (candidate)", 2)]
+    python = daily_scores(await storage.post_records(), ScoreFormula(emoji_weights={}))
+    assert [(d.adapter, d.posts) for d in python] == series
