@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.errors import user_message
 from bot.http.health import GatewayState
 from bot.http.metrics import Metrics
+from bot.logs import bind_log_context
 from bot.safety import Cooldowns, guild_allowed
 from bot.services import Services
 
@@ -58,6 +59,10 @@ class KilroyTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         settings: Settings = self.client.settings  # type: ignore[attr-defined]
         is_command = interaction.type is discord.InteractionType.application_command
+        # this check, the command and its error handler run in one task (discord.py's invoker): every line they log
+        # names the server, channel and command (never the member: bot/logs.py)
+        command = interaction.command.qualified_name if interaction.command is not None else None
+        bind_log_context(guild=interaction.guild_id, channel=interaction.channel_id, command=command)
         if interaction.guild_id is None:
             if not is_command:
                 return False  # an autocomplete cannot be answered with a message

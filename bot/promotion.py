@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.adapters import AdapterStore
+from bot.logs import log_context
 from bot.storage import Storage, TrainingRun
 from bot.training.nightly import RunResult
 
@@ -78,6 +79,10 @@ class Promoter:
 
     async def apply(self, run_id: int) -> RunResult:
         """Run (or resume) the promotion sequence of a committed run; return what it ended as."""
+        with log_context(run=run_id):  # each line of the sequence (and of the swap it calls) names the run
+            return await self._apply(run_id)
+
+    async def _apply(self, run_id: int) -> RunResult:
         run = await self._run(run_id)
         if run.stage == "committed":
             await self.storage.mark_run_trained(run_id, at=self.clock())

@@ -12,6 +12,7 @@ import discord
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.logs import bind_log_context
 from bot.safety import guild_allowed
 from bot.storage import Storage
 
@@ -46,6 +47,8 @@ class Engagement(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        # each listener runs in its own task (discord.py): the ids stay on this event's lines, errors included
+        bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
         # raw events arrive for uncached messages too; message_author_id tells cheaply if it was our post
         if not self._here(payload.guild_id) or payload.user_id == self._me():
             return
@@ -59,6 +62,7 @@ class Engagement(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         # .member is None on remove, so no bot check here: a bot's add was never stored as a vote
+        bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
         if not self._here(payload.guild_id) or payload.user_id == self._me():
             return
         await self.storage.remove_vote(payload.message_id, payload.user_id, str(payload.emoji), at=self.clock())
@@ -70,6 +74,7 @@ class Engagement(commands.Cog):
             return
         if not self._here(message.guild.id):
             return
+        bind_log_context(guild=message.guild.id, channel=message.channel.id, message_id=ref.message_id)  # the post's
         await self.storage.add_reply(
             message.id, ref.message_id, message.author.id, at=self.clock(), length=len(message.content or "")
         )

@@ -13,6 +13,7 @@ from discord.ext import commands, tasks
 
 from bot.config import Settings
 from bot.engine.generator import Generator, GeneratorBusy
+from bot.logs import bind_log_context, log_context
 from bot.posting import compose_post
 from bot.safety import OutputFilter, guild_allowed
 from bot.storage import NewPost, Storage
@@ -67,15 +68,20 @@ class Posting(commands.Cog):
                 log.exception("checking the A/B trial failed; posting goes on")
         for channel_id in self.settings.discord.post_channel_ids:
             await asyncio.sleep(random.uniform(0, jitter))
-            try:
-                await self.post_to(channel_id)
-            except Exception:
-                # tasks.loop ends for good on any error it does not retry (a Discord 5xx, a model error): one bad
-                # round must not stop the schedule
-                log.exception("posting to channel %s failed; trying again next round", channel_id)
+            with log_context(channel=channel_id):
+                try:
+                    await self.post_to(channel_id)
+                except Exception:
+                    # tasks.loop ends for good on any error it does not retry (a Discord 5xx, a model error): one bad
+                    # round must not stop the schedule
+                    log.exception("posting to channel %s failed; trying again next round", channel_id)
 
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""
+        with log_context(channel=channel_id):  # every line of this post names its channel, then guild and post
+            return await self._post_to(channel_id)
+
+    async def _post_to(self, channel_id: int) -> discord.Message | None:
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             try:
@@ -87,6 +93,7 @@ class Posting(commands.Cog):
         if guild is None or not guild_allowed(guild.id, self.settings.discord.guild_ids):
             log.warning("post channel %s is not in a server of KILROY_GUILD_IDS; skipping", channel_id)
             return None
+        bind_log_context(guild=guild.id)  # until post_to's block ends
         if not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
@@ -110,7 +117,7 @@ class Posting(commands.Cog):
         except discord.Forbidden:
             log.warning("Discord refused a post in channel %s; skipping", channel_id)
             return None
-        await self.storage.add_post(
+        post_id = await self.storage.add_post(
             TrialService.tag(
                 NewPost.from_sample(
                     sample,
@@ -122,6 +129,8 @@ class Posting(commands.Cog):
                 choice,
             )
         )
+        bind_log_context(post=post_id, message_id=message.id, adapter=sample.adapter)
+        log.info("posted %d in channel %s (adapter %s)", post_id, channel_id, sample.adapter)
         return message
 
 

@@ -7,6 +7,7 @@ land in the middle of a generation, and the event loop never runs torch.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -176,7 +177,8 @@ class Generator:
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        ctx = contextvars.copy_context()  # lines logged on the model thread carry the caller's ids (bot/logs.py)
+        return await loop.run_in_executor(self._executor, partial(ctx.run, fn, *args, **kwargs))
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` (cheap, thread-safe: the fast tokenizer is Rust)."""

@@ -11,6 +11,7 @@ them, and lost them when scoring failed).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import defaultdict
@@ -21,6 +22,7 @@ from typing import Any
 from bot.adapters import BASE, AdapterStore
 from bot.config import Settings
 from bot.dataset import build_examples
+from bot.logs import bind_log_context
 from bot.scoring import formula_from_settings, normalise_rewards, score_post
 from bot.storage import Storage
 from bot.training.gate import decide, gate_config
@@ -66,12 +68,27 @@ async def run_training(
     on_progress: Progress | None = None,
 ) -> RunResult:
     """Train one new adapter version from settled, untrained posts; promote it if the gate passes."""
+    # in a copy of the caller's context, so that the run id bound below names this run's lines only (bot/logs.py)
+    run = _run_training(settings, storage, store, now=now, reason=reason, on_progress=on_progress)
+    return await asyncio.create_task(run, context=contextvars.copy_context())
+
+
+async def _run_training(
+    settings: Settings,
+    storage: Storage,
+    store: AdapterStore,
+    *,
+    now: float | None,
+    reason: str,
+    on_progress: Progress | None,
+) -> RunResult:
     from bot.training.trainer import train_adapter
 
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
     formula = formula_from_settings(settings.scoring)
     run_id = await storage.start_run(reason, at=now)
+    bind_log_context(run=run_id)
     settled_before = now - settings.scoring.settle_hours * 3600.0
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
     records = await storage.post_records(created_before=settled_before, limit=settings.scoring.baseline_window)
@@ -84,6 +101,7 @@ async def run_training(
         msg = f"only {len(fresh)} settled untrained posts (need {settings.training.min_posts})"
         await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
         emit({"event": "skipped", "reason": msg})
+        log.info("run %d skipped: %s", run_id, msg)
         return RunResult("skipped", run_id, reason=msg)
 
     scores = [score_post(r, formula) for r in fresh]
@@ -101,6 +119,7 @@ async def run_training(
             )
             await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
             emit({"event": "skipped", "reason": msg})
+            log.info("run %d skipped: %s", run_id, msg)
             return RunResult("skipped", run_id, reason=msg, metrics={"reward_p": reward_model.p_value})
     else:
         rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.adapters import AdapterStore
 from bot.config import Settings
+from bot.logs import log_context
 from bot.promotion import Promoter, StartTrial, Swap
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy, TrainingLock
@@ -98,7 +99,8 @@ class TrainingRunner:
                 result = await self._worker(reason, on_progress, now)
             if result.status != "done" or result.run_id is None:
                 return result
-            return await self.promoter.apply(result.run_id)
+            with log_context(run=result.run_id):
+                return await self.promoter.apply(result.run_id)
         finally:
             self.lock.release()
 
@@ -143,16 +145,19 @@ class TrainingRunner:
         stderr_task = asyncio.create_task(proc.stderr.read())
         done: dict[str, Any] | None = None
         error: str | None = None
+        run_id: int | None = None  # known once the worker reports its start
 
         async def pump() -> None:
-            nonlocal done, error
+            nonlocal done, error, run_id
             assert proc.stdout is not None
             async for raw in proc.stdout:
                 try:
                     event = json.loads(raw)
                 except ValueError:
                     continue
-                if event.get("event") == "done":
+                if event.get("event") == "start":
+                    run_id = event.get("run_id")
+                elif event.get("event") == "done":
                     done = event
                 elif event.get("event") == "error":
                     error = event.get("message")
@@ -172,7 +177,8 @@ class TrainingRunner:
             message = f"killed: ran past KILROY_TRAIN_TIMEOUT_MINUTES={self.settings.training.timeout_minutes:g}"
             await self.storage.fail_stale_runs(at=_now(), message=message)
             self.store.remove_temp_dirs()
-            log.error("training worker %s", message)
+            with log_context(run=run_id):
+                log.error("training worker %s", message)
             raise TrainingFailed(f"training {message}") from None
         except BaseException:
             if proc.returncode is None:  # cancelled (bot shutting down): do not leave an orphan training
@@ -182,7 +188,8 @@ class TrainingRunner:
         stderr = (await stderr_task).decode(errors="replace")
         if proc.returncode != 0 or done is None:
             tail = error or (stderr.strip().splitlines() or ["no output"])[-1]
-            log.error("training worker failed (exit %s): %s", proc.returncode, tail)
+            with log_context(run=run_id):
+                log.error("training worker failed (exit %s): %s", proc.returncode, tail)
             raise TrainingFailed(f"training failed (exit {proc.returncode}): {tail}")
         return RunResult.from_event(done)
 

@@ -126,3 +126,30 @@ async def test_a_discord_server_error_does_not_stop_the_schedule(make_cog, stora
     assert "failed" in caplog.text
     await cog.post_everywhere()
     assert await storage.post_by_message(778) is not None
+
+
+async def test_a_posting_rounds_json_log_line_names_guild_channel_and_post(make_cog, storage):
+    """KILROY_LOG_FORMAT=json: the line a post logs carries its ids (the log context, bot/logs.py); no member id."""
+    import io
+    import json
+    import logging
+
+    from bot.logs import make_handler
+
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    logger = logging.getLogger("cogs.posting")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        ch = channel(message_id=4242)
+        await make_cog(["hello world"], ch).post_to(500)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    post = await storage.post_by_message(4242)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["message"].startswith("posted")
+    assert (line["guild"], line["channel"], line["post"], line["message_id"]) == (1, 500, post.id, 4242)
+    assert line["adapter"] == "v0003" and not any("member" in k or "user" in k for k in line)
