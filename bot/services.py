@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from bot.adapters import AdapterStore
 from bot.config import Settings
 from bot.engine.generator import Generator
+from bot.engine.threads import serving_threads
 from bot.safety import OutputFilter
 from bot.serving import AdapterService
 from bot.storage import Storage
@@ -69,7 +70,12 @@ async def open_services(
     loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
     settings.check_context(loaded.context_size)  # token budgets that fit this model's context, or a clear error
     generator = Generator(
-        loaded, SamplingParams.from_settings(settings.generation), max_queue=settings.safety.max_queue
+        loaded,
+        SamplingParams.from_settings(settings.generation),
+        max_queue=settings.safety.max_queue,
+        # trainings run in a worker process beside us: take our share of the cores (bot/engine/threads.py); when
+        # training runs in this process (`kilroy train`, the simulation) nothing competes, so torch keeps them all
+        threads=None if in_process_training else serving_threads(),
     )
     output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
     try:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from bot.adapters import BASE
 from bot.config import SamplingParams
 from bot.engine.model import LoadedModel
+from bot.engine.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +152,24 @@ class Generator:
     """Generates text with the base model plus the active LoRA adapter; swaps adapters without a restart."""
 
     def __init__(
-        self, loaded: LoadedModel, params: SamplingParams, *, keep_loaded: int = 2, max_queue: int | None = None
+        self,
+        loaded: LoadedModel,
+        params: SamplingParams,
+        *,
+        keep_loaded: int = 2,
+        max_queue: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.params = params
         self.keep_loaded = keep_loaded
         self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model")
+        # `threads`: torch intra-op threads, set when the model thread starts (process-wide: bot/engine/threads.py)
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kilroy-model", initializer=set_torch_threads, initargs=(threads,)
+        )
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, least recently used first

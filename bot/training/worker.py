@@ -25,16 +25,16 @@ def share_cores() -> int:
     """Train beside the serving bot without starving it: a lower CPU priority and half the cores for torch.
 
     Two full-size torch thread pools on the same cores oversubscribe them: a post generated during a training took
-    6x its idle time. Returns the torch threads used.
+    6x its idle time. The serving side takes the other half (bot/engine/threads.py). Returns the torch threads used.
     """
     import os
 
-    import torch
+    from bot.engine.threads import available_cpus, set_torch_threads, split_cores
 
     with contextlib.suppress(OSError):
         os.nice(10)
-    threads = max(1, (os.cpu_count() or 1) // 2)
-    torch.set_num_threads(threads)
+    threads = split_cores(available_cpus())[1]
+    set_torch_threads(threads)
     return threads
 
 
