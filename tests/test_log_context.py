@@ -98,3 +98,30 @@ async def test_a_training_runs_lines_carry_its_run_id(capture, make_settings, st
     assert result.status == "skipped" and result.run_id is not None
     line = next(json.loads(x) for x in lines() if "skipped" in x)
     assert line["run"] == result.run_id and line["command"] == "retrain" and line["logger"] == "bot.training.nightly"
+
+
+async def test_the_workers_log_lines_are_relayed_and_a_failure_names_the_run(capture, capsys, make_settings, storage):
+    """Trainings run in a worker process: its lines (with their run id) reach our stderr, and the parent's own
+    line about the failure names the run the worker had started."""
+    import sys
+
+    from bot.training.runner import TrainingFailed, TrainingRunner
+
+    lines = capture("json")
+    fake = (
+        "import json, sys\n"
+        "print(json.dumps({'event': 'start', 'run_id': 41}), flush=True)\n"
+        "sys.stderr.write(json.dumps({'message': 'worker says hi', 'run': 41}) + '\\n')\n"
+        "sys.stderr.write('x' * 70000 + '\\n')\n"  # past the stream's line limit: dropped, nothing else lost
+        "sys.stderr.write('Traceback: boom\\n')\n"
+        "sys.exit(3)\n"
+    )
+    settings = make_settings()
+    store = AdapterStore(settings.adapters_dir)
+    runner = TrainingRunner(settings, storage, store, command=[sys.executable, "-c", fake])
+    with pytest.raises(TrainingFailed, match="boom"):
+        await runner.run("test")
+    relayed = capsys.readouterr().err.splitlines()
+    assert json.loads(relayed[0]) == {"message": "worker says hi", "run": 41} and relayed[-1] == "Traceback: boom"
+    failure = next(json.loads(x) for x in lines() if "training worker failed" in x)
+    assert failure["run"] == 41 and failure["level"] == "ERROR"

@@ -9,6 +9,7 @@ KILROY_* variable, so no stray `.env` can change what it trains with.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -142,7 +143,25 @@ class TrainingRunner:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(json.dumps(self.settings.to_json()).encode())
         proc.stdin.close()
-        stderr_task = asyncio.create_task(proc.stderr.read())
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+
+        async def relay() -> None:
+            # the worker's log lines (in the same KILROY_LOG_FORMAT, its run id on each JSON line) join ours on
+            # stderr; the last few explain a crash
+            assert proc.stderr is not None
+            while True:
+                try:
+                    raw = await proc.stderr.readline()
+                except ValueError:  # one line past the stream's 64 KiB limit: dropped, the rest still relayed
+                    continue
+                if not raw:
+                    break
+                line = raw.decode(errors="replace")
+                if line.strip():
+                    tail.append(line.strip())
+                    sys.stderr.write(line if line.endswith("\n") else line + "\n")
+
+        stderr_task = asyncio.create_task(relay())
         done: dict[str, Any] | None = None
         error: str | None = None
         run_id: int | None = None  # known once the worker reports its start
@@ -185,12 +204,12 @@ class TrainingRunner:
                 proc.kill()
                 await proc.wait()
             raise
-        stderr = (await stderr_task).decode(errors="replace")
+        await stderr_task
         if proc.returncode != 0 or done is None:
-            tail = error or (stderr.strip().splitlines() or ["no output"])[-1]
+            last = error or (tail[-1] if tail else "no output")
             with log_context(run=run_id):
-                log.error("training worker failed (exit %s): %s", proc.returncode, tail)
-            raise TrainingFailed(f"training failed (exit {proc.returncode}): {tail}")
+                log.error("training worker failed (exit %s): %s", proc.returncode, last)
+            raise TrainingFailed(f"training failed (exit {proc.returncode}): {last}")
         return RunResult.from_event(done)
 
 
