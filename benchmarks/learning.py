@@ -97,11 +97,13 @@ class Ours:
         return await self.generator.generate(n, seed=seed)
 
     async def train(self, night_records: list[PostRecord], now: float) -> None:
+        from bot.promotion import Promoter
         from bot.training.nightly import run_training
 
         result = await run_training(self.settings, self.storage, self.store, now=now, reason="bench")
-        if result.promoted and result.adapter:
-            await self.service.use(result.adapter)
+        if result.status == "done" and result.run_id is not None:
+            # the bot's promotion sequence: mark the posts trained, swap in an accepted candidate, move the pointer
+            await Promoter(self.storage, self.store, swap=self.service.activate).apply(result.run_id)
 
     def policy(self) -> Any:
         from peft import PeftModel
