@@ -92,11 +92,21 @@ class GenerationSettings(SamplingParams):
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
+class ScoreFormula:
+    """How engagement turns into a score (the formula part of the scoring section; `bot.scoring` applies it)."""
+
     emoji_weights: Mapping[str, float] = field(default_factory=lambda: {"👎": -1.0})
     default_emoji_weight: float = 1.0
     reply_weight: float = 2.0
     settle_hours: float = 12.0
+
+    def weight(self, emoji: str) -> float:
+        """The weight of one emoji (custom emoji are matched by their text form `<:name:id>`)."""
+        return float(self.emoji_weights.get(emoji, self.default_emoji_weight))
+
+
+@dataclass(frozen=True)
+class ScoringSettings(ScoreFormula):
     baseline_window: int = 500
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.scoring import ScoreFormula, formula_from_settings, score_post
+from bot.scoring import ScoreFormula, score_post
 from bot.storage import NewPost, PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3
 
@@ -444,7 +444,7 @@ async def simulate(
     _fresh_dir(workdir)
     settings = simulation_settings(settings, workdir)
     settings = settings.replace(training=_with_seed(settings, seed))
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     rng = random.Random(seed)
     community = audience.community(random.Random(f"{audience.name}/{seed}"))
     result = SimulationResult(audience.name, seed)

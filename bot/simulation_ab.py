@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.scoring import formula_from_settings, score_post
+from bot.scoring import score_post
 from bot.simulation import CHANNELS, DAY, EPOCH, AudienceSpec, _fresh_dir, react
 from bot.storage import NewPost
 from bot.training.objective import distinct_n
@@ -83,7 +83,7 @@ async def simulate_ab(
     )
     if settings.trials.share <= 0:
         settings = settings.replace(trials=dataclasses.replace(settings.trials, share=0.5))
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     rng = random.Random(seed)
     community = audience.community(random.Random(f"{audience.name}/{seed}"))  # as `simulate` draws it
     clock = [EPOCH]

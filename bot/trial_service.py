@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from bot.config import Settings
 from bot.engine.generator import Generator
-from bot.scoring import formula_from_settings, score_post
+from bot.scoring import score_post
 from bot.serving import AdapterService
 from bot.storage import NewPost, Storage, Trial
 from bot.trials import (
@@ -86,7 +86,7 @@ async def evaluate_trial(storage: Storage, settings: Settings, trial: Trial, *, 
     """Replay a trial's settled posts, in post order, through the sequential test; act on nothing."""
     settled_before = now - settings.scoring.settle_hours * 3600.0
     records = await storage.post_records(trial_id=trial.id, created_before=settled_before)
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     config = TrialConfig(share=trial.share, alpha=trial.alpha, max_posts=trial.max_posts)
     state = TrialState(config)
     for r in records:
@@ -182,7 +182,7 @@ class TrialService:
         records = await self.storage.post_records(
             created_before=settled_before, limit=self.settings.scoring.baseline_window
         )
-        formula = formula_from_settings(self.settings.scoring)
+        formula = self.settings.scoring
         records = [r for r in records if r.post.kind == "post"]
         return baselines(group_scores([r.post.channel_id for r in records], [score_post(r, formula) for r in records]))
 

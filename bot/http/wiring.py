@@ -15,7 +15,6 @@ from bot.http.dashboard import DashboardDeps
 from bot.http.health import GatewayState, HealthSources, Part
 from bot.http.metrics import Snapshot
 from bot.http.server import HttpContext
-from bot.scoring import formula_from_settings
 
 
 def adapter_probe(adapters: Any) -> Callable[[], Any]:
@@ -72,7 +71,7 @@ def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayStat
     ctx.dashboard = DashboardDeps(
         storage=storage,
         store=adapters.store,
-        formula=formula_from_settings(services.settings.scoring),
+        formula=services.settings.scoring,
         serving=lambda: adapters.active,
         rollback=adapters.rollback,
         clock=clock,

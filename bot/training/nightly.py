@@ -23,7 +23,7 @@ from bot.adapters import BASE, AdapterStore
 from bot.config import Settings
 from bot.dataset import build_examples
 from bot.logs import bind_log_context
-from bot.scoring import formula_from_settings, normalise_rewards, score_post
+from bot.scoring import normalise_rewards, score_post
 from bot.storage import Storage
 from bot.training.gate import decide, gate_config
 from bot.training.reward_model import model_rewards
@@ -86,7 +86,7 @@ async def _run_training(
 
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     run_id = await storage.start_run(reason, at=now)
     bind_log_context(run=run_id)
     settled_before = now - settings.scoring.settle_hours * 3600.0

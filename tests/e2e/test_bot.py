@@ -58,10 +58,10 @@ async def test_reactions_and_replies(server, e2e_settings):
             return v == [(fd.MEMBER_ID, "❤️")] and len(rec.replies) == 1
 
         await until(settled)
-        from bot.scoring import formula_from_settings, score_post
+        from bot.scoring import score_post
 
         _, rec = await votes(bot, mid)
-        assert score_post(rec, formula_from_settings(bot.settings.scoring)) == 1.0 + 2.0
+        assert score_post(rec, bot.settings.scoring) == 1.0 + 2.0
 
 
 async def test_story_start_and_line_through_interactions(server, e2e_settings):
