@@ -46,6 +46,25 @@ class Services:
     output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent
 
 
+class TrainingNow:
+    """Is a training running? This process's own runs at once; another process's (`kilroy train` beside the bot)
+    seen within `every` seconds, so that a generation does not probe the lock file each time."""
+
+    def __init__(
+        self, training: TrainingRunner, every: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.training, self.every, self.clock = training, every, clock
+        self._next, self._other = 0.0, False
+
+    def __call__(self) -> bool:
+        if self.training.lock.held:
+            return True
+        now = self.clock()
+        if now >= self._next:
+            self._next, self._other = now + self.every, self.training.busy
+        return self._other
+
+
 @contextlib.asynccontextmanager
 async def open_services(
     settings: Settings,
@@ -73,8 +92,9 @@ async def open_services(
         loaded,
         SamplingParams.from_settings(settings.generation),
         max_queue=settings.safety.max_queue,
-        # trainings run in a worker process beside us: take our share of the cores (bot/engine/threads.py); when
-        # training runs in this process (`kilroy train`, the simulation) nothing competes, so torch keeps them all
+        # trainings run in a worker process beside us: while one runs, take only our share of the cores
+        # (bot/engine/threads.py); when training runs in this process (`kilroy train`, the simulation) nothing
+        # competes, so torch keeps them all
         threads=None if in_process_training else serving_threads(),
     )
     output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
@@ -91,6 +111,8 @@ async def open_services(
                 trial=trials.on_candidate,
                 in_process=in_process_training,
             )
+            # the model thread takes every core, except while a training (here or in another process) runs
+            generator.contended = TrainingNow(training)
             await training.reconcile()
             if adapter is not None:
                 await adapters.activate(adapter)

@@ -165,11 +165,17 @@ class Generator:
         self.keep_loaded = keep_loaded
         self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
         self._pending = 0
-        # `threads`: torch intra-op threads, set when the model thread starts (process-wide: bot/engine/threads.py)
+        # `threads`: torch intra-op threads while a training competes for the cores (bot/engine/threads.py); set when
+        # the model thread starts. With `contended` wired (a training running?), each generation uses `threads`
+        # only while it says so, and torch's own count (every core) otherwise.
         self.threads = threads
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="kilroy-model", initializer=set_torch_threads, initargs=(threads,)
-        )
+        self.contended: Callable[[], bool] | None = None
+        self._own_threads: int | None = None  # torch's own count (every core, or OMP_NUM_THREADS), before ours
+        if threads is not None:
+            import torch
+
+            self._own_threads = torch.get_num_threads()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model", initializer=self._start)
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, least recently used first
@@ -185,6 +191,29 @@ class Generator:
     def context_size(self) -> int:
         """The model's context length in tokens."""
         return self.loaded.context_size
+
+    def _start(self) -> None:
+        """The model thread's first act: take our share (until a generation says no training runs)."""
+        set_torch_threads(self.threads)
+
+    def _threads_now(self) -> int | None:
+        """On the loop, per generation: our share while a training runs, every core otherwise (None: leave as is)."""
+        if self.threads is None or self.contended is None:
+            return None
+        try:
+            contended = self.contended()
+        except Exception:  # cannot tell: assume a training runs (the safe side for the training and for us)
+            contended = True
+        return self.threads if contended else self._own_threads
+
+    def _with_threads(self, threads: int | None, fn: Callable[..., T], *args: Any) -> T:
+        """On the model thread: set torch's threads (when they change), then run `fn`."""
+        if threads is not None:
+            import torch
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        return fn(*args)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -230,7 +259,16 @@ class Generator:
         self._pending += 1
         try:
             samples = await self._run(
-                self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter
+                self._with_threads,
+                self._threads_now(),
+                self._generate_sync,
+                n,
+                prompt,
+                params,
+                stop_at_newline,
+                prompt_ids,
+                seed,
+                adapter,
             )
         finally:
             self._pending -= 1

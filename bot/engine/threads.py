@@ -3,14 +3,16 @@
 A training in its worker process (`bot/training/worker.py`) and the bot's model thread both run torch on the same
 cores. Left alone, each sizes its intra-op pool to every core: twice as many busy threads as cores, and a post
 generated during a training took 6x its idle time (OpenMP threads waiting on preempted siblings). So the cores are
-split once, at start: the worker takes half (at least one) at a lower priority (nice 10), the serving thread the
-rest (at least one). On a 2-core machine each gets one; on 16, eight each.
+split while a training runs: the worker takes half (at least one) at a lower priority (nice 10), the serving
+thread the rest (at least one). On a 2-core machine each gets one; on 16, eight each. When no training runs, the
+serving thread goes back to torch's own count (every core): a 124M-shape post on 2 cores took 1.5 s on one thread
+against 0.95 s on two, so a static split would cost every idle post a third of its speed.
 
 `torch.set_num_threads` is process-wide in effect (it sets torch's default for every thread that starts using
-torch afterwards, and the calling thread's own pool): the bot's only heavy torch thread is the model thread, so the
-bot process sets it when that thread starts. The price is that an idle bot also generates on its half of the cores
-only; on a GPU these CPU pools hardly matter. An operator who wants another count sets OMP_NUM_THREADS, which is
-then left alone (the worker still takes its half: it sets its own count).
+torch afterwards, and the calling thread's own pool). The bot's only heavy torch thread is the model thread, and
+the count is set there: when it starts, and before a generation whenever "is a training running?" changed its
+answer (`Generator.contended`). On a GPU these CPU pools hardly matter. An operator who wants another count sets
+OMP_NUM_THREADS, which is then left alone (the worker still takes its half: it sets its own count).
 """
 
 from __future__ import annotations

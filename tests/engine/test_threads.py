@@ -41,3 +41,55 @@ async def test_no_threads_keeps_torchs_own_choice():
         assert await g._run(torch.get_num_threads) == before
     finally:
         await g.close()
+
+
+async def test_the_model_thread_takes_every_core_except_while_a_training_runs():
+    """With `contended` wired, each generation runs on our share during a training and on torch's own count
+    otherwise (the switch happens on the model thread, before the generation)."""
+    import torch
+
+    before = torch.get_num_threads()
+    share = 1 if before != 1 else 2
+    training = [False]
+    g = Generator(None, SamplingParams(), threads=share)  # type: ignore[arg-type]
+    g.contended = lambda: training[0]
+    seen = []
+    g._generate_sync = lambda *a: seen.append(torch.get_num_threads()) or []  # type: ignore[method-assign]
+    try:
+        await g.generate(1)
+        training[0] = True
+        await g.generate(1)
+        training[0] = False
+        await g.generate(1)
+    finally:
+        await g.close()
+        torch.set_num_threads(before)
+    assert seen == [before, share, before]
+
+
+async def test_training_now_sees_this_process_at_once_and_others_at_most_every_interval(tmp_path):
+    from bot.services import TrainingNow
+    from bot.training.lock import TrainingLock
+
+    class Runner:  # what TrainingNow reads of a TrainingRunner
+        def __init__(self):
+            self.lock = TrainingLock(tmp_path)
+
+        @property
+        def busy(self):
+            return self.lock.is_locked()
+
+    runner, now = Runner(), [0.0]
+    probe = TrainingNow(runner, every=30.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert probe() is False
+    runner.lock.acquire("test")
+    assert probe() is True  # our own run: at once
+    runner.lock.release()
+    other = TrainingLock(tmp_path)  # stands for another process (flock is per open file)
+    other.acquire("kilroy train")
+    try:
+        assert probe() is False  # not probed again yet
+        now[0] = 31.0
+        assert probe() is True
+    finally:
+        other.release()
