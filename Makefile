@@ -5,12 +5,9 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test lint format bench clean
 
-$(BIN)/kilroy: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# pin torch first: the local CPU wheel here, the CUDA build on a GPU machine; unpinned pulls GBs of CUDA
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+$(BIN)/kilroy: pyproject.toml scripts/install.sh
+	# the one install path (README, CI, Dockerfile): torch==2.13.0 pinned first, then the package
+	PYTHON=$(PYTHON) EDITABLE=1 sh scripts/install.sh $(VENV) dev
 	touch $@
 
 setup: $(BIN)/kilroy
@@ -32,6 +29,7 @@ bench: setup
 	$(BIN)/python benchmarks/adapters.py
 	$(BIN)/python benchmarks/gateway_burst.py
 	$(BIN)/python benchmarks/learning.py --quick --trainers ours,kilroy
+	$(BIN)/python benchmarks/ab.py --quick --json data/ab.json
 
 clean:
 	rm -rf $(VENV) data/simulate data/tiny-gpt2* .pytest_cache

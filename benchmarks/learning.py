@@ -41,7 +41,7 @@ from bot.config import Settings, load_settings
 from bot.engine.generator import Generator, Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
 from bot.logs import setup_logging
-from bot.scoring import formula_from_settings, normalise_rewards, score_post
+from bot.scoring import normalise_rewards, score_post
 from bot.serving import AdapterService
 from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, mean_ci, publish_night
 from bot.storage import PostRecord, Storage
@@ -143,7 +143,7 @@ class KilroyRecipe:
                 for p in block.parameters():
                     p.requires_grad_(False)
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
-        self.formula = formula_from_settings(self.settings.scoring)
+        self.formula = self.settings.scoring
         self.rng = random.Random(self.settings.training.seed)
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
@@ -209,7 +209,7 @@ class KTO:
 
     async def setup(self, storage: Storage, workdir: Path) -> None:
         self.workdir = workdir
-        self.formula = formula_from_settings(self.settings.scoring)
+        self.formula = self.settings.scoring
         self._load()
 
     def _load(self, trainable: bool = False) -> None:
@@ -319,7 +319,7 @@ def snapshot(policy: Any, settings: Settings, community: Any, seed: int, n: int)
             ref, _ = token_logprobs(base.model(input_ids=ids, attention_mask=attn).logits, labels)
             total += float(((logp - ref) * mask).sum())
             tokens += int(mask.sum())
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     return Snapshot(
         statistics.fmean(community.expected_scores(texts, formula)),
         distinct_n(texts),

@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.errors import user_message
+from bot.http.health import GatewayState
+from bot.http.metrics import Metrics
 from bot.safety import Cooldowns, guild_allowed
 from bot.services import Services
 
@@ -89,6 +92,32 @@ class KilroyBot(commands.Bot):
         self.settings = settings
         self.services = services
         self.cooldowns = Cooldowns()
+        self.metrics: Metrics | None = None  # set by run_bot when the HTTP server runs
+        self._gateway_connected = False  # READY seen on the current socket (on_connect) and no disconnect since
+        self._session_ready = False  # guilds loaded (on_ready) or the session resumed
+
+    def gateway_state(self) -> GatewayState:
+        """The gateway as /healthz reports it: connected, ready, heartbeat latency."""
+        connected = self._gateway_connected and not self.is_closed() and self.ws is not None
+        latency = self.latency
+        latency_ms = latency * 1000 if latency == latency and latency != float("inf") else None
+        return GatewayState(connected, connected and self._session_ready and self.is_ready(), latency_ms)
+
+    async def on_connect(self) -> None:
+        self._gateway_connected = True
+
+    async def on_disconnect(self) -> None:
+        if self._gateway_connected:
+            log.warning("disconnected from the Discord gateway; reconnecting")
+        self._gateway_connected = False
+        self._session_ready = False
+
+    async def on_resumed(self) -> None:
+        self._gateway_connected = self._session_ready = True
+
+    async def on_app_command_completion(self, interaction: discord.Interaction, command: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.command(command.qualified_name, "ok")
 
     async def setup_hook(self) -> None:
         self.tree.on_error = self.on_app_command_error
@@ -136,6 +165,7 @@ class KilroyBot(commands.Bot):
         marker.write_text(digest)
 
     async def on_ready(self) -> None:
+        self._gateway_connected = self._session_ready = True
         log.info("logged in as %s (%s) in %d server(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
         if not self.settings.discord.guild_ids:
             log.warning("KILROY_GUILD_IDS is empty: Kilroy works in every server it is invited to")
@@ -144,7 +174,16 @@ class KilroyBot(commands.Bot):
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Expected errors become an ephemeral message; bugs are logged with context and get a short apology."""
+        if self.metrics is not None and interaction.command is not None:
+            self.metrics.command(interaction.command.qualified_name, command_outcome(error))
         await handle_app_command_error(interaction, error)
+
+
+def command_outcome(error: BaseException) -> str:
+    """How a failed command is counted: refused (permission, cooldown), user_error (explained) or error (a bug)."""
+    if isinstance(error, app_commands.CheckFailure | app_commands.CommandOnCooldown):
+        return "refused"
+    return "user_error" if user_message(getattr(error, "original", error)) is not None else "error"
 
 
 async def handle_app_command_error(interaction: discord.Interaction, error: BaseException) -> None:
@@ -176,11 +215,67 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
         log.warning("could not report an error to the user", exc_info=True)
 
 
+class HttpPortError(Exception):
+    """The HTTP server could not listen where the settings say."""
+
+
+@contextlib.asynccontextmanager
+async def http_server(settings: Settings, metrics: Metrics) -> AsyncIterator[Any]:
+    """The HTTP server (health, metrics, dashboard) when KILROY_HTTP_PORT is set; yields its context or None."""
+    if settings.ops.http_port is None:
+        yield None
+        return
+    from bot.http.server import HttpContext, HttpServer
+
+    ctx = HttpContext(metrics=metrics, token=settings.ops.dashboard_token.get())
+    server = HttpServer(ctx, settings.ops.http_host, settings.ops.http_port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise HttpPortError(
+            f"cannot listen on {settings.ops.http_host}:{settings.ops.http_port} ({exc.strerror or exc}): set "
+            "KILROY_HTTP_PORT to a free port, or leave it empty for no HTTP server"
+        ) from exc
+    try:
+        yield ctx
+    finally:
+        await server.stop()
+
+
 async def run_bot(settings: Settings) -> int:
-    """Open the services, log in, run until stopped (Ctrl-C or SIGTERM); close everything cleanly."""
+    """Open the services, log in, run until stopped (Ctrl-C or SIGTERM); close everything cleanly.
+
+    The HTTP server starts first, so /healthz answers 503 "starting" while the model loads, and stops last.
+    """
+    from bot.backup import RunLock
+    from bot.training.lock import TrainingBusy
+
+    metrics = Metrics()
+    lock = RunLock(settings.data_dir)  # `kilroy restore` refuses while this is held
+    try:
+        lock.acquire("kilroy run")
+    except TrainingBusy:
+        log.error("another bot already runs on %s (%s); stop it first", settings.data_dir, lock.holder())
+        return 2
+    try:
+        async with http_server(settings, metrics) as ctx:
+            return await _run_bot(settings, metrics, ctx)
+    except HttpPortError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        lock.release()
+
+
+async def _run_bot(settings: Settings, metrics: Metrics, ctx: Any) -> int:
     from bot.services import open_services
 
     async with open_services(settings, freeze_heap=True) as services, KilroyBot(settings, services) as bot:
+        if ctx is not None:
+            from bot.http.wiring import attach
+
+            bot.metrics = metrics
+            attach(ctx, services, gateway=bot.gateway_state)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
@@ -190,5 +285,8 @@ async def run_bot(settings: Settings) -> int:
         except discord.LoginFailure:
             log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
             return 2
+        finally:
+            if ctx is not None:  # the services close next: health and dashboard go back to "starting/stopping"
+                ctx.health = ctx.dashboard = ctx.snapshot = None
     log.info("stopped cleanly")
     return 0

@@ -15,42 +15,37 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.adapters import AdapterStore
+    from bot.simulation import AudienceSpec
 
 log = logging.getLogger("kilroy")
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+    """A progress bar on stderr (tqdm), redrawn in place on a terminal; off when stderr is not a terminal."""
 
     def __init__(self, label: str, stream: Any = None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = -1
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=label, file=stream or sys.stderr, disable=None, unit="step", dynamic_ncols=True)
 
     def update(self, done: int, total: int, suffix: str = "") -> None:
         """Draw `done` of `total`."""
-        total = max(total, 1)
-        frac = min(1.0, done / total)
-        if not self.tty:
-            decile = int(frac * 10)
-            if decile == self._last:
-                return
-            self._last = decile
-        bar = "█" * int(frac * 24) + "·" * (24 - int(frac * 24))
-        line = f"{self.label} {bar} {done}/{total} {suffix}"
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        self.stream.flush()
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.set_postfix_str(suffix, refresh=False)
+        self._bar.refresh()
 
     def close(self) -> None:
         """End the line."""
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 # --- subcommands -----------------------------------------------------------------------------------------------------
@@ -72,6 +67,83 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if args.sync:
         (settings.data_dir / SYNC_MARKER).unlink(missing_ok=True)
     return asyncio.run(run_bot(settings))
+
+
+def _simulate_ab(settings: Settings, args: argparse.Namespace, audience: AudienceSpec) -> int:
+    """`kilroy simulate --ab`: run, print the nights and the note, write --json and --plot."""
+    from bot.simulation_ab import simulate_ab
+
+    workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate-ab"
+    started = time.perf_counter()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("event") == "night" and e.get("stage") == "posting":
+            print(f"night {e['night']}: posting (serving {e['adapter']})", file=sys.stderr)
+
+    out = asyncio.run(
+        simulate_ab(
+            settings,
+            audience,
+            nights=args.nights,
+            posts_per_night=args.posts_per_night,
+            seed=args.seed,
+            workdir=workdir,
+            on_event=on_event,
+            eval_samples=args.eval_samples,
+        )
+    )
+    out["seconds"] = time.perf_counter() - started
+    print("\nnight  mean score  expected  adapter   trial")
+    for n in out["nights"]:
+        t = n["trial"]
+        trial = f"#{t['id']} c{t['arms']['candidate']}/i{t['arms']['incumbent']} -> {t['decision'] or '…'}" if t else ""
+        if n.get("trial_started"):
+            trial += f" (starts #{n['trial_started']['id']}: {n['trial_started']['candidate']})"
+        print(f"{n['night']:>5}  {n['mean_score']:>10.2f}  {n['expected_score']:>8.2f}  {n['adapter']:<8}  {trial}")
+    print(out["note"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        from bot.plotting import plot_ab_nights
+
+        plot_ab_nights(out, Path(args.plot))
+    return 0
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """Write a consistent snapshot (database, adapters, pointer, manifest) into a new folder."""
+    from bot.backup import BackupError, backup
+
+    try:
+        result = backup(settings, Path(args.path))
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"backup written to {result.path}: {result.files} files, {result.bytes / 1e6:.1f} MB, "
+        f"adapters {', '.join(result.adapters) or 'none'} ({result.seconds:.1f}s)"
+    )
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify a backup and put it in place; refuses while a bot or a training runs."""
+    from bot.backup import BackupError, restore, verify
+
+    try:
+        if args.check:
+            manifest = verify(Path(args.path))
+            print(f"{args.path}: manifest and integrity ok ({manifest.get('posts', 0)} posts, {manifest['created']})")
+            return 0
+        manifest = restore(settings, Path(args.path))
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"restored {args.path} ({manifest.get('posts', 0)} posts, serving {manifest.get('current')}); "
+        f"moved aside: {', '.join(manifest['moved_aside']) or 'nothing'}"
+    )
+    return 0
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,6 +168,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.ab:  # live A/B trials in the simulated community (bot/simulation_ab.py)
+        return _simulate_ab(settings, args, audience)
     workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate"
     bar: ProgressBar | None = None
     started = time.perf_counter()
@@ -197,7 +271,14 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         async with Storage.open(settings.db_path) as storage:
             # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
             # later serves it (a running bot holds the training lock, so this cannot race it)
-            runner = TrainingRunner(settings, storage, AdapterStore(settings.adapters_dir), in_process=True)
+            # with A/B trials on, a gate-passing candidate waits for the bot, whose next start puts it on trial
+            runner = TrainingRunner(
+                settings,
+                storage,
+                AdapterStore(settings.adapters_dir),
+                in_process=True,
+                defer_to_trial=settings.trials.share > 0,
+            )
             try:
                 result = await runner.run("cli", on_progress)
             except TrainingBusy as exc:
@@ -211,7 +292,13 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         elif result.status == "skipped":
             print(f"nothing to train: {result.reason}")
         else:
-            verdict = "promoted (now active)" if result.promoted else "kept but NOT promoted"
+            verdict = (
+                "promoted (now active)"
+                if result.promoted
+                else "passed the gate; its A/B trial starts with the bot"
+                if result.accepted and settings.trials.share > 0
+                else "kept but NOT promoted"
+            )
             print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
             for key, value in sorted(result.metrics.items()):
                 print(f"  {key:<18} {value:.4f}")
@@ -268,6 +355,46 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
         print(f"active adapter: {store.current()} (a running bot picks it up with /adapter use or on restart)")
     elif args.action == "rollback":
         print(f"rolled back; active adapter: {store.rollback()}")
+    elif args.action == "trial":
+        return asyncio.run(_adapters_trial(settings, store, args.trial_action))
+    return 0
+
+
+async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) -> int:
+    """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
+    from bot.storage import Storage
+    from bot.trial_service import evaluate_trial
+
+    async with Storage.open(settings.db_path) as storage:
+        trial = await storage.active_trial()
+        if action == "show":
+            shown = trial or next(iter(await storage.trials(limit=1)), None)
+            if shown is None:
+                print("no A/B trial has run yet")
+                return 0
+            print((await evaluate_trial(storage, settings, shown, now=time.time())).text())
+            return 0
+        if trial is None:
+            print("error: no A/B trial is running", file=sys.stderr)
+            return 2
+        if action == "promote":
+            store.set_current(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
+            await storage.end_trial(
+                trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "promoted")
+            print(
+                f"trial #{trial.id}: {trial.candidate} promoted (a running bot serves it after /adapter use "
+                "or a restart)"
+            )
+        else:
+            await storage.end_trial(
+                trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "kept")
+            print(f"trial #{trial.id} stopped; {trial.incumbent} keeps serving")
     return 0
 
 
@@ -315,50 +442,153 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="kilroy", description="A Discord bot that learns what its community engages with.")
-    p.add_argument("--env-file", default=".env", help="read settings from this file too (default: .env)")
-    p.add_argument("--model", help="override KILROY_MODEL (gpt2, a local path, or tiny)")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each option's default (when it has a value), and keep the descriptions' line breaks."""
 
-    r = sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("kilroy")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.1.0+source"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; every option has a help text and shows its default."""
+    p = argparse.ArgumentParser(
+        prog="kilroy",
+        description="A Discord bot that learns what its community engages with.\n"
+        "Settings come from the environment and an env file (every variable: .env.example).",
+        formatter_class=_Help,
+    )
+    p.add_argument("--version", action="version", version=f"kilroy {version()}")
+    p.add_argument("--env-file", default=".env", help="read settings from this file too (the environment wins)")
+    p.add_argument("--model", default=None, help="override KILROY_MODEL: gpt2, a local folder, or tiny (offline)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, formatter_class=_Help)
+
+    r = command(
+        "run",
+        "run the Discord bot (needs DISCORD_TOKEN)",
+        "Run the Discord bot: scheduled posts, engagement, stories, nightly training. With KILROY_HTTP_PORT set it\n"
+        "also serves /healthz, /metrics and the dashboard. Stops cleanly on Ctrl-C or SIGTERM.",
+    )
     r.add_argument("--sync", action="store_true", help="sync slash commands even if they look unchanged")
 
-    s = sub.add_parser("simulate", help="offline demo: nights of posting to a simulated audience, with training")
-    s.add_argument("--nights", type=int, default=8)
-    s.add_argument("--posts-per-night", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0, help="the first seed")
+    s = command(
+        "simulate",
+        "offline demo: nights of posting to a simulated audience, with training",
+        "The offline demo: each night the bot posts to a simulated audience, scores the posts and trains a new\n"
+        "adapter. Needs no Discord and no network (the tiny model is built on first use).",
+    )
+    s.add_argument("--nights", type=int, default=8, help="nights to simulate (at least 1)")
+    s.add_argument("--posts-per-night", type=int, default=64, help="posts per night (at least 2)")
+    s.add_argument("--seed", type=int, default=0, help="the first seed (of the audience and the sampling)")
     s.add_argument("--seeds", type=int, default=1, help="run this many seeds (seed, seed+1, ...) and report a 95%% CI")
     s.add_argument("--eval-samples", type=int, default=256, help="fresh samples a night scored by expected engagement")
     s.add_argument(
-        "--audience", default="realistic", help="a built-in audience (realistic, cat_people, indifferent, ...)"
+        "--audience",
+        default="realistic",
+        help="a built-in audience: realistic, cat_people, dragon_fans, foodies, indifferent, stargazers",
     )
-    s.add_argument("--audience-file", help="a JSON audience spec (see DESIGN.md)")
-    s.add_argument("--json", help="write machine-readable results here")
-    s.add_argument("--plot", help="write a PNG learning curve here")
-    s.add_argument("--workdir", help="where the simulation's database and adapters go (default: <data>/simulate)")
+    s.add_argument(
+        "--audience-file",
+        default=None,
+        help='a JSON audience spec: {"members": int, "reaction_rate": float, "likes": {"word": weight}, '
+        '"dislikes": {"word": weight}}, optionally taste_spread, fatigue, fatigue_window; '
+        "examples in bot/audiences/",
+    )
+    s.add_argument("--json", default=None, help="write machine-readable results to this file")
+    s.add_argument("--plot", default=None, help="write a PNG learning curve to this file")
+    s.add_argument(
+        "--workdir", default=None, help="where the simulation's database and adapters go (default: <data dir>/simulate)"
+    )
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
+    s.add_argument(
+        "--ab", action="store_true", help="live A/B trials: candidates go on trial, posts split between arms"
+    )
 
-    t = sub.add_parser("train", help="one training run over the database; promotes only if the gate passes")
+    t = command(
+        "train",
+        "one training run over the database; promotes only if the gate passes",
+        "One training run over the settled, untrained posts in the database, through the same lock, gate and\n"
+        "promotion sequence as the bot's nightly run.",
+    )
     t.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    g = sub.add_parser("generate", help="print samples from the current or a named adapter")
-    g.add_argument("-n", type=int, default=1)
-    g.add_argument("--adapter")
-    g.add_argument("--prompt")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--json", action="store_true")
+    g = command(
+        "generate",
+        "print samples from the current or a named adapter",
+        "Print samples from the serving adapter (or a named one).",
+    )
+    g.add_argument("-n", type=int, default=1, help="how many samples")
+    g.add_argument("--adapter", default=None, help="an adapter version to sample from (default: the serving one)")
+    g.add_argument("--prompt", default=None, help="text to continue (default: KILROY_POST_PROMPT)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    g.add_argument("--json", action="store_true", help='print {"samples": [{"text", "adapter", "tokens"}]}')
 
-    a = sub.add_parser("adapters", help="list, show, use or roll back LoRA adapters")
-    asub = a.add_subparsers(dest="action", required=True)
-    asub.add_parser("list")
-    asub.add_parser("show").add_argument("name")
-    asub.add_parser("use").add_argument("name")
-    asub.add_parser("rollback")
+    a = command(
+        "adapters",
+        "list, show, use or roll back LoRA adapters; show, stop or promote the A/B trial",
+        "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
+    )
+    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+    asub.add_parser("list", help="every version, the serving one starred", formatter_class=_Help)
+    asub.add_parser("show", help="one version's metadata as JSON", formatter_class=_Help).add_argument(
+        "name", help="a version name, e.g. v0003"
+    )
+    asub.add_parser("use", help="make a version the serving one", formatter_class=_Help).add_argument(
+        "name", help="a version name, e.g. v0003, or base"
+    )
+    asub.add_parser("rollback", help="serve the previous version again", formatter_class=_Help)
+    tr = asub.add_parser(
+        "trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand", formatter_class=_Help
+    )
+    tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do")
 
-    st = sub.add_parser("story", help="story mode in the terminal (lines on stdin, answers on stdout)")
-    st.add_argument("--opening", help="the story's opening (default: KILROY_STORY_OPENING)")
+    st = command(
+        "story",
+        "story mode in the terminal (lines on stdin, answers on stdout)",
+        "Story mode in the terminal: each line read from standard input gets one machine_director line on\n"
+        "standard output; prompts and logs go to standard error, so it pipes cleanly.",
+    )
+    st.add_argument("--opening", default=None, help="the story's opening (default: KILROY_STORY_OPENING)")
+
+    b = command(
+        "backup",
+        "write a consistent snapshot of the database, adapters and pointer",
+        "Write a backup into a new folder while the bot runs: the database (SQLite online backup), the adapter\n"
+        "versions the pointer's history names, STATE.json, and manifest.json with a SHA-256 per file.",
+    )
+    b.add_argument("path", help="the new backup folder (must not exist or be empty)")
+
+    rs = command(
+        "restore",
+        "verify a backup and put it in place (the bot must be stopped)",
+        "Verify a backup (manifest checksums, PRAGMA integrity_check), then restore it. Refuses while a bot or a\n"
+        "training holds its lock. Replaced files are moved aside (*.replaced-<time>), never deleted.",
+    )
+    rs.add_argument("path", help="a folder written by `kilroy backup`")
+    rs.add_argument("--check", action="store_true", help="only verify the backup; change nothing")
+
+    d = command(
+        "doctor",
+        "check the setup: settings, token, database, adapters, model cache, disk, torch, HTTP port",
+        "Check the setup, one line per check with the fix for each failure. Exit status 0 only when all pass.",
+    )
+    d.add_argument(
+        "--json", action="store_true", help='print {"ok": bool, "checks": [{"name", "ok", "detail", "fix"}]}'
+    )
     return p
 
 
@@ -369,6 +599,8 @@ COMMANDS = {
     "generate": cmd_generate,
     "adapters": cmd_adapters,
     "story": cmd_story,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
 }
 
 
@@ -380,12 +612,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["KILROY_MODEL"] = args.model
     elif args.command in ("simulate", "story") and "KILROY_MODEL" not in os.environ:
         overrides["KILROY_MODEL"] = "tiny"  # the offline commands default to the offline model
+    if args.command == "doctor":  # it reports bad settings as a failed check instead of stopping at them
+        from bot import doctor
+
+        return doctor.main(args.env_file, overrides, json_output=args.json)
     try:
         settings = load_settings(args.env_file, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.ops.log_format)
     from bot.adapters import AdapterError
     from bot.simulation import AudienceError
 

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,11 +92,21 @@ class GenerationSettings(SamplingParams):
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
+class ScoreFormula:
+    """How engagement turns into a score (the formula part of the scoring section; `bot.scoring` applies it)."""
+
     emoji_weights: Mapping[str, float] = field(default_factory=lambda: {"👎": -1.0})
     default_emoji_weight: float = 1.0
     reply_weight: float = 2.0
     settle_hours: float = 12.0
+
+    def weight(self, emoji: str) -> float:
+        """The weight of one emoji (custom emoji are matched by their text form `<:name:id>`)."""
+        return float(self.emoji_weights.get(emoji, self.default_emoji_weight))
+
+
+@dataclass(frozen=True)
+class ScoringSettings(ScoreFormula):
     baseline_window: int = 500
 
 
@@ -166,6 +177,27 @@ MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must 
 
 
 @dataclass(frozen=True)
+class TrialSettings:
+    """Live A/B trials of a gate-passing candidate against the serving adapter (bot/trials.py)."""
+
+    share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
+    alpha: float = 0.05
+    max_posts: int = 5000
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP server
+    dashboard_token: Secret = field(default_factory=lambda: Secret(""))  # empty: no dashboard
+    backup_dir: Path | None = None  # set: a backup before each nightly training
+    backup_keep: int = 7
+    log_format: str = "text"  # text | json
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     db_path: Path = Path("data/kilroy.db")
@@ -178,6 +210,8 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     story: StorySettings = field(default_factory=StorySettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
+    trials: TrialSettings = field(default_factory=TrialSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -254,7 +288,14 @@ def _decode(template: Any, data: Any) -> Any:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        changes = {k: _decode(getattr(template, k), v) for k, v in data.items()}
+        hints = typing.get_type_hints(type(template))
+        changes = {}
+        for k, v in data.items():
+            default = getattr(template, k)
+            if default is None and v is not None and "Path" in str(hints.get(k, "")):
+                changes[k] = Path(v)  # an optional path whose default is None
+            else:
+                changes[k] = _decode(default, v)
         return dataclasses.replace(template, **changes)
     if isinstance(template, Secret):
         return Secret("")
@@ -439,6 +480,22 @@ class _Reader:
             retention_days=self.integer("KILROY_RETENTION_DAYS", sa.retention_days, low=0, high=3650),
             filter_retries=self.integer("KILROY_FILTER_RETRIES", sa.filter_retries, low=1, high=10),
         )
+        tr = d.trials
+        trials = TrialSettings(
+            share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
+            alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
+            max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
+        )
+        port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
+        backup_dir = self.raw("KILROY_BACKUP_DIR")
+        ops = OpsSettings(
+            http_host=self.raw("KILROY_HTTP_HOST") or OpsSettings.http_host,
+            http_port=port,
+            dashboard_token=Secret(self.raw("KILROY_DASHBOARD_TOKEN") or ""),
+            backup_dir=Path(backup_dir) if backup_dir else None,
+            backup_keep=self.integer("KILROY_BACKUP_KEEP", OpsSettings.backup_keep, low=1),
+            log_format=self.choice("KILROY_LOG_FORMAT", "text", ("text", "json")),
+        )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
@@ -454,6 +511,8 @@ class _Reader:
             discord=discord,
             story=story,
             safety=safety,
+            trials=trials,
+            ops=ops,
         )
 
 
@@ -480,6 +539,13 @@ def _parse_weights(value: str) -> dict[str, float]:
             raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
         weights[emoji.strip()] = w
     return weights
+
+
+def _parse_port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return port
 
 
 def _parse_time(value: str) -> dt.time:

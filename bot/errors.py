@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from bot.adapters import AdapterError
 from bot.engine.generator import AdapterLoadError, GeneratorBusy
+from bot.storage.trials import TrialActive
 from bot.story import StoryTooLong
 from bot.story_session import StoryError
 from bot.training.runner import TrainingBusy, TrainingFailed
+from bot.trial_service import NoTrial
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     AdapterError,
@@ -16,6 +18,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StoryTooLong,
     TrainingBusy,
     TrainingFailed,
+    NoTrial,
+    TrialActive,
 )
 
 

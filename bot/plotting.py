@@ -70,6 +70,31 @@ def plot_daily_scores(days: Sequence[str], means: Sequence[float], adapters: Seq
     return _save(fig, plt, path)
 
 
+def plot_ab_nights(result: dict, path: Path) -> Path:
+    """`simulate --ab`: mean and expected score per night; a trial's nights shaded, promotions marked."""
+    plt = _figure()
+    nights = result["nights"]
+    xs = [n["night"] for n in nights]
+    fig, ax = plt.subplots(figsize=(7, 4))  # type: ignore[attr-defined]
+    ax.plot(xs, [n["mean_score"] for n in nights], marker="o", label="mean score (sampled)")
+    ax.plot(xs, [n["expected_score"] for n in nights], marker=".", linestyle="--", label="expected score")
+    for n in nights:
+        if n.get("trial"):
+            ax.axvspan(n["night"] - 0.5, n["night"] + 0.5, color="tab:gray", alpha=0.12, linewidth=0)
+    for n in nights:
+        if n.get("promoted"):
+            ax.axvline(n["night"] + 0.5, color="tab:green", linestyle=":")
+            ax.annotate("promoted", (n["night"] + 0.5, ax.get_ylim()[1]), ha="center", va="top", color="tab:green")
+        elif n.get("trial") and n["trial"].get("decision"):
+            ax.axvline(n["night"] + 0.5, color="tab:red", linestyle=":")
+    ax.set_xlabel("night (shaded: an A/B trial running)")
+    ax.set_ylabel("score per post")
+    ax.set_title(f"Kilroy with A/B trials: audience {result['audience']}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def _save(fig: object, plt: object, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

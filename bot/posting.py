@@ -22,11 +22,12 @@ def is_postable(text: str, blocklist: Sequence[str]) -> bool:
 
 
 async def compose_post(
-    generator: Generator, *, prompt: str, output_filter: OutputFilter, tries: int = 3
+    generator: Generator, *, prompt: str, output_filter: OutputFilter, tries: int = 3, adapter: str | None = None
 ) -> Sample | None:
-    """A sample that passed the filter (its text neutralised), or None after `tries` batches without one."""
+    """A sample (written by `adapter`, default the serving one) that passed the filter (its text neutralised), or None
+    after `tries` batches without one."""
     for attempt in range(tries):
-        for sample in await generator.generate(2, prompt=prompt):
+        for sample in await generator.generate(2, prompt=prompt, adapter=adapter):
             verdict = output_filter.check_generated(sample.text)
             if verdict.ok:
                 return dataclasses.replace(sample, text=verdict.text)

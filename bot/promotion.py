@@ -9,6 +9,9 @@ in `training_runs.stage` so that an interrupted sequence is finished, never half
  2. swapped    the adapter is loaded into the live model and health-checked (one sample), then made active
  3. promoted   the pointer (STATE.json) moves, last
     kept       the gate refused the candidate: it stays on disk, never served
+    trial      the gate passed it and A/B trials are on (KILROY_AB_SHARE > 0): instead of steps 2-3 it goes on a
+               live trial against the serving adapter (bot/trial_service.py); if the community's reactions promote
+               it, the trial runs steps 2-3 through `AdapterService.use` and the stage becomes `promoted`
     refused    the candidate could not be loaded or failed its health check: the previous adapter keeps serving
 
 `reconcile()` runs under the training lock before every run and at start: it closes runs whose process died
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 Swap = Callable[[str], Awaitable[object]]
 """Load an adapter into the live model, health-check it and make it active; raise (serving unchanged) on failure."""
 
+StartTrial = Callable[[str, int], Awaitable[bool]]
+"""Put a gate-passing candidate (name, run id) on an A/B trial instead of swapping it in; False: trials are off."""
+
 
 class Promoter:
     """Walks committed candidates through the promotion sequence."""
@@ -44,12 +50,17 @@ class Promoter:
         swap: Swap | None = None,
         clock: Callable[[], float] = time.time,
         fault: Callable[[str], None] | None = None,
+        trial: StartTrial | None = None,
+        defer_to_trial: bool = False,
     ) -> None:
         self.storage = storage
         self.store = store
         self.swap = swap  # None: no live model here (kilroy train, start-up); the next start loads the pointer
         self.clock = clock
         self._fault = fault or (lambda _step: None)  # tests inject crashes between steps
+        self.trial = trial
+        # no live model but trials are on (`kilroy train`): stop at 'marked'; the bot's next start runs the trial
+        self.defer_to_trial = defer_to_trial
 
     async def reconcile(self) -> list[str]:
         """Finish or undo whatever an earlier process left half done; return what was fixed. Hold the lock."""
@@ -78,7 +89,13 @@ class Promoter:
             await self.storage.set_run_stage(run_id, "kept")
             return _result(run, promoted=False)
         if run.stage == "marked":
+            if self.trial is None and self.defer_to_trial:
+                return _result(run, promoted=False, reason=f"{run.message}; its A/B trial starts with the bot")
             try:
+                if self.trial is not None and await self.trial(name, run_id):
+                    await self.storage.set_run_stage(run_id, "trial")
+                    log.info("run %d: %s passed the gate and is on an A/B trial", run_id, name)
+                    return dataclasses.replace(_result(run, promoted=False), trial=True)
                 if self.swap is not None:
                     await self.swap(name)
                 else:

@@ -12,44 +12,26 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from bot.config import ScoreFormula
 
 if TYPE_CHECKING:
     from bot.storage import PostRecord
 
+__all__ = ["REWARD_CLIP", "ScoreFormula", "normalise_rewards", "score_post", "squash"]
+
 REWARD_CLIP = 2.5
 
 
-@dataclass(frozen=True)
-class ScoreFormula:
-    """How engagement turns into a score. Data, not code: it comes from Settings."""
-
-    emoji_weights: Mapping[str, float] = field(default_factory=lambda: {"👎": -1.0})
-    default_emoji_weight: float = 1.0
-    reply_weight: float = 2.0
-    settle_hours: float = 12.0
-
-    def weight(self, emoji: str) -> float:
-        """The weight of one emoji (custom emoji are matched by their text form `<:name:id>`)."""
-        return float(self.emoji_weights.get(emoji, self.default_emoji_weight))
-
-
-def score_post(record: PostRecord, formula: ScoreFormula, *, exclude_member: int | None = None) -> float:
+def score_post(record: PostRecord, formula: ScoreFormula) -> float:
     """The post's score: sum over unique human members of their vote, plus reply weight per replying member."""
     by_member: dict[int, list[float]] = defaultdict(list)
     for vote in record.votes:
-        if vote.member_id == exclude_member:
-            continue
         by_member[vote.member_id].append(formula.weight(vote.emoji))
     score = sum(sum(ws) / len(ws) for ws in by_member.values())
-    repliers = {r.member_id for r in record.replies if r.member_id != exclude_member}
+    repliers = {r.member_id for r in record.replies}
     return score + formula.reply_weight * len(repliers)
-
-
-def is_settled(created_at: float, now: float, formula: ScoreFormula) -> bool:
-    """A post is settled (its score final enough to train on) once `settle_hours` have passed."""
-    return now - created_at >= formula.settle_hours * 3600.0
 
 
 def squash(score: float) -> float:
@@ -89,13 +71,3 @@ def normalise_rewards(
         med, spread = centre[g]
         out.append(max(-clip, min(clip, (squash(s) - med) / spread)))
     return out
-
-
-def formula_from_settings(settings: object) -> ScoreFormula:
-    """Build the formula from a `ScoringSettings` section."""
-    return ScoreFormula(
-        emoji_weights=dict(settings.emoji_weights),  # type: ignore[attr-defined]
-        default_emoji_weight=settings.default_emoji_weight,  # type: ignore[attr-defined]
-        reply_weight=settings.reply_weight,  # type: ignore[attr-defined]
-        settle_hours=settings.settle_hours,  # type: ignore[attr-defined]
-    )

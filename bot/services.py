@@ -24,6 +24,7 @@ from bot.serving import AdapterService
 from bot.storage import Storage
 from bot.story_session import StoryService
 from bot.training.runner import TrainingRunner
+from bot.trial_service import TrialService
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Services:
     adapters: AdapterService
     training: TrainingRunner
     stories: StoryService
+    trials: TrialService
     clock: Callable[[], float] = field(default=time.time)
     output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent
 
@@ -73,12 +75,22 @@ async def open_services(
     try:
         async with Storage.open(settings.db_path) as storage:
             adapters = AdapterService(store, generator)
-            training = TrainingRunner(settings, storage, store, swap=adapters.activate, in_process=in_process_training)
+            trials = TrialService(storage, adapters, generator, settings)
+            training = TrainingRunner(
+                settings,
+                storage,
+                store,
+                # activate and move the pointer under the adapter service's lock: no /adapter use in between
+                swap=adapters.use,
+                trial=trials.on_candidate,
+                in_process=in_process_training,
+            )
             await training.reconcile()
             if adapter is not None:
                 await adapters.activate(adapter)
             else:
                 log.info("serving adapter %s", await adapters.restore())
+                await trials.restore()
             if freeze_heap:
                 # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event
                 # loop for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything
@@ -94,6 +106,7 @@ async def open_services(
                 training=training,
                 stories=StoryService(storage, generator, settings.story, output_filter=output_filter),
                 output_filter=output_filter,
+                trials=trials,
             )
     finally:
         await generator.close()

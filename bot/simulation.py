@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.scoring import ScoreFormula, formula_from_settings, score_post
+from bot.scoring import ScoreFormula, score_post
 from bot.storage import NewPost, PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3
 
@@ -409,7 +409,11 @@ def _ratio(final: float, base: float) -> float:
 
 def simulation_settings(settings: Settings, workdir: Path) -> Settings:
     """Settings for a simulation run: its own database and adapter store under `workdir`."""
-    return settings.replace(db_path=workdir / "kilroy.db", adapters_dir=workdir / "adapters")
+    import dataclasses
+
+    # the offline nights promote on the gate alone; live A/B trials run only with `--ab` (bot/simulation_ab.py)
+    trials_off = dataclasses.replace(settings.trials, share=0.0)
+    return settings.replace(db_path=workdir / "kilroy.db", adapters_dir=workdir / "adapters", trials=trials_off)
 
 
 async def simulate(
@@ -440,7 +444,7 @@ async def simulate(
     _fresh_dir(workdir)
     settings = simulation_settings(settings, workdir)
     settings = settings.replace(training=_with_seed(settings, seed))
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     rng = random.Random(seed)
     community = audience.community(random.Random(f"{audience.name}/{seed}"))
     result = SimulationResult(audience.name, seed)

@@ -23,11 +23,12 @@ class DayStat:
 
 
 def daily_scores(records: Sequence[PostRecord], formula: ScoreFormula) -> list[DayStat]:
-    """Mean score per (day, adapter), in date order."""
+    """Mean score per (day, adapter), in date order; an A/B trial's posts are labelled with their arm as well."""
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         day = dt.datetime.fromtimestamp(r.post.created_at, tz=dt.UTC).strftime("%Y-%m-%d")
-        groups[(day, r.post.adapter)].append(score_post(r, formula))
+        label = f"{r.post.adapter} ({r.post.arm})" if r.post.arm else r.post.adapter
+        groups[(day, label)].append(score_post(r, formula))
     return [DayStat(d, a, sum(v) / len(v), len(v)) for (d, a), v in sorted(groups.items())]
 
 

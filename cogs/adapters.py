@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -13,6 +13,7 @@ from bot.adapters import AdapterInfo
 from bot.config import Settings
 from bot.serving import AdapterService
 from bot.storage import Storage
+from bot.trial_service import NoTrial, TrialService
 from cogs._checks import NotAllowed, audit, is_operator, say
 
 if TYPE_CHECKING:
@@ -40,8 +41,10 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         adapters: AdapterService,
         storage: Storage | None = None,
         bot: commands.Bot | None = None,
+        trials: TrialService | None = None,
     ) -> None:
         self.settings, self.adapters, self.storage, self.bot = settings, adapters, storage, bot
+        self.trials = trials
         super().__init__()
 
     async def _audit(self, interaction: discord.Interaction, action: str, detail: str = "") -> None:
@@ -81,6 +84,28 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
         await self._audit(interaction, "/adapter rollback", f"now {name}")
         await say(interaction, f"Rolled back: now serving `{name}`.", ephemeral=True)
 
+    @app_commands.command(name="trial", description="The A/B trial: show it, stop it (keep the incumbent), promote")
+    async def trial(
+        self, interaction: discord.Interaction, action: Literal["show", "stop", "promote"] = "show"
+    ) -> None:
+        await self._require_operator(interaction)
+        if self.trials is None:
+            raise NoTrial()
+        await interaction.response.defer(ephemeral=True, thinking=True)  # promoting loads an adapter
+        by = f"user:{interaction.user.id}"  # recorded with the trial
+        if action == "stop":
+            t = await self.trials.stop(by)
+            await self._audit(interaction, "/adapter trial stop", f"trial #{t.id}")
+            text = f"Trial #{t.id} stopped: `{t.incumbent}` keeps serving."
+        elif action == "promote":
+            t = await self.trials.promote(by)
+            await self._audit(interaction, "/adapter trial promote", f"trial #{t.id}: {t.candidate}")
+            text = f"Trial #{t.id}: `{t.candidate}` promoted by hand and now serving."
+        else:
+            status = await self.trials.check() or await self.trials.status()  # acts on a verdict already reached
+            text = status.text() if status else "No A/B trial has run yet."
+        await say(interaction, text, ephemeral=True)
+
     @use.autocomplete("name")
     @info.autocomplete("name")
     async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -92,4 +117,4 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, storage=s.storage, bot=bot))
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, storage=s.storage, bot=bot, trials=s.trials))

@@ -16,6 +16,7 @@ from bot.engine.generator import Generator, GeneratorBusy
 from bot.posting import compose_post
 from bot.safety import OutputFilter, guild_allowed
 from bot.storage import NewPost, Storage
+from bot.trial_service import TrialService
 from cogs._checks import NO_MENTIONS
 
 if TYPE_CHECKING:
@@ -34,10 +35,12 @@ class Posting(commands.Cog):
         settings: Settings,
         storage: Storage,
         generator: Generator,
+        trials: TrialService | None = None,
         output_filter: OutputFilter | None = None,
     ) -> None:
         self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
         self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
+        self.trials = trials
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
         self.loop.before_loop(self._before)
 
@@ -57,9 +60,19 @@ class Posting(commands.Cog):
         """One round: a post in every configured channel (a little jitter between channels)."""
         # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
         jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
+        if self.trials is not None:
+            try:
+                await self.trials.check()  # a running A/B trial may have settled enough posts to decide
+            except Exception:
+                log.exception("checking the A/B trial failed; posting goes on")
         for channel_id in self.settings.discord.post_channel_ids:
             await asyncio.sleep(random.uniform(0, jitter))
-            await self.post_to(channel_id)
+            try:
+                await self.post_to(channel_id)
+            except Exception:
+                # tasks.loop ends for good on any error it does not retry (a Discord 5xx, a model error): one bad
+                # round must not stop the schedule
+                log.exception("posting to channel %s failed; trying again next round", channel_id)
 
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""
@@ -77,12 +90,14 @@ class Posting(commands.Cog):
         if not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
+        choice = await self.trials.choose() if self.trials is not None else None  # an A/B trial's arm, if any
         try:
             sample = await compose_post(
                 self.generator,
                 prompt=self.settings.generation.prompt,
                 output_filter=self.output_filter,
                 tries=self.settings.safety.filter_retries,
+                adapter=choice.adapter if choice else None,
             )
         except GeneratorBusy:
             log.warning("generation queue full; skipping this round's post in channel %s", channel_id)
@@ -96,12 +111,15 @@ class Posting(commands.Cog):
             log.warning("Discord refused a post in channel %s; skipping", channel_id)
             return None
         await self.storage.add_post(
-            NewPost.from_sample(
-                sample,
-                channel_id=channel_id,
-                guild_id=guild.id,
-                created_at=time.time(),
-                message_id=message.id,
+            TrialService.tag(
+                NewPost.from_sample(
+                    sample,
+                    channel_id=channel_id,
+                    guild_id=guild.id,
+                    created_at=time.time(),
+                    message_id=message.id,
+                ),
+                choice,
             )
         )
         return message
@@ -110,5 +128,12 @@ class Posting(commands.Cog):
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
     await bot.add_cog(
-        Posting(bot, settings=s.settings, storage=s.storage, generator=s.generator, output_filter=s.output_filter)
+        Posting(
+            bot,
+            settings=s.settings,
+            storage=s.storage,
+            generator=s.generator,
+            output_filter=s.output_filter,
+            trials=s.trials,
+        )
     )

@@ -89,12 +89,18 @@ class Privacy(commands.Cog):
         days = self.settings.safety.retention_days
         done: dict[str, int] = {}
         if days > 0:
-            done = await self.storage.prune(older_than=self.clock() - days * 86400.0)
+            try:
+                done = await self.storage.prune(older_than=self.clock() - days * 86400.0)
+            except Exception:
+                log.exception("retention: pruning failed; it will be tried again on the next run")
             if any(done.values()):
                 log.info("retention: deleted %s", ", ".join(f"{n} {k}" for k, n in done.items()))
         if any(done.values()) or self._forgotten_since_vacuum:
-            await self.storage.vacuum()
-            self._forgotten_since_vacuum = False
+            try:
+                await self.storage.vacuum()
+                self._forgotten_since_vacuum = False
+            except Exception:  # a busy database: keep the loop alive and try again tomorrow
+                log.exception("retention: VACUUM failed; it will be tried again on the next run")
         return done
 
 

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.storage import Storage
 from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
+from bot.trial_service import TrialService
 from cogs._checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_channel
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ def summary_text(outcome: RunResult) -> str:
     if outcome.status == "skipped":
         return f"Nothing to train: {outcome.reason}."
     m = outcome.metrics
-    if outcome.promoted:
+    if outcome.trial:
+        verdict = "passed the gate and is now on an A/B trial against the serving adapter"
+    elif outcome.promoted:
         verdict = "promoted and now serving"
     elif outcome.accepted:
         verdict = "passed the gate but not served"
@@ -64,9 +67,13 @@ class Training(commands.Cog):
         runner: TrainingRunner,
         clock: Callable[[], float] = time.monotonic,
         storage: Storage | None = None,
+        trials: TrialService | None = None,
     ) -> None:
         self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
         self.storage = storage  # for the audit trail
+        self.trials = trials
+        if trials is not None:
+            trials.announce = self._log_channel  # trial starts and decisions go to KILROY_LOG_CHANNEL_ID
         t = settings.training
         run_at = dt.time(t.train_time.hour, t.train_time.minute, tzinfo=ZoneInfo(t.timezone))
         self.nightly = tasks.loop(time=run_at)(self.run_nightly)
@@ -79,6 +86,10 @@ class Training(commands.Cog):
 
     async def run_nightly(self) -> RunResult | None:
         """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
+        if self.trials is not None and (trial := await self.trials.running()) is not None:
+            # a trial needs its posts to pile up; a new candidate every night would restart it forever
+            log.info("nightly training waits: A/B trial #%d is still deciding", trial.id)
+            return None
         try:
             outcome = await self.runner.run("nightly")
         except TrainingBusy:
@@ -120,9 +131,20 @@ class Training(commands.Cog):
 
         # the reason is stored with the run and in the adapter's meta.json: no member id there (the audit trail has it)
         outcome = await self.runner.run("/retrain", on_progress)
-        await interaction.edit_original_response(content=summary_text(outcome), allowed_mentions=NO_MENTIONS)
+        summary = summary_text(outcome)
+        try:
+            await interaction.edit_original_response(content=summary, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            # the interaction's token lasts 15 minutes and a night's training may take longer: say it in the channel
+            log.info("/retrain outlived its interaction; reporting in the channel instead")
+            channel = interaction.channel
+            if channel is not None and hasattr(channel, "send"):
+                try:
+                    await channel.send(f"/retrain finished. {summary}", allowed_mentions=NO_MENTIONS)
+                except discord.HTTPException:
+                    log.warning("could not report the /retrain result", exc_info=True)
 
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, storage=s.storage))
+    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, storage=s.storage, trials=s.trials))

@@ -91,3 +91,20 @@ def test_metadata_shown(store):
     name = fake_adapter(store)
     info = store.info(name)
     assert info.parent == "base" and info.metrics["kl"] == 0.1 and info.meta["name"] == name
+
+
+def test_listing_is_cached_until_a_version_or_the_pointer_changes(store, monkeypatch):
+    """Autocomplete lists at every keystroke: the meta files are read again only after a change."""
+    from tests.test_backup import fake_adapter
+
+    fake_adapter(store.root, "v0001")
+    first = [i.name for i in store.list()]
+    reads = []
+    real = store._meta
+    monkeypatch.setattr(store, "_meta", lambda name: reads.append(name) or real(name))
+    assert [i.name for i in store.list()] == first and reads == []
+    fake_adapter(store.root, "v0002")
+    assert [i.name for i in store.list()] == ["base", "v0001", "v0002"] and reads
+    reads.clear()
+    store.set_current("v0002")
+    assert next(i for i in store.list() if i.active).name == "v0002"

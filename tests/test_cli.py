@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import subprocess
@@ -143,3 +144,34 @@ def test_simulate_isolated_matches_in_process(env, tmp_path, capsys):
     nights_a = [(n["mean_score"], n["adapter"], n["promoted"]) for n in json.loads(a.read_text())["nights"]]
     nights_b = [(n["mean_score"], n["adapter"], n["promoted"]) for n in json.loads(b.read_text())["nights"]]
     assert nights_a == nights_b
+
+
+def test_every_subcommand_help_stands_on_its_own(capsys):
+    """Each subcommand has a description and a help text for every option; nothing points outside the repo."""
+    from bot.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) >= {
+        "run",
+        "simulate",
+        "train",
+        "generate",
+        "adapters",
+        "story",
+        "backup",
+        "restore",
+        "doctor",
+    }
+    for name, sub in subs.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest}"
+        text = sub.format_help()
+        assert "DESIGN.md" not in text and "DEVELOPERS.md" not in text, name
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("kilroy ")

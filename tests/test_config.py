@@ -156,3 +156,34 @@ def test_safety_settings_travel_to_the_worker():
     s = Settings.from_env({"KILROY_MAX_QUEUE": "7", "KILROY_ALLOW_URLS": "true"})
     back = Settings.from_json(s.to_json())
     assert back.safety == s.safety
+
+
+def test_settings_travel_whole_through_json_without_secrets():
+    """What the training worker receives equals what the bot runs with, secrets left out."""
+    import dataclasses
+    import json
+
+    from bot.config import Secret, Settings
+
+    env = {
+        "DISCORD_TOKEN": "s3cr3t-discord",
+        "KILROY_DASHBOARD_TOKEN": "s3cr3t-dashboard",
+        "KILROY_KL_BETA": "0.5",
+        "KILROY_SETTLE_HOURS": "2",
+        "KILROY_GUILD_IDS": "1,2",
+        "KILROY_EMOJI_WEIGHTS": "👎=-1,❤️=2",
+        "KILROY_TRAIN_TIME": "04:15",
+        "KILROY_BACKUP_DIR": "/srv/backups",
+        "KILROY_HTTP_PORT": "8080",
+        "KILROY_DATA_DIR": "/srv/data",
+    }
+    settings = Settings.from_env(env)
+    text = json.dumps(settings.to_json())
+    assert "s3cr3t" not in text
+    back = Settings.from_json(json.loads(text))
+    expected = dataclasses.replace(
+        settings,
+        discord=dataclasses.replace(settings.discord, token=Secret("")),
+        ops=dataclasses.replace(settings.ops, dashboard_token=Secret("")),
+    )
+    assert back == expected

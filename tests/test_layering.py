@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ["bot/scoring.py", "bot/dataset.py", "bot/story.py", "bot/training/gate.py", "bot/config.py"]
+PURE = ["bot/scoring.py", "bot/dataset.py", "bot/story.py", "bot/training/gate.py", "bot/config.py", "bot/trials.py"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,6 +1,6 @@
 import pytest
 
-from bot.scoring import REWARD_CLIP, ScoreFormula, is_settled, normalise_rewards, score_post
+from bot.scoring import REWARD_CLIP, ScoreFormula, normalise_rewards, score_post
 from bot.storage import Post, PostRecord, Reply, Vote
 
 F = ScoreFormula(emoji_weights={"👎": -1.0, "⭐": 3.0}, default_emoji_weight=1.0, reply_weight=2.0, settle_hours=12)
@@ -28,17 +28,6 @@ def record(votes=(), replies=()) -> PostRecord:
 def test_score_table(votes, replies, expected):
     """Scores count unique members, average a member's emoji, and weigh replies once per member."""
     assert score_post(record(votes, replies), F) == pytest.approx(expected)
-
-
-def test_self_excluded():
-    """The bot's own reactions and replies never count, even if they were stored."""
-    assert score_post(record([(7, "❤️"), (1, "❤️")], [(10, 7)]), F, exclude_member=7) == 1.0
-
-
-def test_settled_after_window():
-    """A post is settled only after settle_hours."""
-    assert not is_settled(0.0, 11.9 * 3600, F)
-    assert is_settled(0.0, 12 * 3600, F)
 
 
 def test_normalise_is_per_channel():

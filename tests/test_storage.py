@@ -217,3 +217,11 @@ async def test_a_write_cancelled_at_begin_does_not_wedge_the_connection(tmp_path
         post = await storage.get_post(acked)
         assert post is not None and post.text == "kept"
         assert [r.reason for r in await storage.runs()] == ["next"]  # the cancelled insert never landed
+
+
+def test_migration_numbers_have_no_gaps():
+    """The runner applies numbers above the stored version: a gap (0005 shipped before 0003) would skip one forever."""
+    from bot.storage import migrations
+
+    numbers = [n for n, _ in migrations()]
+    assert numbers == list(range(1, len(numbers) + 1))

@@ -161,6 +161,8 @@ class Generator:
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
         self._resident: list[str] = []  # adapters loaded in memory, least recently used first
+        self._pinned: set[str] = set()  # resident adapters eviction must keep (an A/B trial's arms)
+        self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
     def active(self) -> str:
@@ -181,6 +183,11 @@ class Generator:
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @property
+    def pending(self) -> int:
+        """Generate calls queued or running on the model thread (the queue depth /metrics shows)."""
+        return self._pending
+
+    @property
     def busy(self) -> bool:
         """True when a new generation would be refused (the queue is at KILROY_MAX_QUEUE)."""
         return self.max_queue is not None and self._pending >= self.max_queue
@@ -193,21 +200,33 @@ class Generator:
         stop_at_newline: bool = True,
         prompt_ids: Sequence[int] | None = None,
         seed: int | None = None,
+        adapter: str | None = None,
         **overrides: Any,
     ) -> list[Sample]:
         """Sample `n` texts off the event loop; each carries the adapter that wrote it.
 
+        `adapter` names a resident adapter to write with for this call only (an A/B trial's arm); None uses the
+        serving one. The choice travels with the call into the model thread, so concurrent calls never mix arms.
         Raises GeneratorBusy at once when the queue is full. The check and the count happen before the first await,
         so simultaneous callers cannot all slip past the bound.
         """
         if self.busy:
             raise GeneratorBusy()
         params = replace(self.params, **overrides) if overrides else self.params
+        started = time.perf_counter()
         self._pending += 1
         try:
-            return await self._run(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed)
+            samples = await self._run(
+                self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter
+            )
         finally:
             self._pending -= 1
+        for observe in self.observers:
+            try:
+                observe(time.perf_counter() - started, samples)
+            except Exception:  # an observer (metrics) must never cost a post
+                log.warning("generation observer failed", exc_info=True)
+        return samples
 
     def _generate_sync(
         self,
@@ -217,11 +236,31 @@ class Generator:
         stop_at_newline: bool,
         prompt_ids: Sequence[int] | None,
         seed: int | None,
+        adapter: str | None = None,
     ) -> list[Sample]:
         import torch
 
+        name = self._active if adapter is None else adapter
+        if not self.is_resident(name):
+            raise AdapterLoadError(f"adapter {name!r} is not loaded; load it before generating with it")
         if seed is not None:
-            torch.manual_seed(seed)
+            # a seeded sample (a health check, a reproducible `generate --seed`) must not reset the RNG that later
+            # unseeded posts draw from: fork it, seed the fork, and restore it afterwards
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
+        return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
+
+    def _generate_unseeded(
+        self,
+        n: int,
+        prompt: str,
+        params: SamplingParams,
+        stop_at_newline: bool,
+        prompt_ids: Sequence[int] | None,
+        name: str,
+    ) -> list[Sample]:
         model = self._peft if self._peft is not None else self.loaded.model
         kwargs = dict(
             prompt=prompt,
@@ -229,13 +268,21 @@ class Generator:
             params=params,
             stop_at_newline=stop_at_newline,
             context_size=self.context_size,
-            adapter=self._active,
+            adapter=name,
             prompt_ids=prompt_ids,
         )
-        if self._peft is not None and self._active == BASE:
+        if self._peft is not None and name == BASE:
             with self._peft.disable_adapter():
                 return sample_batch(model, self.loaded.tokenizer, **kwargs)
-        return sample_batch(model, self.loaded.tokenizer, **kwargs)
+        if name == self._active or self._peft is None:
+            return sample_batch(model, self.loaded.tokenizer, **kwargs)
+        # another resident adapter for this call only (~3 ms each way); this thread runs nothing else meanwhile
+        self._peft.set_adapter(peft_name(name))
+        try:
+            return sample_batch(model, self.loaded.tokenizer, **kwargs)
+        finally:
+            if self._active != BASE:
+                self._peft.set_adapter(peft_name(self._active))
 
     async def use_adapter(self, name: str, path: Path | None) -> float:
         """Switch the live model to `name` (loading it from `path` if not resident); return seconds taken.
@@ -261,6 +308,22 @@ class Generator:
         took = time.perf_counter() - started
         log.info("serving adapter %s (switch took %.0f ms)", name, took * 1000)
         return took
+
+    async def preload(self, name: str, path: Path, *, pin: bool = True) -> None:
+        """Make `name` resident without serving it (an A/B trial's candidate); `pin` keeps it from eviction."""
+        await self._run(self._preload_sync, name, path, pin)
+
+    def _preload_sync(self, name: str, path: Path, pin: bool) -> None:
+        if name != BASE and name not in self._resident:
+            self._load_sync(name, path)
+            if self._active != BASE:
+                self._peft.set_adapter(peft_name(self._active))  # keep serving what served
+        if pin:
+            self._pinned.add(name)
+
+    def pin(self, names: set[str]) -> None:
+        """Exactly these resident adapters are kept from eviction (a trial's arms); others may be evicted."""
+        self._pinned = set(names)
 
     def _load_sync(self, name: str, path: Path) -> None:
         from peft import PeftModel, get_peft_model_state_dict
@@ -297,7 +360,7 @@ class Generator:
     def _evict_sync(self) -> None:
         # keep the active adapter and the one before it resident, so a rollback is instant
         while len(self._resident) > self.keep_loaded:
-            victim = next((n for n in self._resident if n != self._active), None)
+            victim = next((n for n in self._resident if n != self._active and n not in self._pinned), None)
             if victim is None:
                 break
             self._resident.remove(victim)

@@ -58,6 +58,24 @@ def choose_quantization(requested: str, cuda: bool) -> str:
     return requested
 
 
+def _announce_download(path: str) -> None:
+    """Say so before a first download from the hub: where it goes and roughly how large it is."""
+    if Path(path).exists():
+        return
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(path, "config.json"), str):
+            return
+        log.info(
+            "downloading %s from the Hugging Face hub into %s (once; gpt2 is about 550 MB, gpt2-medium 1.5 GB)",
+            path,
+            constants.HF_HUB_CACHE,
+        )
+    except Exception:  # only a notice: never stop a load over it
+        log.debug("could not check the hub cache", exc_info=True)
+
+
 def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = None) -> LoadedModel:
     """Load the base model and tokenizer as `settings` asks, quantized on CUDA when asked or `auto`."""
     import torch
@@ -80,6 +98,7 @@ def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = N
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": 0}
+    _announce_download(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

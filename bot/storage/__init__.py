@@ -9,27 +9,33 @@ dataclasses (`records.py`); nothing above this package depends on the driver.
 from __future__ import annotations
 
 from bot.storage._db import StorageBase, migrations
+from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostsMixin
 from bot.storage.privacy import PrivacyMixin
-from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Vote
+from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
+from bot.storage.trials import TrialActive, TrialsMixin
 
 __all__ = [
+    "Counters",
     "NewPost",
     "Post",
     "PostRecord",
     "Reply",
+    "ScoredPost",
     "Storage",
     "Story",
     "StoryExists",
     "StoryLine",
     "TrainingRun",
+    "Trial",
+    "TrialActive",
     "Vote",
     "migrations",
 ]
 
 
-class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, StorageBase):
+class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, TrialsMixin, OpsMixin, StorageBase):
     """The database. Open with `async with Storage.open(path) as storage:`."""

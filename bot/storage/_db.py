@@ -95,7 +95,9 @@ class StorageBase:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            # a writer in another process (the training worker, niced below the bot) may hold the write lock for a
+            # few seconds on a busy machine: wait for it rather than drop a reaction (5 s lost events under load)
+            await db.execute("PRAGMA busy_timeout=60000")
             storage = cls(db)
             await storage.migrate()
             yield storage

@@ -24,8 +24,8 @@ class PostsMixin(StorageBase):
         """The INSERT of a post, for callers already holding the write lock (or inside a transaction)."""
         cur = await self.db.execute(
             """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
-                                  adapter, params, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  adapter, params, created_at, trial_id, arm)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (message_id) DO NOTHING""",
             (
                 post.message_id,
@@ -39,6 +39,8 @@ class PostsMixin(StorageBase):
                 post.adapter,
                 json.dumps(post.params),
                 post.created_at,
+                post.trial_id,
+                post.arm,
             ),
         )
         if cur.rowcount == 1 and cur.lastrowid is not None:
@@ -94,6 +96,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self.transaction():
+            if self._opted_out(member_id):  # again under the lock: a /forget-me may have landed meanwhile
+                return False
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) "
                 "VALUES (?, ?, ?, 'add', ?, ?)",
@@ -116,6 +120,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self.transaction():
+            if self._opted_out(member_id):
+                return False
             await self.db.execute(
                 "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
                 (post_id, member_id, emoji, at),
@@ -159,6 +165,8 @@ class PostsMixin(StorageBase):
         if post_id is None:
             return False
         async with self._write:
+            if self._opted_out(member_id):
+                return False
             cur = await self.db.execute(
                 "INSERT INTO replies (message_id, post_id, member_id, length, at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -181,6 +189,7 @@ class PostsMixin(StorageBase):
         created_after: float | None = None,
         untrained_only: bool = False,
         limit: int | None = None,
+        trial_id: int | None = None,
         guild_id: int | None = None,
     ) -> list[PostRecord]:
         """Posts with their votes and replies, oldest first; `limit` keeps the newest; `guild_id` scopes to a server.
@@ -192,6 +201,9 @@ class PostsMixin(StorageBase):
         if guild_id is not None:
             where.append("guild_id = ?")
             args.append(guild_id)
+        if trial_id is not None:
+            where.append("trial_id = ?")
+            args.append(trial_id)
         if created_before is not None:
             where.append("created_at <= ?")
             args.append(created_before)
@@ -253,4 +265,6 @@ def _post(description: Any, row: Any) -> Post:
         created_at=float(d["created_at"]),
         trained_at=d["trained_at"],
         trained_run=d.get("trained_run"),
+        trial_id=d.get("trial_id"),
+        arm=d.get("arm"),
     )

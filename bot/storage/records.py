@@ -22,6 +22,8 @@ class NewPost:
     prompt_ids: Sequence[int] = ()
     completion_ids: Sequence[int] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    trial_id: int | None = None  # set while an A/B trial runs: which trial, and which arm wrote the post
+    arm: str | None = None
 
     @classmethod
     def from_sample(
@@ -70,6 +72,8 @@ class Post:
     created_at: float
     trained_at: float | None
     trained_run: int | None = None  # the run that claimed (and, once trained_at is set, trained on) this post
+    trial_id: int | None = None
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,3 +131,28 @@ class Story:
     started_at: float
     ended_at: float | None
     lines: tuple[StoryLine, ...]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A live A/B trial of a candidate adapter against the incumbent (bot/trials.py)."""
+
+    id: int
+    candidate: str
+    incumbent: str
+    run_id: int | None
+    share: float
+    alpha: float
+    max_posts: int
+    seed: int
+    baselines: dict[int, tuple[float, float]]
+    started_at: float
+    ended_at: float | None
+    verdict: str | None
+    decided_by: str | None
+    summary: str | None
+
+    @property
+    def active(self) -> bool:
+        """True until a verdict ends it."""
+        return self.ended_at is None

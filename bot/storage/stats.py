@@ -53,8 +53,10 @@ class StatsMixin(StorageBase):
         """
         args: list[Any] = [x for pair in pairs for x in pair] + [default_weight, reply_weight, created_after, guild_id]
         async with self.db.execute(
-            cte + "SELECT strftime('%Y-%m-%d', created_at, 'unixepoch') AS day, adapter, AVG(score), COUNT(*) "
-            "FROM scored GROUP BY day, adapter ORDER BY day, adapter",
+            # an A/B trial's posts form their own series, labelled with their arm (as bot.stats.daily_scores does)
+            cte + "SELECT strftime('%Y-%m-%d', created_at, 'unixepoch') AS day, "
+            "CASE WHEN arm IS NULL THEN adapter ELSE adapter || ' (' || arm || ')' END AS series, AVG(score), COUNT(*) "
+            "FROM scored GROUP BY day, series ORDER BY day, series",
             args,
         ) as cur:
             days = [(str(d), str(a), float(m), int(n)) for d, a, m, n in await cur.fetchall()]

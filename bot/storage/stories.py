@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import aiosqlite
 
 from bot.storage.posts import PostsMixin
@@ -76,7 +78,16 @@ class StoriesMixin(PostsMixin):
         it count) and as a story line. Called only after the answer was generated (and sent): a failed turn leaves
         nothing behind. Returns the answer's post id."""
         async with self.transaction():
-            post_id = await self._insert_post(answer)
+            if member_id is not None and self._opted_out(member_id):
+                # they used /forget-me while the answer was being written: keep the story's shape, not their words
+                from bot.storage.privacy import REMOVED
+
+                human_text, member_id = REMOVED, None
+                answer = dataclasses.replace(answer, prompt="", prompt_ids=())
+                post_id = await self._insert_post(answer)
+                await self.db.execute("UPDATE posts SET redacted = 1 WHERE id = ?", (post_id,))
+            else:
+                post_id = await self._insert_post(answer)
             lines = [("human_director", human_text, member_id, None), ("machine_director", answer.text, None, post_id)]
             await self._append_lines(story_id, lines, at=at)
         return post_id

@@ -6,17 +6,23 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bot.config import TrainingSettings
+
+_T = TrainingSettings()  # the defaults, for GateConfig's own
+
 REPEAT_FLOOR = 0.03  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in the samples are noise
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    max_kl: float = 1.0  # mean per-token KL(candidate || base) on fresh samples, in nats
-    min_diversity: float = 0.6  # candidate distinct-2 must be at least this fraction of the serving adapter's
-    min_base_diversity: float = 0.9  # ... and of the base model's, so small nightly losses cannot compound
-    max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at REPEAT_FLOOR)
-    max_length: float = 1.5  # candidate mean tokens at most this times the base's
-    min_engagement: float = 0.0  # estimated relative engagement of candidate minus serving, at least
+    """The gate's bounds; the defaults are the settings' (`KILROY_GATE_*`), written once in bot/config.py."""
+
+    max_kl: float = _T.gate_max_kl  # mean per-token KL(candidate || base) on fresh samples, in nats
+    min_diversity: float = _T.gate_min_diversity  # candidate distinct-2 at least this fraction of the serving one's
+    min_base_diversity: float = _T.gate_min_base_diversity  # ... and of the base's, so nightly losses cannot compound
+    max_repeat: float = _T.gate_max_repeat  # candidate repeat3 at most this times the base's (floored)
+    max_length: float = _T.gate_max_length  # candidate mean tokens at most this times the base's
+    min_engagement: float = _T.gate_min_engagement  # estimated engagement of candidate minus serving, at least
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,13 @@ def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: Ga
     return Decision(True, reason)
 
 
-def gate_config(training: object) -> GateConfig:
+def gate_config(training: TrainingSettings) -> GateConfig:
     """The gate's bounds from a `TrainingSettings` section."""
     return GateConfig(
-        max_kl=training.gate_max_kl,  # type: ignore[attr-defined]
-        min_diversity=training.gate_min_diversity,  # type: ignore[attr-defined]
-        min_base_diversity=training.gate_min_base_diversity,  # type: ignore[attr-defined]
-        max_repeat=training.gate_max_repeat,  # type: ignore[attr-defined]
-        max_length=training.gate_max_length,  # type: ignore[attr-defined]
-        min_engagement=training.gate_min_engagement,  # type: ignore[attr-defined]
+        max_kl=training.gate_max_kl,
+        min_diversity=training.gate_min_diversity,
+        min_base_diversity=training.gate_min_base_diversity,
+        max_repeat=training.gate_max_repeat,
+        max_length=training.gate_max_length,
+        min_engagement=training.gate_min_engagement,
     )

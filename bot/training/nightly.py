@@ -21,7 +21,7 @@ from typing import Any
 from bot.adapters import BASE, AdapterStore
 from bot.config import Settings
 from bot.dataset import build_examples
-from bot.scoring import formula_from_settings, normalise_rewards, score_post
+from bot.scoring import normalise_rewards, score_post
 from bot.storage import Storage
 from bot.training.gate import decide, gate_config
 from bot.training.reward_model import model_rewards
@@ -42,6 +42,7 @@ class RunResult:
     accepted: bool = False
     promoted: bool = False
     reason: str = ""
+    trial: bool = False  # accepted, and put on a live A/B trial against the serving adapter instead of served
     metrics: dict[str, float] = field(default_factory=dict)
 
     def as_event(self) -> dict[str, Any]:
@@ -69,7 +70,7 @@ async def run_training(
 
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
-    formula = formula_from_settings(settings.scoring)
+    formula = settings.scoring
     run_id = await storage.start_run(reason, at=now)
     settled_before = now - settings.scoring.settle_hours * 3600.0
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch

@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.adapters import AdapterStore
 from bot.config import Settings
-from bot.promotion import Promoter, Swap
+from bot.promotion import Promoter, StartTrial, Swap
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy, TrainingLock
 from bot.training.nightly import RunResult
@@ -38,9 +38,9 @@ class TrainingFailed(Exception):
 
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """The worker's environment: the parent's, without secrets and without settings (they come on stdin)."""
-    return {
-        k: v for k, v in env.items() if k not in SECRET_VARS and not k.startswith("KILROY_") and "TOKEN" not in k
-    } | {"PYTHONUNBUFFERED": "1"}
+    return {k: v for k, v in env.items() if k not in SECRET_VARS and not k.startswith("KILROY_")} | {
+        "PYTHONUNBUFFERED": "1"
+    }
 
 
 class TrainingRunner:
@@ -53,6 +53,8 @@ class TrainingRunner:
         store: AdapterStore,
         *,
         swap: Swap | None = None,
+        trial: StartTrial | None = None,
+        defer_to_trial: bool = False,
         in_process: bool = False,
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -60,7 +62,7 @@ class TrainingRunner:
         self.settings = settings
         self.storage = storage
         self.store = store
-        self.promoter = Promoter(storage, store, swap=swap)
+        self.promoter = Promoter(storage, store, swap=swap, trial=trial, defer_to_trial=defer_to_trial)
         self.in_process = in_process
         self.command = command or [sys.executable, "-m", "bot.training.worker"]
         self.env = dict(env) if env is not None else dict(os.environ)
@@ -87,6 +89,8 @@ class TrainingRunner:
         """Train and promote; raise TrainingBusy if a run holds the lock, TrainingFailed if training fails."""
         self.lock.acquire(f"training ({reason})")
         try:
+            if reason == "nightly" and self.settings.ops.backup_dir is not None:
+                await self._backup_first()
             await self.promoter.reconcile()
             if self.in_process:
                 result = await self._in_process(reason, on_progress, now)
@@ -97,6 +101,16 @@ class TrainingRunner:
             return await self.promoter.apply(result.run_id)
         finally:
             self.lock.release()
+
+    async def _backup_first(self) -> None:
+        """KILROY_BACKUP_DIR: a backup before the night's training; a failed backup is logged, never fatal."""
+        from bot.backup import nightly_backup
+
+        try:
+            path = await asyncio.to_thread(nightly_backup, self.settings)
+            log.info("nightly backup written to %s", path)
+        except Exception:
+            log.exception("nightly backup failed; training anyway (check KILROY_BACKUP_DIR)")
 
     async def _in_process(self, reason: str, on_progress: OnProgress | None, now: float | None) -> RunResult:
         from bot.training.nightly import run_training

@@ -7,6 +7,7 @@ disabled, so no second copy of the base is held in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -124,7 +125,7 @@ def train_adapter(
     device = next(model.parameters()).device
     if reward_model is not None and training.reward_samples > 0:
         examples = list(examples) + _scored_samples(model, tok, loaded.context_size, generation, training, reward_model)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loaded.device == "cuda" else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loaded.device == "cuda" else contextlib.nullcontext()
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
@@ -307,11 +308,3 @@ def kl_to_base(model: Any, tokenizer: Any, samples: Sequence[Any], *, chunk: int
             total += float(((logp - ref_logp) * mask).sum())
             tokens += int(mask.sum())
     return max(0.0, total / max(1, tokens))
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -113,3 +113,16 @@ async def test_channel_of_another_server_never_posted(make_cog, storage, caplog)
     cog = make_cog(["hello"], ch, KILROY_GUILD_IDS="77")
     assert await cog.post_to(500) is None
     ch.send.assert_not_awaited()
+
+
+async def test_a_discord_server_error_does_not_stop_the_schedule(make_cog, storage, monkeypatch, caplog):
+    """tasks.loop ends for good on an error it does not retry: a 5xx on one round is logged, the next round posts."""
+    ch = channel()
+    response = MagicMock(status=503, reason="Service Unavailable")
+    ch.send = AsyncMock(side_effect=[discord.DiscordServerError(response, "boom"), MagicMock(id=778)])
+    cog = make_cog(["hello world", "hello world", "hello again", "hello again"], ch, KILROY_POST_INTERVAL_MINUTES="1")
+    monkeypatch.setattr("cogs.posting.random.uniform", lambda a, b: 0.0)
+    await cog.post_everywhere()  # must not raise
+    assert "failed" in caplog.text
+    await cog.post_everywhere()
+    assert await storage.post_by_message(778) is not None

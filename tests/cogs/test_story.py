@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from bot.engine.generator import Generator, SamplingParams
@@ -201,3 +203,25 @@ async def test_opted_out_member_is_not_recorded(tiny_settings, storage, generato
     with pytest.raises(StoryError, match="opt-in"):
         await cog.line.callback(cog, i, "a line")
     assert not i.response.defer.called
+
+
+async def test_forget_me_during_a_turn_keeps_none_of_their_words(tiny_settings, storage):
+    """A member who uses /forget-me while their line is being answered: the turn lands without their words or id."""
+
+    class OneLine(EmptyGenerator):
+        async def generate(self, n, **kw):
+            from bot.engine.generator import Sample
+
+            return [Sample("a cat walks in", "p", (0,), (1,), "base", {}) for _ in range(n)]
+
+    settings = tiny_settings(KILROY_STORY_COOLDOWN_SECONDS="0")
+    service = StoryService(storage, OneLine(), settings.story, clock=Clock())
+    await service.start(1)
+    turn = await service.line(1, 42, "my secret words")
+    await storage.forget_member(42)  # lands while the answer is being sent
+    post_id = await service.record(turn, message_id=5)
+    assert "my secret words" not in await service.show(1)
+    assert "my secret words" not in json.dumps(await storage.member_data(42))
+    post = await storage.get_post(post_id)
+    assert post.prompt == "" and post.prompt_ids == ()
+    assert await storage.post_records(untrained_only=True) == []  # a redacted prompt is never trained on

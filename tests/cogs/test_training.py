@@ -126,3 +126,19 @@ async def test_worker_failure_keeps_serving(make_settings, storage):
     with pytest.raises(TrainingFailed, match="boom"):
         await runner.run("test")
     assert swapped == []
+
+
+async def test_retrain_longer_than_the_interaction_reports_in_the_channel(cog):
+    """The interaction token lasts 15 minutes; a longer run still tells the moderator how it ended."""
+    from unittest.mock import AsyncMock, MagicMock
+
+    import discord
+
+    i = interaction(member(2, manage_guild=True))
+    expired = discord.NotFound(MagicMock(status=404, reason="Unknown Webhook"), "Unknown Webhook")
+    i.edit_original_response = AsyncMock(side_effect=expired)
+    i.channel = MagicMock(spec=discord.TextChannel)
+    i.channel.send = AsyncMock()
+    await cog.retrain.callback(cog, i)
+    (call,) = i.channel.send.call_args_list
+    assert "v0007" in call.args[0] and call.kwargs["allowed_mentions"].everyone is False

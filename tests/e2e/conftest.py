@@ -47,6 +47,7 @@ E2E_ENV = {
     "KILROY_GATE_MIN_ENGAGEMENT": "-100",
     "KILROY_REWARD_MAX_P": "1",
     "KILROY_STORY_COOLDOWN_SECONDS": "0",
+    "KILROY_AB_SHARE": "0",  # gate-only promotion, except in tests/e2e/test_trial.py
 }
 
 

@@ -83,6 +83,7 @@ class FakeDiscord:
     original_edits: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     rate_limit_next_posts: int = 0
     left_guilds: list[int] = field(default_factory=list)
+    gateway_down: bool = False  # refuse gateway connections (an outage), see drop_gateway()
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -103,6 +104,8 @@ class FakeDiscord:
         self._identified = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._send_lock = asyncio.Lock()
+        self.ready_gate = asyncio.Event()  # cleared: IDENTIFY is accepted but READY waits (a slow Discord)
+        self.ready_gate.set()
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -132,7 +135,15 @@ class FakeDiscord:
 
     # --- gateway -----------------------------------------------------------------------------------------------------
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def drop_gateway(self) -> None:
+        """An outage: close the bot's gateway socket and refuse new ones until `gateway_down` is cleared."""
+        self.gateway_down = True
+        if self._ws is not None:
+            await self._ws.close(code=4000)
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down:
+            return web.Response(status=503, text="gateway down")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self._ws = ws
@@ -145,8 +156,15 @@ class FakeDiscord:
             if data["op"] == 1:
                 await self._send({"op": 11})
             elif data["op"] in (2, 6):  # IDENTIFY (or RESUME, answered as a fresh session)
-                await self._ready()
+                if self.ready_gate.is_set():
+                    await self._ready()
+                else:
+                    self._held = asyncio.create_task(self._ready_when_open())
         return ws
+
+    async def _ready_when_open(self) -> None:
+        await self.ready_gate.wait()
+        await self._ready()
 
     async def _send(self, payload: dict[str, Any]) -> None:
         assert self._ws is not None

@@ -58,10 +58,10 @@ async def test_reactions_and_replies(server, e2e_settings):
             return v == [(fd.MEMBER_ID, "❤️")] and len(rec.replies) == 1
 
         await until(settled)
-        from bot.scoring import formula_from_settings, score_post
+        from bot.scoring import score_post
 
         _, rec = await votes(bot, mid)
-        assert score_post(rec, formula_from_settings(bot.settings.scoring)) == 1.0 + 2.0
+        assert score_post(rec, bot.settings.scoring) == 1.0 + 2.0
 
 
 async def test_story_start_and_line_through_interactions(server, e2e_settings):
@@ -74,7 +74,12 @@ async def test_story_start_and_line_through_interactions(server, e2e_settings):
         assert server.callbacks[iid][0]["type"] == 5  # deferred first: generation may take over 3 s
         content = server.webhook_messages[token][0]["content"]
         assert "She opens the window." in content and "**machine_director:** " in content
-        story = await bot.services.storage.active_story(fd.CHANNEL_ID)
+        # the turn is recorded once Discord returned the answer's message id: right after the answer, not with it
+        for _ in range(100):
+            story = await bot.services.storage.active_story(fd.CHANNEL_ID)
+            if story.lines:
+                break
+            await asyncio.sleep(0.05)
         assert [ln.speaker for ln in story.lines] == ["human_director", "machine_director"]
 
 

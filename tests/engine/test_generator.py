@@ -133,3 +133,12 @@ async def test_loader_failure_is_all_or_nothing(loaded, generator, tmp_path):
     assert generator.active == good
     (s,) = await generator.generate(1, seed=0)
     assert s.adapter == good
+
+
+async def test_a_seeded_sample_does_not_reset_the_rng_of_later_posts(generator):
+    """A health check (seeded) between posts must not make every restart's first posts the same."""
+    await generator.health_check()
+    first = await generator.generate(4)
+    await generator.health_check()
+    second = await generator.generate(4)
+    assert [s.completion_ids for s in first] != [s.completion_ids for s in second]

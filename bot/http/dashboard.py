@@ -1,0 +1,295 @@
+"""What each dashboard view shows, assembled from storage and the adapter store; no HTTP here.
+
+Every view returns a plain dict for its template, with one chart (inline SVG drawn off the loop) and one table.
+Members appear only as counts: the queries group by member to apply the scoring formula and return counts, so a
+member who asked to be forgotten (their rows deleted) cannot appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.http import charts
+from bot.http.auth import hash_member
+from bot.storage.ops import day_of
+
+if TYPE_CHECKING:
+    from bot.adapters import AdapterStore
+    from bot.scoring import ScoreFormula
+    from bot.storage import Storage
+
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+@dataclass
+class DashboardDeps:
+    """The services the dashboard reads, and the actions it may take."""
+
+    storage: Storage
+    store: AdapterStore
+    formula: ScoreFormula
+    serving: Callable[[], str]
+    rollback: Callable[[], Awaitable[str]] | None = None
+    trial: Callable[[], Awaitable[Any]] | None = None  # the running (or last) trial's status: .text(), .trial.active
+    stop_trial: Callable[[], Awaitable[Any]] | None = None
+    clock: Callable[[], float] = time.time
+    key: str = ""  # keys the member hashes shown (the dashboard token)
+
+
+def adapter_switches(posts: list[tuple[float, str]]) -> list[tuple[str, str, str]]:
+    """(day, label, kind) for each change of serving adapter in time-ordered (created_at, adapter) pairs.
+
+    A switch to a newer version is a promotion; to an older one (or to base) a rollback.
+    """
+    out: list[tuple[str, str, str]] = []
+    previous: str | None = None
+    for at, adapter in posts:
+        if previous is not None and adapter != previous:
+            kind = "promotion" if _order(adapter) > _order(previous) else "rollback"
+            out.append((day_of(at), f"{'↑' if kind == 'promotion' else '↓'} {adapter}", kind))
+        previous = adapter
+    return out
+
+
+def _order(name: str) -> int:
+    m = _VERSION.match(name)
+    return int(m.group(1)) if m else (0 if name == "base" else -1)
+
+
+def days_between(first: float, last: float) -> list[str]:
+    """Every UTC day from `first` to `last`, inclusive."""
+    out, t = [], first - first % 86400
+    while t <= last:
+        out.append(day_of(t))
+        t += 86400
+    return out
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+async def overview(deps: DashboardDeps, *, days: int = 30) -> dict[str, Any]:
+    """What serves now, engagement and posts per day with switches marked, last night's result."""
+    now = deps.clock()
+    posts = await deps.storage.scored_posts(deps.formula, since=now - days * 86400, limit=None)
+    posts.sort(key=lambda p: (p.created_at, p.id))
+    by_day: dict[str, list[float]] = defaultdict(list)
+    for p in posts:
+        if p.kind == "post":
+            by_day[day_of(p.created_at)].append(p.score)
+    x = days_between(posts[0].created_at, now) if posts else []
+    means = [sum(by_day[d]) / len(by_day[d]) if by_day.get(d) else None for d in x]
+    counts = [len(by_day.get(d, [])) for d in x]
+    switches = adapter_switches([(p.created_at, p.adapter) for p in posts if p.kind == "post"])
+    engagement, per_day = await asyncio.gather(
+        charts.render(
+            charts.line_chart,
+            x,
+            {"mean score": means},
+            title="Engagement per day",
+            ylabel="mean score",
+            markers=switches,
+        ),
+        charts.render(charts.bar_chart, [d[5:] for d in x], counts, title="Posts per day", ylabel="posts"),
+    )
+    runs = await deps.storage.runs(1)
+    return {
+        "serving": deps.serving(),
+        "last_run": _run_row(runs[0]) if runs else None,
+        "chart": engagement,
+        "chart2": per_day,
+        "switches": switches,
+        "table": [
+            {"day": d, "posts": c, "mean": "-" if m is None else f"{m:.2f}"}
+            for d, c, m in reversed(list(zip(x, counts, means, strict=True)))
+        ][:14],
+        "total_posts": len(posts),
+        "days": days,
+        "trial": await trial_view(deps),
+    }
+
+
+async def posts_view(
+    deps: DashboardDeps,
+    *,
+    order: str = "recent",
+    channel: int | None = None,
+    adapter: str | None = None,
+    days: int = 30,
+) -> dict[str, Any]:
+    """Recent or top posts, filterable by channel and adapter, with the mean score per adapter."""
+    since = deps.clock() - days * 86400
+    rows = await deps.storage.scored_posts(
+        deps.formula, since=since, channel_id=channel, adapter=adapter, order=order, limit=None
+    )
+    per_adapter: dict[str, list[float]] = defaultdict(list)
+    for p in rows:
+        per_adapter[p.adapter].append(p.score)
+    names = sorted(per_adapter, key=lambda n: (_order(n), n))
+    chart = await charts.render(
+        charts.bar_chart,
+        names,
+        [sum(per_adapter[n]) / len(per_adapter[n]) for n in names],
+        title=f"Mean score per adapter ({len(rows)} posts, {days} days)",
+        ylabel="mean score",
+    )
+    table = [
+        {
+            "time": _fmt_time(p.created_at),
+            "channel": p.channel_id,
+            "adapter": p.adapter,
+            "arm": p.arm or "-",
+            "kind": p.kind,
+            "score": f"{p.score:.1f}",
+            "voters": p.voters,
+            "repliers": p.repliers,
+            "text": p.text,
+        }
+        for p in rows[:100]
+    ]
+    return {
+        "chart": chart,
+        "table": table,
+        "order": order,
+        "channel": channel or "",
+        "adapter": adapter or "",
+        "days": days,
+        "channels": sorted({p.channel_id for p in rows}),
+        "adapters": names,
+    }
+
+
+async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
+    """Every version with its gate verdict and metrics; the running trial."""
+    infos = await asyncio.to_thread(deps.store.list)
+    history = {h["name"]: h for h in reversed(await deps.storage.adapter_history())}  # the newest run wins
+    table = []
+    for info in infos:
+        m = info.metrics or {}
+        h = history.get(info.name, {})
+        gate = info.meta.get("gate") or h.get("message") or ("-" if info.name == "base" else "")
+        promoted = h.get("promoted")
+        table.append(
+            {
+                "name": info.name,
+                "active": info.active,
+                "created": _fmt_time(info.created_at),
+                "parent": info.parent or "-",
+                "promoted": "-" if promoted is None else ("yes" if promoted else "no"),
+                "gate": gate,
+                "kl": _num(m.get("kl")),
+                "distinct2": _num(m.get("distinct2")),
+                "repeat3": _num(m.get("repeat3")),
+            }
+        )
+    versions = [r for r in table if r["name"] != "base"]
+    chart = await charts.render(
+        charts.line_chart,
+        [r["name"] for r in versions],
+        {
+            "KL to base": [infos_metric(infos, r["name"], "kl") for r in versions],
+            "distinct-2": [infos_metric(infos, r["name"], "distinct2") for r in versions],
+            "repeat3": [infos_metric(infos, r["name"], "repeat3") for r in versions],
+        },
+        title="Adapter versions: KL, diversity, repetition",
+        ylabel="value",
+    )
+    return {
+        "chart": chart,
+        "table": list(reversed(table)),
+        "serving": deps.serving(),
+        "trial": await trial_view(deps),
+        "can_rollback": deps.rollback is not None and deps.store.previous() is not None,
+        "audit": [
+            {
+                "when": _fmt_time(e["at"]),
+                # an operator's Discord id is shown only as a keyed hash; dashboard actions have none
+                "who": "dashboard" if e["actor_id"] is None else f"member {hash_member(int(e['actor_id']), deps.key)}",
+                "action": e["action"],
+                "detail": e["detail"],
+            }
+            for e in await deps.storage.audit_entries(20)
+        ],
+    }
+
+
+async def trial_view(deps: DashboardDeps) -> dict[str, Any] | None:
+    """The running (or last) A/B trial: its lines of figures (arms, estimate, bound, evidence) and whether it runs."""
+    if deps.trial is None:
+        return None
+    status = await deps.trial()
+    if status is None:
+        return None
+    return {
+        "lines": status.text().splitlines(),
+        "active": bool(status.trial.active),
+        "can_stop": deps.stop_trial is not None,
+    }
+
+
+def infos_metric(infos: list[Any], name: str, key: str) -> float | None:
+    """One metric of one adapter version, or None."""
+    for info in infos:
+        if info.name == name:
+            value = (info.metrics or {}).get(key)
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def _run_row(r: Any) -> dict[str, Any]:
+    seconds = None if r.finished_at is None else r.finished_at - r.started_at
+    outcome = r.status
+    if r.status == "done":
+        outcome = "promoted" if r.promoted else "kept, not promoted"
+    return {
+        "id": r.id,
+        "when": _fmt_time(r.started_at),
+        "reason": r.reason,
+        "duration": "-" if seconds is None else f"{seconds:.0f}s",
+        "seconds": seconds or 0.0,
+        "outcome": outcome,
+        "adapter": r.adapter or "-",
+        "message": r.message or "",
+    }
+
+
+async def runs_view(deps: DashboardDeps) -> dict[str, Any]:
+    """Training runs: when, why, how long, the outcome and its reason."""
+    rows = [_run_row(r) for r in await deps.storage.runs(100)]
+    ordered = list(reversed(rows))
+    chart = await charts.render(
+        charts.bar_chart,
+        [f"#{r['id']}" for r in ordered],
+        [r["seconds"] for r in ordered],
+        title="Training run durations",
+        ylabel="seconds",
+    )
+    return {"chart": chart, "table": rows}
+
+
+async def stories_view(deps: DashboardDeps) -> dict[str, Any]:
+    """Story transcripts, newest first."""
+    stories = await deps.storage.stories_with_lines(20)
+    ordered = list(reversed(stories))
+    chart = await charts.render(
+        charts.bar_chart,
+        [f"#{s['id']}" for s in ordered],
+        [len(s["lines"]) for s in ordered],
+        title="Lines per story",
+        ylabel="lines",
+    )
+    for s in stories:
+        s["started"] = _fmt_time(s["started_at"])
+        s["state"] = "running" if s["ended_at"] is None else "ended"
+    return {"chart": chart, "table": stories}

@@ -1,0 +1,111 @@
+"""A/B trials of adapters: the trials table and the trial columns of posts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from bot.storage._db import StorageBase
+from bot.storage.records import Trial
+
+
+class TrialActive(Exception):
+    """A trial is already running; end it before starting another."""
+
+    def __init__(self) -> None:
+        super().__init__("an A/B trial is already running; stop it first (`/adapter trial stop`)")
+
+
+class TrialsMixin(StorageBase):
+    """The trials table; posts carry `trial_id` and `arm`."""
+
+    async def start_trial(
+        self,
+        *,
+        candidate: str,
+        incumbent: str,
+        run_id: int | None,
+        share: float,
+        alpha: float,
+        max_posts: int,
+        seed: int,
+        baselines: Mapping[int, tuple[float, float]],
+        at: float,
+    ) -> int:
+        """Open a trial; return its id. Raises TrialActive if one is running (at most one at a time)."""
+        async with self.transaction():
+            async with self.db.execute("SELECT 1 FROM trials WHERE ended_at IS NULL") as cur:
+                if await cur.fetchone():
+                    raise TrialActive()
+            cur = await self.db.execute(
+                "INSERT INTO trials (candidate, incumbent, run_id, share, alpha, max_posts, seed, baselines, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    candidate,
+                    incumbent,
+                    run_id,
+                    share,
+                    alpha,
+                    max_posts,
+                    seed,
+                    json.dumps({str(k): list(v) for k, v in baselines.items()}),
+                    at,
+                ),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    async def active_trial(self) -> Trial | None:
+        """The running trial, or None."""
+        async with self.db.execute("SELECT * FROM trials WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+            return _trial(cur.description, row) if row else None
+
+    async def get_trial(self, trial_id: int) -> Trial | None:
+        """One trial by id."""
+        async with self.db.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)) as cur:
+            row = await cur.fetchone()
+            return _trial(cur.description, row) if row else None
+
+    async def trials(self, limit: int = 20) -> list[Trial]:
+        """The latest trials, newest first."""
+        async with self.db.execute("SELECT * FROM trials ORDER BY id DESC LIMIT ?", (limit,)) as cur:
+            return [_trial(cur.description, r) for r in await cur.fetchall()]
+
+    async def end_trial(self, trial_id: int, *, verdict: str, decided_by: str, summary: str, at: float) -> bool:
+        """Close a running trial with its verdict; False if it had already ended (a verdict is final)."""
+        async with self._write:
+            cur = await self.db.execute(
+                "UPDATE trials SET ended_at = ?, verdict = ?, decided_by = ?, summary = ? "
+                "WHERE id = ? AND ended_at IS NULL",
+                (at, verdict, decided_by, summary, trial_id),
+            )
+            return cur.rowcount == 1
+
+    async def trial_post_counts(self, trial_id: int) -> dict[str, int]:
+        """How many posts each arm of a trial has written (settled or not)."""
+        async with self.db.execute(
+            "SELECT arm, COUNT(*) FROM posts WHERE trial_id = ? GROUP BY arm", (trial_id,)
+        ) as cur:
+            return {str(arm): int(n) for arm, n in await cur.fetchall()}
+
+
+def _trial(description: Any, row: Any) -> Trial:
+    d = dict(zip([c[0] for c in description], row, strict=True))
+    return Trial(
+        id=int(d["id"]),
+        candidate=str(d["candidate"]),
+        incumbent=str(d["incumbent"]),
+        run_id=d["run_id"],
+        share=float(d["share"]),
+        alpha=float(d["alpha"]),
+        max_posts=int(d["max_posts"]),
+        seed=int(d["seed"]),
+        baselines={int(k): (float(v[0]), float(v[1])) for k, v in json.loads(d["baselines"] or "{}").items()},
+        started_at=float(d["started_at"]),
+        ended_at=d["ended_at"],
+        verdict=d["verdict"],
+        decided_by=d["decided_by"],
+        summary=d["summary"],
+    )

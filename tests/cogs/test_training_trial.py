@@ -1,0 +1,36 @@
+"""The scheduled nightly training waits while an A/B trial is deciding; trial events go to the log channel."""
+
+from cogs.training import Training, summary_text
+from tests.cogs.helpers import fake_bot
+from tests.cogs.test_training import FakeRunner
+
+
+class FakeTrials:
+    def __init__(self, running):
+        self._running = running
+        self.announce = None
+
+    async def running(self):
+        return self._running
+
+
+async def test_nightly_waits_during_a_trial(make_settings):
+    """With a trial running, the nightly run does not train; without one it does."""
+    settings = make_settings()
+    busy = Training(
+        fake_bot(), settings=settings, runner=FakeRunner(), trials=FakeTrials(running=type("T", (), {"id": 3})())
+    )
+    assert await busy.run_nightly() is None and busy.runner.calls == []
+    idle = Training(fake_bot(), settings=settings, runner=FakeRunner(), trials=FakeTrials(running=None))
+    assert await idle.run_nightly() is not None and idle.runner.calls == ["nightly"]
+
+
+def test_trial_cog_wires_announcements_and_summary(make_settings):
+    """The training cog gives the trial service its log-channel writer; a trial outcome reads as such."""
+    trials = FakeTrials(running=None)
+    cog = Training(fake_bot(), settings=make_settings(), runner=FakeRunner(), trials=trials)
+    assert trials.announce == cog._log_channel
+    from bot.training.nightly import RunResult
+
+    text = summary_text(RunResult("done", 1, "v0002", accepted=True, trial=True, reason="gate passed"))
+    assert "A/B trial" in text and "v0002" in text

@@ -1,0 +1,142 @@
+"""The HTTP app end to end over a real database: health codes, metric names, dashboard access, CSRF on actions."""
+
+from __future__ import annotations
+
+import re
+
+from bot.http import auth
+from bot.http.health import GatewayState
+from tests.http.conftest import MEMBER_BASE, TOKEN
+
+VIEWS = ("/", "/posts", "/adapters", "/runs", "/stories")
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_healthz_follows_the_gateway(app_env):
+    client, _, gateway, _ = app_env
+    r = await client.get("/healthz")
+    body = await r.json()
+    assert r.status == 200 and body["status"] == "ok" and body["database"]["ok"] and body["latency_ms"] == 42.0
+    gateway.state = GatewayState(connected=False, ready=False)
+    r = await client.get("/healthz")
+    assert r.status == 503 and (await r.json())["failing"] == ["gateway"]
+
+
+async def test_healthz_while_starting(app_env):
+    client, ctx, _, _ = app_env
+    ctx.health = None
+    r = await client.get("/healthz")
+    assert r.status == 503 and (await r.json())["failing"] == ["starting"]
+
+
+async def test_metrics_names_are_prefixed_and_count_the_database(app_env):
+    client, ctx, _, _ = app_env
+    ctx.metrics.command("stats", "ok")
+    ctx.metrics.generation(0.5, [12, 20])
+    r = await client.get("/metrics")
+    text = await r.text()
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    names = {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, flags=re.M)}
+    assert names and all(n.startswith("kilroy_") for n in names), sorted(
+        n for n in names if not n.startswith("kilroy_")
+    )
+    for expected in (
+        'kilroy_posts_total{adapter="base",channel="77",kind="post"} 3.0',
+        'kilroy_posts_total{adapter="v0001",channel="77",kind="post"} 3.0',
+        'kilroy_commands_total{command="stats",outcome="ok"} 1.0',
+        "kilroy_generation_seconds_count 1.0",
+        "kilroy_generation_tokens_count 2.0",
+        "kilroy_replies_total 1.0",
+        'kilroy_last_training_outcome{outcome="promoted"} 1.0',
+        'kilroy_serving_adapter_info{name="base"} 1.0',
+        "kilroy_gateway_connected 1.0",
+        "kilroy_event_loop_lag_seconds_bucket",
+        "kilroy_database_bytes",
+        "kilroy_reaction_events_total",
+        "kilroy_generation_queue_depth 0.0",
+        'kilroy_texts_refused_total{reason="blocklist"} 2.0',
+        "kilroy_posts_skipped_total 1.0",
+        'kilroy_trial_arm_posts{arm="candidate"} 40.0',
+        'kilroy_trial_decision{decision="undecided"} 1.0',
+    ):
+        assert expected in text, expected
+
+
+async def test_every_view_refused_without_token_and_served_with_it(app_env):
+    client, *_ = app_env
+    for path in VIEWS:
+        r = await client.get(path)
+        assert r.status == 401 and "token" in (await r.text()).lower()
+        r = await client.get(path, headers={"Authorization": "Bearer wrong"})
+        assert r.status == 401
+        r = await client.get(path, headers=BEARER)
+        html = await r.text()
+        assert r.status == 200 and "<svg" in html and 'id="table"' in html, path
+        assert (
+            r.headers["Cache-Control"] == "no-store"
+            and "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        )
+
+
+async def test_views_show_counts_never_member_ids(app_env):
+    client, *_ = app_env
+    for path in VIEWS:
+        html = await (await client.get(path, headers=BEARER)).text()
+        for member in range(MEMBER_BASE, MEMBER_BASE + 6):
+            assert str(member) not in html, (path, member)
+
+
+async def test_posts_filter_and_top_order(app_env):
+    client, *_ = app_env
+    html = await (await client.get("/posts?order=top&adapter=v0001", headers=BEARER)).text()
+    rows = re.findall(r"post number (\d)", html)
+    assert rows == ["5", "4", "3"]  # only v0001's posts, best first (5 voters + a reply, 4, 3)
+
+
+async def test_login_form_sets_a_strict_httponly_cookie(app_env):
+    client, *_ = app_env
+    r = await client.post("/login", data={"token": "wrong", "next": "/"}, allow_redirects=False)
+    assert r.status == 401
+    r = await client.post("/login", data={"token": TOKEN, "next": "//evil.example/"}, allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    r = await client.get("/runs")  # the client keeps the cookie
+    assert r.status == 200 and "gate passed" in await r.text()
+
+
+async def test_rollback_needs_csrf_and_is_audited(app_env):
+    client, ctx, _, rolled = app_env
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    r = await client.post("/actions/rollback", data={}, allow_redirects=False)
+    assert r.status == 403 and rolled == []
+    r = await client.post("/actions/rollback", data={"csrf": "forged"}, allow_redirects=False)
+    assert r.status == 403 and rolled == []
+    csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
+    r = await client.post("/actions/rollback", data={"csrf": csrf}, allow_redirects=False)
+    assert r.status == 303 and rolled == ["x"]
+    trail = await ctx.dashboard.storage.audit_entries()
+    assert trail[0]["action"] == "rollback" and trail[0]["actor_id"] is None
+    assert trail[0]["detail"].startswith("dashboard:") and trail[0]["detail"].endswith(": ok")
+
+
+async def test_no_token_means_no_dashboard_but_health_and_metrics(app_env):
+    client, ctx, _, _ = app_env
+    ctx.token = ""
+    assert (await client.get("/", headers=BEARER)).status == 404
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/metrics")).status == 200
+
+
+async def test_trial_shown_with_its_bound_and_stopped_with_csrf(app_env):
+    client, ctx, _, _ = app_env
+    html = await (await client.get("/adapters", headers=BEARER)).text()
+    assert "candidate `v0002` against incumbent `v0001`" in html and "[-0.310, +0.550]" in html and "stop-trial" in html
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    r = await client.post("/actions/stop-trial", data={"csrf": "forged"}, allow_redirects=False)
+    assert r.status == 403
+    csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
+    r = await client.post("/actions/stop-trial", data={"csrf": csrf}, allow_redirects=False)
+    assert r.status == 303 and "Stopped%20trial%20%233" in r.headers["Location"]
+    trail = await ctx.dashboard.storage.audit_entries()
+    assert trail[0]["action"] == "trial stop" and trail[0]["detail"].endswith(": ok")
