@@ -36,13 +36,12 @@ from typing import Any
 
 import torch
 
-from bot.adapters import BASE, AdapterStore
+from bot.adapters import BASE
 from bot.config import Settings, load_settings
-from bot.engine.generator import Generator, Sample, SamplingParams, sample_batch
+from bot.engine.generator import Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
 from bot.logs import setup_logging
 from bot.scoring import normalise_rewards, score_post
-from bot.serving import AdapterService
 from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, mean_ci, publish_night
 from bot.storage import PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3, token_logprobs
@@ -82,28 +81,28 @@ class Ours:
         self.settings, self.lr = settings, lr
 
     async def setup(self, storage: Storage, workdir: Path) -> None:
-        if self.lr is not None:
-            import dataclasses
+        import contextlib
+        import dataclasses
 
+        from bot.services import open_services
+
+        if self.lr is not None:
             self.settings = self.settings.replace(
                 training=dataclasses.replace(self.settings.training, learning_rate=self.lr)
             )
-        self.storage, self.store = storage, AdapterStore(self.settings.adapters_dir)
-        self.loaded = load_base(self.settings.model, self.settings.data_dir, device="cpu")
-        self.generator = Generator(self.loaded, SamplingParams.from_settings(self.settings.generation))
-        self.service = AdapterService(self.store, self.generator)
+        # gate-only promotion, as the offline nights run it (live A/B trials need a live community)
+        self.settings = self.settings.replace(trials=dataclasses.replace(self.settings.trials, share=0.0))
+        # the bot's own composition root: model, generator, storage, adapter store, training runner
+        self._stack = contextlib.AsyncExitStack()
+        self.services = await self._stack.enter_async_context(open_services(self.settings, in_process_training=True))
+        self.store = self.services.store
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
-        return await self.generator.generate(n, seed=seed)
+        return await self.services.generator.generate(n, seed=seed)
 
     async def train(self, night_records: list[PostRecord], now: float) -> None:
-        from bot.promotion import Promoter
-        from bot.training.nightly import run_training
-
-        result = await run_training(self.settings, self.storage, self.store, now=now, reason="bench")
-        if result.status == "done" and result.run_id is not None:
-            # the bot's promotion sequence: mark the posts trained, swap in an accepted candidate, move the pointer
-            await Promoter(self.storage, self.store, swap=self.service.activate).apply(result.run_id)
+        # the bot's path: training lock, reconcile, run_training, the promotion sequence
+        await self.services.training.run("bench", now=now)
 
     def policy(self) -> Any:
         from peft import PeftModel
@@ -113,7 +112,7 @@ class Ours:
         return base if name == BASE else PeftModel.from_pretrained(base, str(self.store.path(name)))
 
     async def close(self) -> None:
-        await self.generator.close()
+        await self._stack.aclose()
 
 
 class KilroyRecipe:
