@@ -42,7 +42,7 @@ from bot.engine.generator import Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
 from bot.logs import setup_logging
 from bot.scoring import normalise_rewards, score_post
-from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, mean_ci, publish_night
+from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, gate_only, mean_ci, publish_night
 from bot.storage import PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3, token_logprobs
 from bot.training.trainer import _batch
@@ -90,8 +90,7 @@ class Ours:
             self.settings = self.settings.replace(
                 training=dataclasses.replace(self.settings.training, learning_rate=self.lr)
             )
-        # gate-only promotion, as the offline nights run it (live A/B trials need a live community)
-        self.settings = self.settings.replace(trials=dataclasses.replace(self.settings.trials, share=0.0))
+        self.settings = gate_only(self.settings)  # as the offline nights run it
         # the bot's own composition root: model, generator, storage, adapter store, training runner
         self._stack = contextlib.AsyncExitStack()
         self.services = await self._stack.enter_async_context(open_services(self.settings, in_process_training=True))

@@ -84,8 +84,8 @@ async def open_services(
     from bot.engine.model import load_base
 
     store = AdapterStore(settings.adapters_dir)
-    if adapter is not None:
-        store.path(adapter) if adapter != "base" else None  # validate before the slow model load
+    if adapter not in (None, "base"):
+        store.path(adapter)  # validate before the slow model load
     loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
     settings.check_context(loaded.context_size)  # token budgets that fit this model's context, or a clear error
     generator = Generator(

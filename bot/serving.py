@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from pathlib import Path
 
 from bot.adapters import BASE, AdapterInfo, AdapterStore, NothingToRollBack
 from bot.engine.generator import Generator
@@ -69,18 +70,22 @@ class AdapterService:
         async with self._lock:
             return await self._activate(name)
 
+    def _load_path(self, name: str) -> Path | None:
+        """Where to load `name` from, or None when it needs no disk read (base, or already resident). The store
+        validates the files either way: a resident adapter whose files vanished or broke is still refused."""
+        if name == BASE:
+            return None
+        path = self.store.path(name)
+        return None if self.generator.is_resident(name) else path
+
     async def _activate(self, name: str) -> float:
         previous = self.generator.active
-        path = None if name == BASE or self.generator.is_resident(name) else self.store.path(name)
-        if name != BASE and path is None:
-            self.store.path(name)  # resident, but still refuse one whose files vanished or broke
-        took = await self.generator.use_adapter(name, path)
+        took = await self.generator.use_adapter(name, self._load_path(name))
         try:
             await self.generator.health_check()  # outside the member-facing queue bound
         except Exception as exc:
             log.error("adapter %s failed its health check (%s); back to %s", name, exc, previous)
-            prev_path = None if previous == BASE or self.generator.is_resident(previous) else self.store.path(previous)
-            await self.generator.use_adapter(previous, prev_path)
+            await self.generator.use_adapter(previous, self._load_path(previous))
             raise AdapterUnhealthy(f"adapter {name} failed its health check: {exc}") from exc
         return took
 
@@ -98,8 +103,7 @@ class AdapterService:
             previous = self.store.previous()
             if previous is None:
                 raise NothingToRollBack()
-            path = None if previous == BASE or self.generator.is_resident(previous) else self.store.path(previous)
-            await self.generator.use_adapter(previous, path)
+            await self.generator.use_adapter(previous, self._load_path(previous))
             self.store.rollback()
             return previous
 

@@ -409,11 +409,15 @@ def _ratio(final: float, base: float) -> float:
 
 def simulation_settings(settings: Settings, workdir: Path) -> Settings:
     """Settings for a simulation run: its own database and adapter store under `workdir`."""
+    # the offline nights promote on the gate alone; live A/B trials run only with `--ab` (bot/simulation_ab.py)
+    return gate_only(settings.replace(db_path=workdir / "kilroy.db", adapters_dir=workdir / "adapters"))
+
+
+def gate_only(settings: Settings) -> Settings:
+    """Settings with live A/B trials off: offline nights promote on the gate alone (trials need a live community)."""
     import dataclasses
 
-    # the offline nights promote on the gate alone; live A/B trials run only with `--ab` (bot/simulation_ab.py)
-    trials_off = dataclasses.replace(settings.trials, share=0.0)
-    return settings.replace(db_path=workdir / "kilroy.db", adapters_dir=workdir / "adapters", trials=trials_off)
+    return settings.replace(trials=dataclasses.replace(settings.trials, share=0.0))
 
 
 async def simulate(

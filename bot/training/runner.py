@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -194,7 +195,7 @@ class TrainingRunner:
             await proc.wait()
             stderr_task.cancel()
             message = f"killed: ran past KILROY_TRAIN_TIMEOUT_MINUTES={self.settings.training.timeout_minutes:g}"
-            await self.storage.fail_stale_runs(at=_now(), message=message)
+            await self.storage.fail_stale_runs(at=time.time(), message=message)
             self.store.remove_temp_dirs()
             with log_context(run=run_id):
                 log.error("training worker %s", message)
@@ -211,9 +212,3 @@ class TrainingRunner:
                 log.error("training worker failed (exit %s): %s", proc.returncode, last)
             raise TrainingFailed(f"training failed (exit {proc.returncode}): {last}")
         return RunResult.from_event(done)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

@@ -11,6 +11,15 @@ from bot.training.runner import TrainingFailed, TrainingRunner
 pytestmark = pytest.mark.slow
 
 DAY = 86400.0
+# a gate that passes any candidate: for tests about what happens after the gate
+OPEN_GATE = {
+    "KILROY_GATE_MAX_KL": "100",
+    "KILROY_GATE_MIN_DIVERSITY": "0",
+    "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
+    "KILROY_GATE_MAX_REPEAT": "100",
+    "KILROY_GATE_MAX_LENGTH": "100",
+    "KILROY_GATE_MIN_ENGAGEMENT": "-100",
+}
 
 
 async def seed_posts(settings, storage, n=16, at=0.0):
@@ -44,15 +53,7 @@ async def seed_posts(settings, storage, n=16, at=0.0):
 
 async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     """A run over settled posts writes a new adapter version that differs from the base, and marks the posts."""
-    settings = tiny_settings(
-        KILROY_EPOCHS="1",
-        KILROY_GATE_MAX_KL="100",
-        KILROY_GATE_MIN_DIVERSITY="0",
-        KILROY_GATE_MIN_BASE_DIVERSITY="0",
-        KILROY_GATE_MAX_REPEAT="100",
-        KILROY_GATE_MAX_LENGTH="100",
-        KILROY_GATE_MIN_ENGAGEMENT="-100",
-    )
+    settings = tiny_settings(KILROY_EPOCHS="1", **OPEN_GATE)
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)
     events = []
@@ -76,15 +77,7 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
 
 async def test_the_worker_step_alone_never_moves_the_pointer(tiny_settings, storage):
     """run_training commits and claims; only the promotion sequence marks posts trained and moves the pointer."""
-    settings = tiny_settings(
-        KILROY_EPOCHS="1",
-        KILROY_GATE_MAX_KL="100",
-        KILROY_GATE_MIN_DIVERSITY="0",
-        KILROY_GATE_MIN_BASE_DIVERSITY="0",
-        KILROY_GATE_MAX_REPEAT="100",
-        KILROY_GATE_MAX_LENGTH="100",
-        KILROY_GATE_MIN_ENGAGEMENT="-100",
-    )
+    settings = tiny_settings(KILROY_EPOCHS="1", **OPEN_GATE)
     store = AdapterStore(settings.adapters_dir)
     await seed_posts(settings, storage)
     result = await run_training(settings, storage, store, now=DAY)
