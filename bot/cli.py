@@ -220,7 +220,9 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     out = results[0].as_json() if len(results) == 1 else {}
     out.update(summarise(results))
     out["seconds"] = time.perf_counter() - started
-    print(f"\naudience {audience.name}, seeds {seeds[0]}..{seeds[-1]}: mean over seeds [95% CI]")
+    several = len(seeds) > 1
+    what = "mean over seeds [95% CI]" if several else "one seed (--seeds 5 gives a 95% interval over seeds)"
+    print(f"\naudience {audience.name}, seeds {seeds[0]}..{seeds[-1]}: {what}")
     print("night  expected score          sampled  KL     distinct-2  repeat3  tokens  promoted")
     for i in range(args.nights):
         nights = [r.nights[i] for r in results]
@@ -230,15 +232,18 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         def avg(key: str, nights: list[Any] = nights) -> float:
             return sum(getattr(n, key) for n in nights) / len(nights)
 
+        band = f"[{lo:6.3f}, {hi:6.3f}]" if several else " " * 16
         print(
-            f"{i:>5}  {m:6.3f} [{lo:6.3f}, {hi:6.3f}]  {avg('mean_score'):7.2f}  {avg('kl'):.3f}  "
+            f"{i:>5}  {m:6.3f} {band}  {avg('mean_score'):7.2f}  {avg('kl'):.3f}  "
             f"{avg('distinct2'):10.2f}  {avg('repeat3'):7.2f}  {avg('mean_tokens'):6.1f}  "
             f"{'-' if i == args.nights - 1 else f'{promoted}/{len(nights)}'}"
         )
     lo, hi = out["lift_ci"]
+    # one seed has no spread to show: a zero-width interval would claim a certainty the run does not have
+    spread = f"95% CI [{lo:.2f}, {hi:.2f}] over {len(seeds)} seeds" if several else "one seed, no interval"
     print(
-        f"\nlift (final / night-0 expected score): {out['lift']:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}] over "
-        f"{len(seeds)} seed(s); sampled-score lift {out['lift_sampled']:.2f}x; {out['seconds']:.0f}s"
+        f"\nlift (final / night-0 expected score): {out['lift']:.2f}x, {spread}; "
+        f"sampled-score lift {out['lift_sampled']:.2f}x; {out['seconds']:.0f}s"
     )
     print("samples from the last night:")
     for text in results[-1].nights[-1].samples[:5]:

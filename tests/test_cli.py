@@ -77,6 +77,15 @@ def test_simulate_end_to_end_json_and_plot(env, tmp_path, capsys):
     lo, hi = data["lift_ci"]
     assert lo <= data["lift"] <= hi
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "95% CI" in capsys.readouterr().out
+
+
+def test_one_seed_claims_no_interval(env, tmp_path, capsys):
+    """A single seed has no spread: the summary says so instead of printing a zero-width 95% interval."""
+    sizes = ["--nights", "1", "--posts-per-night", "8", "--eval-samples", "8"]
+    assert main(["simulate", *sizes, "--workdir", str(tmp_path / "w")]) == 0
+    printed = capsys.readouterr().out
+    assert "one seed, no interval" in printed and "95% CI" not in printed
 
 
 def test_simulate_bad_audience_file(env, tmp_path, capsys):
