@@ -79,6 +79,8 @@ class SamplingParams:
     top_k: int = 50
     max_new_tokens: int = 60
     repetition_penalty: float = 1.0
+    # a completion never repeats a word n-gram of its own (0: off); see bot/engine/norepeat.py
+    no_repeat_ngram: int = 3
 
     @classmethod
     def from_settings(cls, g: SamplingParams) -> SamplingParams:
@@ -402,6 +404,7 @@ class _Reader:
             top_k=self.integer("KILROY_TOP_K", g.top_k, low=0, high=100_000),
             max_new_tokens=self.integer("KILROY_MAX_NEW_TOKENS", g.max_new_tokens, low=1, high=1024),
             repetition_penalty=self.number("KILROY_REPETITION_PENALTY", g.repetition_penalty, low=0.5, high=3),
+            no_repeat_ngram=self.integer("KILROY_NO_REPEAT_NGRAM", g.no_repeat_ngram, low=0, high=16),
             prompt=self.env.get("KILROY_POST_PROMPT", g.prompt) or "",
         )
         s = d.scoring

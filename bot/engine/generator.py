@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from bot.adapters import BASE
 from bot.config import SamplingParams
 from bot.engine.model import LoadedModel
+from bot.engine.norepeat import NoRepeatedWords
 from bot.engine.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,14 @@ def sample_batch(
 ) -> list[Sample]:
     """Sample `n` completions of one prompt in one batch (synchronous; call from a worker thread)."""
     import torch
+    from transformers import LogitsProcessorList
 
     budget = max(1, context_size - params.max_new_tokens)
     ids = list(prompt_ids)[-budget:] if prompt_ids is not None else prompt_ids_for(tokenizer, prompt, budget)
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids] * n, device=device)  # (n, P): same prompt, no padding needed
     stops = stop_token_ids(tokenizer) if stop_at_newline else [tokenizer.eos_token_id]
+    guards = [NoRepeatedWords(tokenizer, params.no_repeat_ngram, len(ids))] if params.no_repeat_ngram > 0 else []
     with torch.inference_mode():
         out = model.generate(
             input_ids=input_ids,
@@ -108,6 +111,7 @@ def sample_batch(
             top_k=params.top_k,
             max_new_tokens=params.max_new_tokens,
             repetition_penalty=params.repetition_penalty,
+            logits_processor=LogitsProcessorList(guards),
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
         )
