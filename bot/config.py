@@ -124,7 +124,7 @@ class TrainingSettings:
     min_posts: int = 8
     gate_max_kl: float = 1.0
     gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.9
+    gate_min_base_diversity: float = 0.85
     gate_samples: int = 256
     reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
     reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
