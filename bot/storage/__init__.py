@@ -1,9 +1,9 @@
 """All persistence: aiosqlite, WAL, numbered migrations, and every SQL statement of the project.
 
-One module per aggregate (posts and engagement, training runs, stories, privacy and audit), sharing one connection
-and one transaction helper (`_db.py`); `Storage` composes them, so callers see one object. Writes are idempotent through
-natural keys, so a replayed gateway event or a catch-up pass can run freely. Rows come back as small frozen
-dataclasses (`records.py`); nothing above this package depends on the driver.
+One module per aggregate (posts and engagement, live votes, training runs, stories, privacy and audit), sharing one
+connection and one transaction helper (`_db.py`); `Storage` composes them, so callers see one object. Writes are
+idempotent through natural keys, so a replayed gateway event or a catch-up pass can run freely. Rows come back as small
+frozen dataclasses (`records.py`); nothing above this package depends on the driver.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryExists
 from bot.storage.trials import TrialActive, TrialsMixin
+from bot.storage.votes import VotesMixin
 
 __all__ = [
     "Counters",
@@ -37,5 +38,7 @@ __all__ = [
 ]
 
 
-class Storage(PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, RunsMixin, TrialsMixin, OpsMixin, StorageBase):
+class Storage(
+    PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, VotesMixin, RunsMixin, TrialsMixin, OpsMixin, StorageBase
+):
     """The database. Open with `async with Storage.open(path) as storage:`."""

@@ -64,6 +64,13 @@ class StorageBase:
         self.db = db
         self._write = asyncio.Lock()
 
+    def _opted_out(self, member_id: int) -> bool:
+        """True for a member who asked to be forgotten (privacy.py overrides this; nothing of theirs is recorded)."""
+        return False
+
+    async def _shutdown(self) -> None:
+        """Finish background writes before the connection closes; aggregates that queue writes extend this."""
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """Serialised write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error or cancellation."""
@@ -91,6 +98,7 @@ class StorageBase:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
+        storage: Self | None = None
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
@@ -102,7 +110,11 @@ class StorageBase:
             await storage.migrate()
             yield storage
         finally:
-            await db.close()
+            try:
+                if storage is not None:
+                    await storage._shutdown()  # queued reactions are written before the connection goes
+            finally:
+                await db.close()
 
     async def schema_version(self) -> int:
         """The applied migration number (PRAGMA user_version)."""

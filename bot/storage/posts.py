@@ -1,4 +1,8 @@
-"""Posts, votes, reaction events and replies: the engagement aggregate, and the records scoring reads."""
+"""Posts, votes and replies: the engagement aggregate, and the records scoring reads.
+
+Live reactions (`add_vote`, `remove_vote`) are written in batches by the writer in `votes.py`; the catch-up pass
+(`reconcile_votes`) writes here, under the same write lock.
+"""
 
 from __future__ import annotations
 
@@ -83,53 +87,6 @@ class PostsMixin(StorageBase):
         return int(row[0]) if row else 0
 
     # --- engagement --------------------------------------------------------------------------------------------------
-
-    def _opted_out(self, member_id: int) -> bool:
-        """True for a member who asked to be forgotten (privacy.py overrides this; nothing of theirs is recorded)."""
-        return False
-
-    async def add_vote(self, message_id: int, member_id: int, emoji: str, *, at: float, is_bot: bool = False) -> bool:
-        """Record a reaction on one of our posts; True if it created a new vote. Bots are logged, never counted."""
-        if self._opted_out(member_id):
-            return False
-        post_id = await self.post_id_by_message(message_id)
-        if post_id is None:
-            return False
-        async with self.transaction():
-            if self._opted_out(member_id):  # again under the lock: a /forget-me may have landed meanwhile
-                return False
-            await self.db.execute(
-                "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) "
-                "VALUES (?, ?, ?, 'add', ?, ?)",
-                (post_id, member_id, emoji, int(is_bot), at),
-            )
-            created = False
-            if not is_bot:
-                cur = await self.db.execute(
-                    "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (post_id, member_id, emoji, at),
-                )
-                created = cur.rowcount == 1
-        return created
-
-    async def remove_vote(self, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
-        """Cancel a reaction; True if a vote was removed."""
-        if self._opted_out(member_id):
-            return False  # they hold no vote, and the removal event would hold their id
-        post_id = await self.post_id_by_message(message_id)
-        if post_id is None:
-            return False
-        async with self.transaction():
-            if self._opted_out(member_id):
-                return False
-            await self.db.execute(
-                "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
-                (post_id, member_id, emoji, at),
-            )
-            cur = await self.db.execute(
-                "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post_id, member_id, emoji)
-            )
-        return cur.rowcount == 1
 
     async def reconcile_votes(self, message_id: int, current: Iterable[tuple[int, str]], *, at: float) -> int:
         """Make the stored human votes of a post equal `current` (member, emoji) pairs; return rows changed."""
