@@ -122,7 +122,7 @@ class TrainingSettings:
     kl_beta: float = 0.1
     awr_temperature: float = 1.0
     min_posts: int = 8
-    gate_max_kl: float = 1.0
+    gate_max_kl: float = 0.3
     gate_min_diversity: float = 0.6
     gate_min_base_diversity: float = 0.85
     gate_samples: int = 256
