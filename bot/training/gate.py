@@ -48,12 +48,16 @@ def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: Ga
     floor = cfg.min_diversity * serving.get("distinct2", 0.0)
     if d2 < floor:
         return Decision(
-            False, f"distinct-2 {d2:.3f} fell below {cfg.min_diversity:.0%} of the serving adapter's ({floor:.3f})"
+            False,
+            f"distinct-2 {d2:.3f} fell below {floor:.3f} ({cfg.min_diversity:.0%} of the serving adapter's "
+            f"{serving.get('distinct2', 0.0):.3f})",
         )
     base_floor = cfg.min_base_diversity * candidate.get("base_distinct2", 0.0)
     if d2 < base_floor:
         return Decision(
-            False, f"distinct-2 {d2:.3f} fell below {cfg.min_base_diversity:.0%} of the base model's ({base_floor:.3f})"
+            False,
+            f"distinct-2 {d2:.3f} fell below {base_floor:.3f} ({cfg.min_base_diversity:.0%} of the base model's "
+            f"{candidate.get('base_distinct2', 0.0):.3f})",
         )
     if "repeat3" in candidate and "base_repeat3" in candidate:
         bound = cfg.max_repeat * max(candidate["base_repeat3"], REPEAT_FLOOR)

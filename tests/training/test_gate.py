@@ -30,6 +30,18 @@ def test_refuses_slow_collapse_relative_to_base():
     assert not d.promote and "base" in d.reason
 
 
+def test_diversity_refusals_name_the_floor_and_the_figure_it_comes_from():
+    """ "0.395 fell below 85% of the base model's (0.402)" read as if 0.395 were under 85% of 0.402: the reason says
+    which number is the floor and which the base's (or the serving adapter's) own distinct-2."""
+    cfg = GateConfig(max_kl=0.5, min_diversity=0.9, min_base_diversity=0.85)
+    d = decide({"kl": 0.1, "distinct2": 0.395, "loss": 0.3, "base_distinct2": 0.473}, {"distinct2": 0.4}, cfg)
+    assert not d.promote
+    assert "fell below 0.402" in d.reason and "85% of the base model's 0.473" in d.reason
+    d = decide({"kl": 0.1, "distinct2": 0.3, "loss": 0.3}, {"distinct2": 0.5}, cfg)
+    assert not d.promote
+    assert "fell below 0.450" in d.reason and "90% of the serving adapter's 0.500" in d.reason
+
+
 HEALTHY = {"kl": 0.1, "distinct2": 0.7, "loss": 0.3, "base_distinct2": 0.7}
 BASE_STYLE = {"base_repeat3": 0.06, "base_mean_tokens": 14.0}
 
