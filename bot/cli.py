@@ -548,16 +548,29 @@ def build_parser() -> argparse.ArgumentParser:
         "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
     )
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
-    asub.add_parser("list", help="every version, the serving one starred", formatter_class=_Help)
-    asub.add_parser("show", help="one version's metadata as JSON", formatter_class=_Help).add_argument(
-        "name", help="a version name, e.g. v0003"
+
+    def action(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return asub.add_parser(name, help=summary, description=description, formatter_class=_Help)
+
+    action(
+        "list",
+        "every version, the serving one starred",
+        "List every adapter version with its gate verdict and time; the serving one is starred.",
     )
-    asub.add_parser("use", help="make a version the serving one", formatter_class=_Help).add_argument(
-        "name", help="a version name, e.g. v0003, or base"
-    )
-    asub.add_parser("rollback", help="serve the previous version again", formatter_class=_Help)
-    tr = asub.add_parser(
-        "trial", help="the A/B trial: show it, stop it (keep the incumbent) or promote by hand", formatter_class=_Help
+    action(
+        "show", "one version's metadata as JSON", "Print one adapter version's metadata (meta.json) as JSON."
+    ).add_argument("name", help="a version name, e.g. v0003")
+    action(
+        "use",
+        "make a version the serving one",
+        "Point the adapter store at a version (or base). A running bot picks it up with /adapter use or at restart.",
+    ).add_argument("name", help="a version name, e.g. v0003, or base")
+    action("rollback", "serve the previous version again", "Point the adapter store back at the version served before.")
+    tr = action(
+        "trial",
+        "the A/B trial: show it, stop it (keep the incumbent) or promote by hand",
+        "Show the running A/B trial (arms, settled posts, estimate), stop it keeping the incumbent, or promote the\n"
+        "candidate by hand.",
     )
     tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do")
 

@@ -172,7 +172,7 @@ class SafetySettings:
     command_cooldown_seconds: float = 3.0  # per member and command; /story line uses KILROY_STORY_COOLDOWN_SECONDS
     max_queue: int = 4  # generations waiting or running; beyond it members get "busy, try again shortly"
     retention_days: int = 90  # raw reaction events and replies of trained posts older than this are deleted; 0 = keep
-    filter_retries: int = 3  # resamples of a generated text the output filter refused before it is skipped
+    filter_retries: int = 3  # batches a scheduled post samples while the output filter refuses them, then skip
 
 
 MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must leave at least this much

@@ -94,7 +94,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     """Log to stderr once (`fmt`: text or json); quiet the chatty libraries."""
     handler = make_handler(fmt)
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
-    # bitsandbytes warns about an optional 'kernels' package on CPU-only machines; harmless (DESIGN.md)
+    # bitsandbytes warns about an optional 'kernels' package on CPU-only machines; harmless
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if not sys.stderr.isatty():  # on a terminal a first model download shows its progress; in a log, no bars

@@ -1,6 +1,6 @@
 """Pure scoring: stored engagement -> one score per post -> normalised rewards.
 
-Rules (DESIGN.md): only unique human members count; bots and the bot itself never reach the votes table; a removed
+Rules: only unique human members count; bots and the bot itself never reach the votes table; a removed
 reaction is a removed vote. One vote per member per post: a member who reacts with several emoji contributes the
 mean of their weights, so piling emoji on a post cannot outvote other members. A member who replies adds
 `reply_weight` once, however many replies they write.

@@ -46,7 +46,7 @@ class AudienceError(ValueError):
 
 @dataclass(frozen=True)
 class AudienceSpec:
-    """Who reads the posts. JSON form: see DESIGN.md; keys beyond the four required are optional."""
+    """Who reads the posts. JSON form: see README ("Commands"); only members and reaction_rate are required."""
 
     name: str
     members: int
@@ -362,7 +362,7 @@ class SimulationResult:
         return _ratio(self.final_mean_score, self.baseline_mean_score)
 
     def as_json(self) -> dict[str, Any]:
-        """The `--json` shape of DESIGN.md, plus a few extra keys."""
+        """The `--json` shape README describes ("Commands")."""
         return {
             "audience": self.audience,
             "seed": self.seed,

@@ -172,12 +172,19 @@ def test_every_subcommand_help_stands_on_its_own(capsys):
         "restore",
         "doctor",
     }
-    for name, sub in subs.choices.items():
+
+    def check(name: str, sub: argparse.ArgumentParser) -> None:
         assert sub.description, name
         for action in sub._actions:
             assert action.help, f"{name} {action.dest}"
+            if isinstance(action, argparse._SubParsersAction):  # nested: `kilroy adapters list`, ...
+                for child, parser in action.choices.items():
+                    check(f"{name} {child}", parser)
         text = sub.format_help()
         assert "DESIGN.md" not in text and "DEVELOPERS.md" not in text, name
+
+    for name, sub in subs.choices.items():
+        check(name, sub)
 
 
 def test_version(capsys):
