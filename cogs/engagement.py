@@ -46,6 +46,13 @@ class Engagement(commands.Cog):
             self._catchup.cancel()
 
     @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Catch up again after every new gateway session: when a connection could not be resumed, Discord does
+        not replay what happened meanwhile (the first session's catch-up is `cog_load`'s)."""
+        if self._catchup is None or self._catchup.done():
+            self._catchup = asyncio.create_task(self._catch_up_when_ready())
+
+    @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         # each listener runs in its own task (discord.py): the ids stay on this event's lines, errors included
         bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
@@ -61,16 +68,36 @@ class Engagement(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        # .member is None on remove, so no bot check here: a bot's add was never stored as a vote
+        # .member is None on remove; a bot's add was never stored as a vote, and a known bot's removal is not logged
         bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
         if not self._here(payload.guild_id) or payload.user_id == self._me():
             return
+        user = self.bot.get_user(payload.user_id)
+        if user is not None and user.bot:
+            return
         await self.storage.remove_vote(payload.message_id, payload.user_id, str(payload.emoji), at=self.clock())
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        """A moderator removed all reactions of a message: one event, no removal per member."""
+        bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
+        if self._here(payload.guild_id):
+            await self.storage.clear_votes(payload.message_id, at=self.clock())
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear_emoji(self, payload: discord.RawReactionClearEmojiEvent) -> None:
+        """A moderator removed every reaction of one emoji from a message."""
+        bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
+        if self._here(payload.guild_id):
+            await self.storage.clear_votes(payload.message_id, str(payload.emoji), at=self.clock())
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         ref = message.reference
         if message.guild is None or message.author.bot or ref is None or ref.message_id is None:
+            return
+        # only a reply answers the post: a pin notice, a forward or a thread's starter also reference it
+        if message.type is not discord.MessageType.reply:
             return
         if not self._here(message.guild.id):
             return
@@ -82,6 +109,11 @@ class Engagement(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self.storage.remove_reply(payload.message_id)
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        """A moderator's purge: the replies among the deleted messages stop counting."""
+        await self.storage.remove_replies(payload.message_ids)
 
     async def _catch_up_when_ready(self) -> int:
         await self.bot.wait_until_ready()
@@ -108,9 +140,12 @@ class Engagement(commands.Cog):
                 continue
             current: list[tuple[int, str]] = []
             for reaction in message.reactions:
-                async for user in reaction.users():
-                    if not user.bot and user.id != self._me():
-                        current.append((user.id, str(reaction.emoji)))
+                # the API lists normal reactions unless asked for super reactions, which live events also count
+                kinds = [discord.ReactionType.normal] + ([discord.ReactionType.burst] if reaction.burst_count else [])
+                for kind in kinds:
+                    async for user in reaction.users(type=kind):
+                        if not user.bot and user.id != self._me():
+                            current.append((user.id, str(reaction.emoji)))
             changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock())
         if changed:
             log.info("catch-up reconciled %d vote(s) missed while offline", changed)

@@ -133,9 +133,18 @@ class PostsMixin(StorageBase):
 
     async def remove_reply(self, message_id: int) -> bool:
         """Forget a deleted reply."""
+        return await self.remove_replies([message_id]) == 1
+
+    async def remove_replies(self, message_ids: Iterable[int]) -> int:
+        """Forget deleted replies (a moderator's purge deletes many at once); return how many were replies."""
+        removed = 0
         async with self._write:
-            cur = await self.db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
-            return cur.rowcount == 1
+            for chunk in chunks(list(message_ids), 500):
+                cur = await self.db.execute(
+                    f"DELETE FROM replies WHERE message_id IN ({','.join('?' * len(chunk))})", chunk
+                )
+                removed += cur.rowcount
+        return removed
 
     # --- records for scoring and training ----------------------------------------------------------------------------
 

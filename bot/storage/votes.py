@@ -30,7 +30,7 @@ class _Event:
     message_id: int
     member_id: int
     emoji: str
-    action: str  # 'add' or 'remove', as reaction_events stores it
+    action: str  # 'add' or 'remove', as reaction_events stores it; 'clear': every vote on the post (of `emoji`)
     is_bot: bool
     at: float
     answer: asyncio.Future[bool]
@@ -56,6 +56,14 @@ class VotesMixin(StorageBase):
         if self._opted_out(member_id):
             return False  # they hold no vote, and the removal event would hold their id
         return await self._queue_vote(message_id, member_id, emoji, "remove", False, at)
+
+    async def clear_votes(self, message_id: int, emoji: str | None = None, *, at: float) -> bool:
+        """A moderator removed every reaction of a post (or every `emoji` one): its votes go; True if any did.
+
+        Discord sends one event for such a clear, not a removal per member. It goes through the writer, so the
+        reactions queued before it are applied first, and those after it count again.
+        """
+        return await self._queue_vote(message_id, 0, emoji or "", "clear", False, at)
 
     async def _queue_vote(
         self, message_id: int, member_id: int, emoji: str, action: str, is_bot: bool, at: float
@@ -118,7 +126,34 @@ class VotesMixin(StorageBase):
                 event.answer.set_result(answer)
 
     async def _apply_votes(self, events: list[_Event]) -> list[bool]:
-        """The batch's writes (inside a transaction); each event's answer as if the events were applied one by one."""
+        """The batch's writes (inside a transaction); each event's answer as if the events were applied one by one.
+
+        A clear cuts the batch: the reactions before it are written, then the clear, then the rest.
+        """
+        answers: list[bool] = []
+        start = 0
+        for i, e in enumerate(events):
+            if e.action == "clear":
+                answers += await self._apply_reactions(events[start:i])
+                answers.append(await self._apply_clear(e))
+                start = i + 1
+        return answers + await self._apply_reactions(events[start:])
+
+    async def _apply_clear(self, e: _Event) -> bool:
+        """Delete the post's votes (of one emoji when the event names one)."""
+        posts = await self._post_ids({e.message_id})
+        if e.message_id not in posts:
+            return False
+        sql, args = "DELETE FROM votes WHERE post_id = ?", [posts[e.message_id]]
+        if e.emoji:
+            sql, args = sql + " AND emoji = ?", [*args, e.emoji]
+        cursor = await self.db.execute(sql, args)
+        return cursor.rowcount > 0
+
+    async def _apply_reactions(self, events: list[_Event]) -> list[bool]:
+        """Adds and removes, replayed in order over the votes they touch, written with a fixed number of statements."""
+        if not events:
+            return []
         posts = await self._post_ids({e.message_id for e in events})
         present = await self._existing_votes(
             {(posts[e.message_id], e.member_id, e.emoji) for e in events if e.message_id in posts}

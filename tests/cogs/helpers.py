@@ -78,4 +78,5 @@ def fake_bot(user_id: int = 999):
     bot.user = MagicMock(spec=discord.ClientUser)
     bot.user.id = user_id
     bot.wait_until_ready = AsyncMock()
+    bot.get_user = MagicMock(return_value=None)  # not in the cache, as for most members on a large server
     return bot

@@ -48,11 +48,13 @@ async def test_reply_to_bot_post_stored(cog, storage):
     msg = MagicMock(spec=discord.Message)
     msg.id, msg.guild, msg.content = 50, MagicMock(), "nice"
     msg.author = member(42)
+    msg.type = discord.MessageType.reply
     msg.reference = MagicMock(spec=discord.MessageReference, message_id=1)
     await cog.on_message(msg)
     await cog.on_message(msg)  # replayed event
     msg2 = MagicMock(spec=discord.Message)
     msg2.id, msg2.guild, msg2.content, msg2.author = 51, MagicMock(), "beep", member(77, bot=True)
+    msg2.type = discord.MessageType.reply
     msg2.reference = MagicMock(spec=discord.MessageReference, message_id=1)
     await cog.on_message(msg2)
     (rec,) = await storage.post_records()
@@ -70,10 +72,10 @@ async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
             for p in people:
                 yield p
 
-        return lambda: gen()
+        return lambda **_: gen()
 
     reaction = MagicMock(spec=discord.Reaction)
-    reaction.emoji = "❤️"
+    reaction.emoji, reaction.burst_count = "❤️", 0
     reaction.users = users(member(42), member(77, bot=True), member(999))
     message = MagicMock(spec=discord.Message)
     message.reactions = [reaction]
@@ -116,3 +118,126 @@ async def test_retention_prunes_and_vacuums(storage, make_settings):
     privacy = Privacy(settings=make_settings(KILROY_RETENTION_DAYS="1"), storage=storage, clock=lambda: 3 * 86400.0)
     assert await privacy.run_retention() == {"reaction_events": 1, "replies": 0}
     assert await privacy.run_retention() == {"reaction_events": 0, "replies": 0}
+
+
+def reply_message(message_id: int, author_id: int, to: int = 1, *, kind=discord.MessageType.reply, forward=False):
+    msg = MagicMock(spec=discord.Message)
+    msg.id, msg.guild, msg.content, msg.type = message_id, MagicMock(), "a message", kind
+    msg.guild.id = 1
+    msg.author = member(author_id)
+    ref_type = discord.MessageReferenceType.forward if forward else discord.MessageReferenceType.default
+    msg.reference = MagicMock(spec=discord.MessageReference, message_id=to, type=ref_type)
+    return msg
+
+
+async def replies(storage):
+    (rec,) = await storage.post_records()
+    return sorted(r.member_id for r in rec.replies)
+
+
+async def test_a_pin_notice_or_a_forward_is_not_a_reply(cog, storage):
+    """Pinning Kilroy's post makes Discord post a notice that references it, from the moderator; forwarding it quotes
+    it elsewhere. Neither answers the post, so neither adds a reply to its score."""
+    await cog.on_message(reply_message(60, 42, kind=discord.MessageType.pins_add))
+    await cog.on_message(reply_message(61, 43, kind=discord.MessageType.default, forward=True))
+    await cog.on_message(reply_message(62, 44, kind=discord.MessageType.thread_starter_message))
+    assert await replies(storage) == []
+    await cog.on_message(reply_message(63, 45))
+    assert await replies(storage) == [45]
+
+
+async def test_a_purge_removes_the_replies_it_deleted(cog, storage):
+    for mid, author in ((60, 42), (61, 43), (62, 44)):
+        await cog.on_message(reply_message(mid, author))
+    payload = MagicMock(spec=discord.RawBulkMessageDeleteEvent)
+    payload.message_ids, payload.guild_id, payload.channel_id = {60, 62, 12345}, 1, 500
+    await cog.on_raw_bulk_message_delete(payload)
+    assert await replies(storage) == [43]
+
+
+def clear_payload(emoji: str | None = None):
+    p = MagicMock(spec=discord.RawReactionClearEmojiEvent if emoji else discord.RawReactionClearEvent)
+    p.message_id, p.guild_id, p.channel_id = 1, 1, 500
+    if emoji:
+        p.emoji = discord.PartialEmoji(name=emoji)
+    return p
+
+
+async def test_removing_all_reactions_removes_the_votes(cog, storage):
+    """A moderator's "remove all reactions" is one event, not a removal per member: the votes must go with it."""
+    for user, emoji in ((42, "❤️"), (43, "👍"), (44, "❤️")):
+        await cog.on_raw_reaction_add(reaction_payload(1, user, emoji))
+    await cog.on_raw_reaction_clear_emoji(clear_payload("❤️"))
+    assert await votes(storage) == [(43, "👍")]
+    await cog.on_raw_reaction_clear(clear_payload())
+    assert await votes(storage) == []
+    await cog.on_raw_reaction_add(reaction_payload(1, 42))  # reacting again afterwards counts again
+    assert await votes(storage) == [(42, "❤️")]
+
+
+async def test_a_clear_is_ordered_with_the_reactions_around_it(cog, storage):
+    """Reactions queued before a clear are cleared with it; those after it stand (one batch of the writer)."""
+    import asyncio
+
+    await asyncio.gather(
+        cog.on_raw_reaction_add(reaction_payload(1, 42)),
+        cog.on_raw_reaction_add(reaction_payload(1, 43)),
+        cog.on_raw_reaction_clear(clear_payload()),
+        cog.on_raw_reaction_add(reaction_payload(1, 44)),
+    )
+    assert await votes(storage) == [(44, "❤️")]
+
+
+async def test_a_known_bots_removal_is_not_logged_as_a_members(cog, storage):
+    cog.bot.get_user = MagicMock(return_value=member(77, bot=True))
+    await cog.on_raw_reaction_add(reaction_payload(1, 77, bot=True))
+    await cog.on_raw_reaction_remove(reaction_payload(1, 77, event="REACTION_REMOVE"))
+    rows = await storage.db.execute_fetchall("SELECT action, is_bot FROM reaction_events WHERE member_id = 77")
+    assert rows and all(is_bot == 1 for _, is_bot in rows)
+
+
+async def test_catch_up_counts_super_reactions(storage, make_settings):
+    """The API lists a message's normal reactions unless asked for super ones; live events count both."""
+    await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1000.0, message_id=1))
+    await storage.add_vote(1, 43, "❤️", at=1000.0)  # a super reaction, stored live
+
+    def users(**kwargs):
+        async def gen():
+            for p in [member(43)] if kwargs.get("type") is discord.ReactionType.burst else [member(42)]:
+                yield p
+
+        return gen()
+
+    reaction = MagicMock(spec=discord.Reaction)
+    reaction.emoji, reaction.burst_count, reaction.users = "❤️", 1, users
+    message = MagicMock(spec=discord.Message)
+    message.reactions = [reaction]
+    channel = MagicMock(spec=discord.TextChannel)
+    channel.fetch_message = AsyncMock(return_value=message)
+    bot = fake_bot(999)
+    bot.get_channel = MagicMock(return_value=channel)
+    cog = Engagement(bot, settings=make_settings(), storage=storage, clock=lambda: 2000.0)
+    assert await cog.catch_up() == 1
+    assert await votes(storage) == [(42, "❤️"), (43, "❤️")]
+
+
+async def test_every_new_gateway_session_catches_up(cog):
+    """After an outage that could not be resumed, Discord does not replay the missed events: catch up again."""
+    import asyncio
+
+    runs = []
+
+    async def catch_up():
+        runs.append(1)
+        return 0
+
+    cog.catch_up = catch_up
+    await cog.cog_load()
+    await cog.on_ready()  # the first READY: the start-up catch-up is already under way, no second one
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(runs) == 1
+    await cog.on_ready()  # a new session later
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(runs) == 2
