@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -60,13 +61,17 @@ class Privacy(commands.Cog):
 
     @app_commands.command(name="forget-me", description="Delete everything Kilroy holds about you and stop recording")
     async def forget_me(self, interaction: discord.Interaction) -> None:
+        # the database may be busy (a VACUUM after retention): answer "thinking" privately first, so the member
+        # always hears back, within Discord's 3 s
+        await interaction.response.defer(ephemeral=True, thinking=True)
         done = await self.storage.forget_member(interaction.user.id, at=self.clock())
-        scrubbed = self.store.scrub(str(interaction.user.id), FORGOTTEN) if self.store is not None else 0
+        scrubbed = await asyncio.to_thread(self.store.scrub, str(interaction.user.id), FORGOTTEN) if self.store else 0
         self._forgotten_since_vacuum = True
         await say(interaction, forget_text(done, scrubbed), ephemeral=True)
 
     @app_commands.command(name="opt-in", description="Let Kilroy record your reactions, replies and story lines again")
     async def opt_in(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         lifted = await self.storage.opt_in(interaction.user.id)
         text = (
             "Welcome back: Kilroy records your reactions, replies and story lines again."
@@ -77,6 +82,7 @@ class Privacy(commands.Cog):
 
     @app_commands.command(name="my-data", description="A file of everything Kilroy holds about you (only you see it)")
     async def my_data(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.storage.member_data(interaction.user.id)
         data["retention_days"] = self.settings.safety.retention_days
         file = discord.File(io.BytesIO(dump_json(data)), filename="kilroy-my-data.json")

@@ -86,7 +86,12 @@ class Training(commands.Cog):
 
     async def run_nightly(self) -> RunResult | None:
         """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
-        if self.trials is not None and (trial := await self.trials.running()) is not None:
+        try:
+            trial = await self.trials.running() if self.trials is not None else None
+        except Exception:  # an error escaping here would stop the nightly loop for good
+            log.exception("nightly training skipped: could not read the A/B trial's state")
+            return None
+        if trial is not None:
             # a trial needs its posts to pile up; a new candidate every night would restart it forever
             log.info("nightly training waits: A/B trial #%d is still deciding", trial.id)
             return None

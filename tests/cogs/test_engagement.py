@@ -100,9 +100,10 @@ async def test_forget_me_deletes_records_and_opt_out_holds(cog, storage, make_se
     i = interaction(member(42))
     await privacy.forget_me.callback(privacy, i)
     assert await votes(storage) == [(43, "❤️")]
-    answer = texts(i.response.send_message)[0]
+    assert i.response.defer.call_args.kwargs["ephemeral"] is True  # "thinking" privately, before the database
+    answer = texts(i.followup.send)[0]
     assert "1 votes" in answer and "1 reaction events" in answer and "never stored your words" not in answer
-    assert i.response.send_message.call_args.kwargs["ephemeral"] is True
+    assert i.followup.send.call_args.kwargs["ephemeral"] is True
     await cog.on_raw_reaction_add(reaction_payload(1, 42, "👍"))  # live event after opting out
     assert await storage.reconcile_votes(1, [(42, "❤️"), (43, "❤️")], at=20.0) == 0  # catch-up sees their reaction
     assert await votes(storage) == [(43, "❤️")]

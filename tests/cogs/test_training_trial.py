@@ -34,3 +34,14 @@ def test_trial_cog_wires_announcements_and_summary(make_settings):
 
     text = summary_text(RunResult("done", 1, "v0002", accepted=True, trial=True, reason="gate passed"))
     assert "A/B trial" in text and "v0002" in text
+
+
+async def test_a_database_error_reading_the_trial_does_not_stop_the_nightly_loop(make_settings):
+    """An exception escaping run_nightly would end the discord.py loop for good: no training on any later night."""
+
+    class BrokenTrials(FakeTrials):
+        async def running(self):
+            raise RuntimeError("database is locked")
+
+    cog = Training(fake_bot(), settings=make_settings(), runner=FakeRunner(), trials=BrokenTrials(running=None))
+    assert await cog.run_nightly() is None and cog.runner.calls == []

@@ -500,6 +500,7 @@ class FakeDiscord:
             mid = snowflake()
             msg = self._message(mid, user(BOT_ID, "kilroy", bot=True), body.get("content") or "")
             msg["flags"] = body.get("flags", 0)
+            msg["_files"] = body.get("_files", [])
             self.webhook_messages[token].append(msg)
             self.messages[mid] = msg
             return _json(msg)

@@ -91,8 +91,8 @@ async def test_second_server_owner_gets_nothing(server, e2e_settings):
             await server.slash(fd.OWNER2_ID, "stats", guild_id=fd.GUILD2_ID, channel_id=fd.CHANNEL2_ID),
         ]
         # a command in the allowed server is answered meanwhile, so the silence above is not a slow bot
-        iid, _ = await server.slash(fd.MEMBER_ID, "forget-me")
-        await until(lambda: _has(server.callbacks, iid))
+        _, token = await server.slash(fd.MEMBER_ID, "forget-me")
+        await until(lambda: _has(server.webhook_messages, token))
         await asyncio.sleep(1.0)
         assert all(not server.callbacks.get(i) for i, _ in calls)
         assert not any(t in server.webhook_messages or t in server.original_edits for _, t in calls)
@@ -128,15 +128,17 @@ async def test_forget_me_survives_restart(server, e2e_settings):
         await until(lambda: _has(server.webhook_messages, token), timeout=30)
         await until(lambda: _stored_story_lines(bot, 2))
 
-        iid, _ = await server.slash(FORGETFUL_ID, "my-data")
-        await until(lambda: _has(server.callbacks, iid))
-        data = server.callbacks[iid][0]
-        assert data["data"]["flags"] & 64 and data["_files"]  # ephemeral, with the JSON file
-        assert "1 votes" in data["data"]["content"] and "1 story lines" in data["data"]["content"]
+        iid, token = await server.slash(FORGETFUL_ID, "my-data")
+        await until(lambda: _has(server.webhook_messages, token))
+        assert server.callbacks[iid][0]["data"]["flags"] & 64  # "thinking" privately first
+        data = server.webhook_messages[token][0]
+        assert data["flags"] & 64 and data["_files"]  # ephemeral, with the JSON file
+        assert "1 votes" in data["content"] and "1 story lines" in data["content"]
 
-        iid, _ = await server.slash(FORGETFUL_ID, "forget-me")
-        await until(lambda: _has(server.callbacks, iid))
-        answer = server.callbacks[iid][0]["data"]
+        iid, token = await server.slash(FORGETFUL_ID, "forget-me")
+        await until(lambda: _has(server.webhook_messages, token))
+        assert server.callbacks[iid][0]["data"]["flags"] & 64
+        answer = server.webhook_messages[token][0]
         assert answer["flags"] & 64 and "1 votes" in answer["content"] and "never stored" not in answer["content"]
     assert FORGETFUL_ID in server.reactions[mid]["❤️"]  # their reaction still sits on the message
     async with running_bot(settings, server) as bot:
