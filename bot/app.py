@@ -194,6 +194,7 @@ def command_outcome(error: BaseException) -> str:
 async def handle_app_command_error(interaction: discord.Interaction, error: BaseException) -> None:
     """Answer an app command that failed (also used by tests)."""
     original = getattr(error, "original", error)
+    refusal = True  # addressed to the member, perhaps about them ("you asked Kilroy to forget you"): private
     if isinstance(error, app_commands.CommandOnCooldown):
         text = f"Slow down: try again in {max(1.0, error.retry_after):.0f}s."
     elif isinstance(error, app_commands.CheckFailure):
@@ -201,6 +202,7 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
     elif (msg := user_message(original)) is not None:
         text = msg
     else:
+        refusal = False
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error(
             "command /%s failed for user %s in channel %s",
@@ -213,6 +215,11 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
     try:
         none = discord.AllowedMentions.none()
         if interaction.response.is_done():
+            if refusal and interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+                # after a "thinking" defer the first followup replaces that message, and Discord keeps the defer's
+                # visibility whatever `ephemeral` says: remove it so the refusal goes out as a new private message
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=none)
         else:
             await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)

@@ -27,13 +27,19 @@ def interaction(user=None, *, channel_id: int = 500, guild_id: int = 1, owner: b
     i.guild_id = guild_id
     state = {"done": False}
 
-    async def _respond(*args, **kwargs):
-        state["done"] = True
+    def _respond(kind: discord.InteractionResponseType):
+        async def respond(*args, **kwargs):
+            state["done"] = True
+            i.response.type = kind
+
+        return respond
 
     i.response = MagicMock(spec=discord.InteractionResponse)
+    i.response.type = None
     i.response.is_done.side_effect = lambda: state["done"]
-    i.response.defer = AsyncMock(side_effect=_respond)
-    i.response.send_message = AsyncMock(side_effect=_respond)
+    i.response.defer = AsyncMock(side_effect=_respond(discord.InteractionResponseType.deferred_channel_message))
+    i.response.send_message = AsyncMock(side_effect=_respond(discord.InteractionResponseType.channel_message))
+    i.delete_original_response = AsyncMock()
     sent = MagicMock(spec=discord.WebhookMessage)
     sent.id = next(_ids)
     i.followup = MagicMock(spec=discord.Webhook)

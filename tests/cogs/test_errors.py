@@ -30,3 +30,23 @@ async def test_unexpected_error_logged_and_apologised(caplog):
     (text,) = texts(i.response.send_message)
     assert "Sorry" in text and "ZeroDivision" not in text
     assert "ZeroDivisionError" in caplog.text
+
+
+async def test_a_refusal_after_a_public_thinking_defer_is_private():
+    """Discord makes the first followup after a defer replace the "thinking" message, with the defer's visibility:
+    a refusal addressed to the member ("you asked Kilroy to forget you") would be shown to the channel. The thinking
+    message is removed first, so the refusal is a new private message."""
+    i = interaction()
+    await i.response.defer(thinking=True)
+    await handle_app_command_error(i, InvalidAdapterName("../x"))
+    i.delete_original_response.assert_awaited_once()
+    assert i.followup.send.call_args.kwargs["ephemeral"] is True
+
+
+async def test_a_bug_after_a_defer_keeps_the_message():
+    """An apology for a bug says nothing about the member: it simply replaces the thinking message."""
+    i = interaction()
+    await i.response.defer(thinking=True)
+    await handle_app_command_error(i, ZeroDivisionError("division by zero"))
+    i.delete_original_response.assert_not_awaited()
+    assert "Sorry" in texts(i.followup.send)[0]
