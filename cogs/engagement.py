@@ -131,6 +131,7 @@ class Engagement(commands.Cog):
             channel = self.bot.get_channel(post.channel_id)
             if channel is None or post.message_id is None:
                 continue
+            seen_at = self.clock()  # live reactions stored from here on are newer than what the fetch shows
             try:
                 message = await channel.fetch_message(post.message_id)  # type: ignore[union-attr]
             except discord.NotFound:
@@ -146,7 +147,7 @@ class Engagement(commands.Cog):
                     async for user in reaction.users(type=kind):
                         if not user.bot and user.id != self._me():
                             current.append((user.id, str(reaction.emoji)))
-            changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock())
+            changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock(), seen_at=seen_at)
         if changed:
             log.info("catch-up reconciled %d vote(s) missed while offline", changed)
         return changed

@@ -104,6 +104,20 @@ async def test_reconcile_adds_missed_and_drops_stale(storage):
     assert await storage.reconcile_votes(1, [(2, "❤️"), (3, "👍")], at=6.0) == 0
 
 
+async def test_reconcile_leaves_live_reactions_newer_than_its_view(storage):
+    """Catch-up reads Discord's reactions over HTTP before its transaction: a member who reacted, or took a reaction
+    back, while it was reading must not be undone by that older view."""
+    await storage.add_post(post(1))
+    await storage.add_vote(1, 1, "❤️", at=1.0)  # before the view: Discord's view says it was removed meanwhile
+    await storage.add_vote(1, 2, "❤️", at=1.0)
+    # the catch-up starts reading at t=10; then, live, member 3 reacts and member 2 takes theirs back
+    await storage.add_vote(1, 3, "👍", at=11.0)
+    await storage.remove_vote(1, 2, "❤️", at=12.0)
+    view = [(2, "❤️")]  # what the fetch showed: member 2's heart, not member 3's thumbs-up yet
+    await storage.reconcile_votes(1, view, at=13.0, seen_at=10.0)
+    assert {(v.member_id, v.emoji) for v in (await score_rows(storage, 1)).votes} == {(3, "👍")}
+
+
 async def test_post_records_window_and_marking(storage):
     """Records come oldest first within the window; trained posts can be excluded."""
     for i, at in enumerate([10.0, 20.0, 30.0], start=1):

@@ -88,8 +88,15 @@ class PostsMixin(StorageBase):
 
     # --- engagement --------------------------------------------------------------------------------------------------
 
-    async def reconcile_votes(self, message_id: int, current: Iterable[tuple[int, str]], *, at: float) -> int:
-        """Make the stored human votes of a post equal `current` (member, emoji) pairs; return rows changed."""
+    async def reconcile_votes(
+        self, message_id: int, current: Iterable[tuple[int, str]], *, at: float, seen_at: float | None = None
+    ) -> int:
+        """Make the stored human votes of a post equal `current` (member, emoji) pairs; return rows changed.
+
+        `seen_at`: when the caller began reading `current` from Discord (several HTTP pages, before this
+        transaction). A live reaction stored since then is newer than that view, so it is left as it is: a vote
+        added since stays, and a pair removed since is not put back.
+        """
         post = await self.post_id_by_message(message_id)
         if post is None:
             return 0
@@ -99,6 +106,13 @@ class PostsMixin(StorageBase):
             # read inside the transaction: a live reaction landing between read and write cannot be undone
             async with self.db.execute("SELECT member_id, emoji FROM votes WHERE post_id = ?", (post,)) as cur:
                 have = {(int(r[0]), str(r[1])) for r in await cur.fetchall()}
+            if seen_at is not None:
+                async with self.db.execute(
+                    "SELECT member_id, emoji FROM reaction_events WHERE post_id = ? AND at >= ? AND is_bot = 0",
+                    (post, seen_at),
+                ) as cur:
+                    newer = {(int(r[0]), str(r[1])) for r in await cur.fetchall()}
+                wanted = (wanted - newer) | (have & newer)  # for pairs touched live since, what is stored wins
             for member_id, emoji in sorted(wanted - have):
                 await self.db.execute(
                     "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?)",
