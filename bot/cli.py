@@ -431,11 +431,10 @@ async def terminal_story(settings: Settings, *, opening: str | None, stdin: Text
             if not raw.strip():
                 continue
             try:
-                turn = await services.stories.line(0, None, raw)
+                turn = await services.stories.take_turn(0, None, raw)
             except StoryError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 continue
-            await services.stories.record(turn)
             print(f"{MACHINE}: {turn.text}", file=stdout, flush=True)
     return 0
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,9 +33,14 @@ class NoStory(StoryError):
         super().__init__("no story is running here; start one with /story start")
 
 
+class StoryEndedMeanwhile(StoryError):
+    def __init__(self) -> None:
+        super().__init__("the story ended while Kilroy was answering; nothing was added")
+
+
 @dataclass(frozen=True)
 class Turn:
-    """A human line and the machine director's answer, ready to be posted and then recorded (in one go)."""
+    """A human line and the machine director's answer; `post_id` is the answer's post once recorded."""
 
     story_id: int
     channel_id: int
@@ -40,6 +48,11 @@ class Turn:
     member_id: int | None
     text: str
     sample: Sample
+    post_id: int | None = None
+
+
+Send = Callable[[Turn], Awaitable[int | None]]
+"""Posts a turn's answer where the members see it; returns the message id (None where there is none)."""
 
 
 class StoryService:
@@ -60,6 +73,19 @@ class StoryService:
         self.clock = clock
         self.output_filter = output_filter or OutputFilter()
         # per-member cooldowns are taken by the bot's command tree before any await (cogs/_checks.py)
+        # one turn at a time per channel, from generation through recording; `end` waits for it too
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, channel_id: int) -> asyncio.Lock:
+        lock = self._locks.get(channel_id)
+        if lock is None:
+            lock = self._locks[channel_id] = asyncio.Lock()
+        return lock
+
+    def answering(self, channel_id: int) -> bool:
+        """A line is being answered here (or `end` is running): the next turn or `end` will wait for it."""
+        lock = self._locks.get(channel_id)
+        return lock is not None and lock.locked()
 
     async def start(
         self,
@@ -102,9 +128,12 @@ class StoryService:
         return buffer_from_lines(story.opening, [(ln.speaker, ln.text) for ln in story.lines]).transcript()
 
     async def end(self, channel_id: int) -> str:
-        """End the running story; return its final transcript."""
-        transcript = await self.show(channel_id)
-        await self.storage.end_story(channel_id, at=self.clock())
+        """End the running story; return its final transcript.
+
+        Waits for a line being answered here, so the transcript includes it (see `answering`)."""
+        async with self._lock(channel_id):
+            transcript = await self.show(channel_id)
+            await self.storage.end_story(channel_id, at=self.clock())
         return transcript
 
     def _check_member(self, member_id: int | None, text: str, *, what: str) -> None:
@@ -117,7 +146,7 @@ class StoryService:
 
     async def validate(self, channel_id: int, member_id: int | None, text: str) -> str:
         """Check a human line before any slow work: not empty, not too long, not filtered, room in the queue,
-        a story running.
+        a story running. Never waits for another member's turn (`take_turn` checks again when its turn comes).
 
         Returns the normalised line. Raises StoryError or GeneratorBusy with a message for the member.
         """
@@ -137,8 +166,28 @@ class StoryService:
             raise GeneratorBusy()
         return text, await self._story(channel_id)
 
-    async def line(self, channel_id: int, member_id: int | None, text: str) -> Turn:
-        """Write the machine director's answer to a human line; nothing is recorded until `record`.
+    async def take_turn(
+        self,
+        channel_id: int,
+        member_id: int | None,
+        text: str,
+        *,
+        send: Send | None = None,
+        guild_id: int | None = None,
+    ) -> Turn:
+        """One whole exchange, one channel's turns one at a time: answer the human line, `send` the answer, record
+        both. A second member's line waits until the first is recorded, and its answer sees that exchange.
+
+        Nothing is recorded if any step fails. Raises StoryError or GeneratorBusy with a message for the member.
+        """
+        async with self._lock(channel_id):
+            turn = await self._answer(channel_id, member_id, text)
+            message_id = await send(turn) if send is not None else None
+            post_id = await self._record(turn, message_id=message_id, guild_id=guild_id)
+        return dataclasses.replace(turn, post_id=post_id)
+
+    async def _answer(self, channel_id: int, member_id: int | None, text: str) -> Turn:
+        """Write the machine director's answer to a human line (under the channel's lock); records nothing.
 
         The answer passes the output filter (resampled up to KILROY_STORY_RETRIES times).
         """
@@ -158,9 +207,11 @@ class StoryService:
             f"the machine director had nothing to say after {self.settings.retries} tries; try another line"
         )
 
-    async def record(self, turn: Turn, *, message_id: int | None = None, guild_id: int | None = None) -> int:
+    async def _record(self, turn: Turn, *, message_id: int | None, guild_id: int | None) -> int:
         """Record the whole turn in one transaction: the human line, and the machine's line as a story line and a
-        post of kind `story` (so reactions on it count). Returns the post id."""
+        post of kind `story` (so reactions on it count). Returns the post id; StoryError if the story ended."""
+        from bot.storage import StoryEnded
+
         now = self.clock()
         answer = NewPost.from_sample(
             turn.sample,
@@ -171,9 +222,12 @@ class StoryService:
             kind="story",
             text=turn.text,
         )
-        return await self.storage.add_story_turn(
-            turn.story_id, human_text=turn.human_text, member_id=turn.member_id, answer=answer, at=now
-        )
+        try:
+            return await self.storage.add_story_turn(
+                turn.story_id, human_text=turn.human_text, member_id=turn.member_id, answer=answer, at=now
+            )
+        except StoryEnded as exc:  # ended by a path that does not take the channel's lock: drop the turn
+            raise StoryEndedMeanwhile() from exc
 
     async def _story(self, channel_id: int) -> Story:
         story = await self.storage.active_story(channel_id)

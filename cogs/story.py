@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.safety import escape_member_text, neutralise_mentions
-from bot.story_session import StoryService
+from bot.story_session import StoryService, Turn
 from cogs._checks import NO_MENTIONS, say
 
 if TYPE_CHECKING:
@@ -38,16 +38,22 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
     @app_commands.command(name="line", description="Give the next line as human director; Kilroy answers")
     @app_commands.describe(text="Your line")
     async def line(self, interaction: discord.Interaction, text: str) -> None:
-        # validate before deferring: a refusal must stay an ephemeral message, and generation may take over 3 s
+        # validate before deferring: a refusal must stay an ephemeral message; waiting for another member's turn
+        # and generating may take over 3 s
         await self.stories.validate(interaction.channel_id or 0, interaction.user.id, text)
         await interaction.response.defer(thinking=True)
-        turn = await self.stories.line(interaction.channel_id or 0, interaction.user.id, text)
-        message = await interaction.followup.send(
-            f"**human_director:** {escape_member_text(text)}\n**machine_director:** {turn.text}",
-            wait=True,
-            allowed_mentions=NO_MENTIONS,
+
+        async def send(turn: Turn) -> int:
+            message = await interaction.followup.send(
+                f"**human_director:** {escape_member_text(text)}\n**machine_director:** {turn.text}",
+                wait=True,
+                allowed_mentions=NO_MENTIONS,
+            )
+            return message.id
+
+        await self.stories.take_turn(
+            interaction.channel_id or 0, interaction.user.id, text, send=send, guild_id=interaction.guild_id
         )
-        await self.stories.record(turn, message_id=message.id, guild_id=interaction.guild_id)
 
     @app_commands.command(name="show", description="Show the story so far")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -55,6 +61,8 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
 
     @app_commands.command(name="end", description="End the story here")
     async def end(self, interaction: discord.Interaction) -> None:
+        if self.stories.answering(interaction.channel_id or 0):  # it waits for that line: maybe more than 3 s
+            await interaction.response.defer(thinking=True)
         transcript = await self.stories.end(interaction.channel_id or 0)
         await self._send_transcript(interaction, transcript, prefix="The end.\n")
 

@@ -15,7 +15,7 @@ from bot.storage.privacy import PrivacyMixin
 from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
-from bot.storage.stories import StoriesMixin, StoryExists
+from bot.storage.stories import StoriesMixin, StoryEnded, StoryExists
 from bot.storage.trials import TrialActive, TrialsMixin
 from bot.storage.votes import VotesMixin
 
@@ -28,6 +28,7 @@ __all__ = [
     "ScoredPost",
     "Storage",
     "Story",
+    "StoryEnded",
     "StoryExists",
     "StoryLine",
     "TrainingRun",

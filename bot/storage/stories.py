@@ -76,8 +76,12 @@ class StoriesMixin(PostsMixin):
     ) -> int:
         """One exchange, all or nothing: the human director's line, the machine's answer as a post (so reactions on
         it count) and as a story line. Called only after the answer was generated (and sent): a failed turn leaves
-        nothing behind. Returns the answer's post id."""
+        nothing behind. Returns the answer's post id; raises StoryEnded (adding nothing) if the story has ended."""
         async with self.transaction():
+            async with self.db.execute("SELECT ended_at FROM stories WHERE id = ?", (story_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] is not None:
+                raise StoryEnded(story_id)
             if member_id is not None and self._opted_out(member_id):
                 # they used /forget-me while the answer was being written: keep the story's shape, not their words
                 from bot.storage.privacy import REMOVED
@@ -123,3 +127,11 @@ class StoryExists(Exception):
     def __init__(self, channel_id: int) -> None:
         super().__init__(f"a story is already running in channel {channel_id}")
         self.channel_id = channel_id
+
+
+class StoryEnded(Exception):
+    """The story a turn was written for has ended (or is gone); the turn was not added."""
+
+    def __init__(self, story_id: int) -> None:
+        super().__init__(f"story {story_id} has ended")
+        self.story_id = story_id

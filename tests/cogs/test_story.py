@@ -162,7 +162,7 @@ async def test_empty_answers_retried_then_reported(tiny_settings, storage):
     service = StoryService(storage, EmptyGenerator(), settings.story, clock=Clock())
     await service.start(1)
     with pytest.raises(StoryError, match="after 2 tries"):
-        await service.line(1, 5, "hello")
+        await service.take_turn(1, 5, "hello")
 
 
 async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, storage):
@@ -172,7 +172,7 @@ async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, stora
     await failing.start(1)
     for _ in range(2):
         with pytest.raises(StoryError):
-            await failing.line(1, 5, "the door opens")
+            await failing.take_turn(1, 5, "the door opens")
     assert "the door opens" not in await failing.show(1)
 
     class OneLine(EmptyGenerator):
@@ -182,8 +182,11 @@ async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, stora
             return [Sample("a cat walks in", "", (0,), (1,), "base", {}) for _ in range(n)]
 
     working = StoryService(storage, OneLine(), settings.story, clock=Clock())
-    turn = await working.line(1, 5, "the door opens")
-    post_id = await working.record(turn, message_id=77)
+
+    async def send(turn):
+        return 77
+
+    post_id = (await working.take_turn(1, 5, "the door opens", send=send)).post_id
     transcript = await working.show(1)
     assert transcript.count("the door opens") == 1 and transcript.endswith("machine_director: a cat walks in")
     post = await storage.get_post(post_id)
@@ -217,9 +220,12 @@ async def test_forget_me_during_a_turn_keeps_none_of_their_words(tiny_settings, 
     settings = tiny_settings(KILROY_STORY_COOLDOWN_SECONDS="0")
     service = StoryService(storage, OneLine(), settings.story, clock=Clock())
     await service.start(1)
-    turn = await service.line(1, 42, "my secret words")
-    await storage.forget_member(42)  # lands while the answer is being sent
-    post_id = await service.record(turn, message_id=5)
+
+    async def send(turn):
+        await storage.forget_member(42)  # lands while the answer is being sent
+        return 5
+
+    post_id = (await service.take_turn(1, 42, "my secret words", send=send)).post_id
     assert "my secret words" not in await service.show(1)
     assert "my secret words" not in json.dumps(await storage.member_data(42))
     post = await storage.get_post(post_id)
