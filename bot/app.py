@@ -162,7 +162,16 @@ class KilroyBot(commands.Bot):
                 guild = discord.Object(id=gid)
                 self.tree.copy_global_to(guild=guild)
                 await self.tree.sync(guild=guild)
-            log.info("synced slash commands to %d server(s)", len(guilds))
+            # commands synced globally while the allowlist was empty would show twice in those servers: clear
+            # Discord's global set (the servers' copies keep answering), then put the local tree back as it was
+            global_commands = self.tree.get_commands()
+            self.tree.clear_commands(guild=None)
+            try:
+                await self.tree.sync()
+            finally:
+                for command in global_commands:
+                    self.tree.add_command(command)
+            log.info("synced slash commands to %d server(s); no global commands", len(guilds))
         else:
             await self.tree.sync()
             log.info("synced slash commands globally (they can take up to an hour to appear)")

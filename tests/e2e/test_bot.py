@@ -41,6 +41,9 @@ async def test_scheduled_post_arrives_and_is_stored(server, e2e_settings):
         assert post is not None and post.text == msg["content"] and post.completion_ids
     # the slash commands were synced to the configured guild at start
     assert any(r.method == "PUT" and f"/guilds/{fd.GUILD_ID}/commands" in r.path for r in server.requests)
+    # and Discord's global set was emptied, so servers that once had them globally do not list every command twice
+    global_puts = [r for r in server.requests if r.method == "PUT" and r.path == f"/applications/{fd.APP_ID}/commands"]
+    assert global_puts and global_puts[-1].body == []
 
 
 async def test_reactions_and_replies(server, e2e_settings):
@@ -190,7 +193,9 @@ async def test_commands_synced_only_when_changed(server, e2e_settings):
     settings = e2e_settings()
 
     def syncs():
-        return sum(1 for r in server.requests if r.method == "PUT" and r.path.endswith("/commands"))
+        return sum(
+            1 for r in server.requests if r.method == "PUT" and "/guilds/" in r.path and r.path.endswith("/commands")
+        )
 
     async with running_bot(settings, server):
         pass
