@@ -540,7 +540,10 @@ def _parse_weights(value: str) -> dict[str, float]:
         w = float(weight)
         if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
             raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
-        weights[emoji.strip()] = w
+        key = emoji.strip()
+        if key.startswith("<a:"):  # a custom emoji is keyed without its animated flag (see cogs/engagement.py)
+            key = "<:" + key[3:]
+        weights[key] = w
     return weights
 
 

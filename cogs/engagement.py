@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def emoji_key(emoji: discord.PartialEmoji | discord.Emoji | str) -> str:
+    """How a reaction's emoji is stored: unicode as itself, a custom one as `<:name:id>` without the animated flag,
+    which Discord leaves out of removal events (`<a:name:id>` on the add would never match its removal)."""
+    if isinstance(emoji, str):
+        return emoji
+    if emoji.id is None:
+        return str(emoji.name)
+    return f"<:{emoji.name}:{emoji.id}>"
+
+
 class Engagement(commands.Cog):
     """Records votes and replies from human members; bots, Kilroy itself, servers outside KILROY_GUILD_IDS and
     members who asked to be forgotten never count (storage drops the latter, live and in catch-up alike)."""
@@ -63,7 +73,7 @@ class Engagement(commands.Cog):
             return
         is_bot = bool(payload.member and payload.member.bot)
         await self.storage.add_vote(
-            payload.message_id, payload.user_id, str(payload.emoji), at=self.clock(), is_bot=is_bot
+            payload.message_id, payload.user_id, emoji_key(payload.emoji), at=self.clock(), is_bot=is_bot
         )
 
     @commands.Cog.listener()
@@ -75,7 +85,7 @@ class Engagement(commands.Cog):
         user = self.bot.get_user(payload.user_id)
         if user is not None and user.bot:
             return
-        await self.storage.remove_vote(payload.message_id, payload.user_id, str(payload.emoji), at=self.clock())
+        await self.storage.remove_vote(payload.message_id, payload.user_id, emoji_key(payload.emoji), at=self.clock())
 
     @commands.Cog.listener()
     async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
@@ -89,7 +99,7 @@ class Engagement(commands.Cog):
         """A moderator removed every reaction of one emoji from a message."""
         bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
         if self._here(payload.guild_id):
-            await self.storage.clear_votes(payload.message_id, str(payload.emoji), at=self.clock())
+            await self.storage.clear_votes(payload.message_id, emoji_key(payload.emoji), at=self.clock())
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -146,7 +156,7 @@ class Engagement(commands.Cog):
                 for kind in kinds:
                     async for user in reaction.users(type=kind):
                         if not user.bot and user.id != self._me():
-                            current.append((user.id, str(reaction.emoji)))
+                            current.append((user.id, emoji_key(reaction.emoji)))
             changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock(), seen_at=seen_at)
         if changed:
             log.info("catch-up reconciled %d vote(s) missed while offline", changed)

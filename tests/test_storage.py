@@ -239,3 +239,23 @@ def test_migration_numbers_have_no_gaps():
 
     numbers = [n for n, _ in migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_migration_rewrites_animated_custom_emoji_keys(tmp_path):
+    """Votes stored as <a:name:id> before 0006 become <:name:id>, so their removals match; a duplicate collapses."""
+    import sqlite3
+
+    from bot.storage import Storage, migrations
+
+    path = tmp_path / "k.db"
+    async with Storage.open(path) as storage:
+        await storage.add_post(post(1))
+        await storage.add_vote(1, 1, "<a:kilroy:7>", at=1.0)
+        await storage.add_vote(1, 2, "<a:kilroy:7>", at=1.0)
+        await storage.add_vote(1, 2, "<:kilroy:7>", at=1.0)
+    with sqlite3.connect(path) as db:  # as if 0006 had not run yet
+        db.execute("PRAGMA user_version = 5")
+    async with Storage.open(path) as storage:
+        rows = await storage.db.execute_fetchall("SELECT member_id, emoji FROM votes ORDER BY member_id")
+    assert [tuple(r) for r in rows] == [(1, "<:kilroy:7>"), (2, "<:kilroy:7>")]
+    assert len(list(migrations())) >= 6

@@ -242,3 +242,23 @@ async def test_every_new_gateway_session_catches_up(cog):
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert len(runs) == 2
+
+
+def custom_payload(user_id: int, *, animated: bool, event: str = "REACTION_ADD", name: str = "kilroy"):
+    p = reaction_payload(1, user_id, event=event)
+    p.emoji = discord.PartialEmoji(name=name, id=7, animated=animated)
+    return p
+
+
+async def test_an_animated_custom_emoji_vote_can_be_taken_back(cog, storage):
+    """Discord sends an animated custom emoji as <a:name:id> on the add and without the flag on the removal: both
+    must name the same vote, or it can never be removed."""
+    await cog.on_raw_reaction_add(custom_payload(42, animated=True))
+    assert await votes(storage) == [(42, "<:kilroy:7>")]
+    await cog.on_raw_reaction_remove(custom_payload(42, animated=False, event="REACTION_REMOVE"))
+    assert await votes(storage) == []
+
+
+def test_custom_emoji_weights_match_whatever_flag_the_operator_wrote(make_settings):
+    settings = make_settings(KILROY_EMOJI_WEIGHTS="<a:kilroy:7>=3,👎=-1")
+    assert settings.scoring.weight("<:kilroy:7>") == 3.0
