@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def emoji_key(emoji: discord.PartialEmoji | discord.Emoji | str) -> str:
     """How a reaction's emoji is stored: unicode as itself, a custom one as `<:name:id>` without the animated flag,
-    which Discord leaves out of removal events (`<a:name:id>` on the add would never match its removal)."""
+    which Discord has sent inconsistently (left out of removal events until mid-2023, and reported unreliable on
+    adds: discord-api-docs #812, #6135): an `<a:name:id>` add whose removal came without the flag stayed a vote."""
     if isinstance(emoji, str):
         return emoji
     if emoji.id is None:

@@ -251,8 +251,8 @@ def custom_payload(user_id: int, *, animated: bool, event: str = "REACTION_ADD",
 
 
 async def test_an_animated_custom_emoji_vote_can_be_taken_back(cog, storage):
-    """Discord sends an animated custom emoji as <a:name:id> on the add and without the flag on the removal: both
-    must name the same vote, or it can never be removed."""
+    """Discord has sent an animated custom emoji with the flag on the add and without it on the removal (until 2023;
+    and the flag was reported unreliable on adds): both must name the same vote, or it is never taken back."""
     await cog.on_raw_reaction_add(custom_payload(42, animated=True))
     assert await votes(storage) == [(42, "<:kilroy:7>")]
     await cog.on_raw_reaction_remove(custom_payload(42, animated=False, event="REACTION_REMOVE"))
