@@ -21,13 +21,15 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from benchmarks.stats_lag import lag_during
 from bot.storage import NewPost, Storage
 
 Event = tuple[int, int, str, str, float]  # message_id, member_id, emoji, action, at
 
 
-async def old_add_vote(s: Storage, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
-    """The per-event add_vote before the writer: a SELECT, then BEGIN, two INSERTs, COMMIT."""
+async def old_path(s: Storage, e: Event) -> bool:
+    """The per-event add_vote / remove_vote before the writer: a SELECT, then BEGIN, two statements, COMMIT."""
+    message_id, member_id, emoji, action, at = e
     if s._opted_out(member_id):
         return False
     post_id = await s.post_id_by_message(message_id)
@@ -37,39 +39,19 @@ async def old_add_vote(s: Storage, message_id: int, member_id: int, emoji: str, 
         if s._opted_out(member_id):
             return False
         await s.db.execute(
-            "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) VALUES (?, ?, ?, 'add', ?, ?)",
-            (post_id, member_id, emoji, 0, at),
+            "INSERT INTO reaction_events (post_id, member_id, emoji, action, is_bot, at) VALUES (?, ?, ?, ?, 0, ?)",
+            (post_id, member_id, emoji, action, at),
         )
-        cur = await s.db.execute(
-            "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (post_id, member_id, emoji, at),
-        )
+        if action == "add":
+            cur = await s.db.execute(
+                "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (post_id, member_id, emoji, at),
+            )
+        else:
+            cur = await s.db.execute(
+                "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post_id, member_id, emoji)
+            )
         return cur.rowcount == 1
-
-
-async def old_remove_vote(s: Storage, message_id: int, member_id: int, emoji: str, *, at: float) -> bool:
-    """The per-event remove_vote before the writer."""
-    if s._opted_out(member_id):
-        return False
-    post_id = await s.post_id_by_message(message_id)
-    if post_id is None:
-        return False
-    async with s.transaction():
-        if s._opted_out(member_id):
-            return False
-        await s.db.execute(
-            "INSERT INTO reaction_events (post_id, member_id, emoji, action, at) VALUES (?, ?, ?, 'remove', ?)",
-            (post_id, member_id, emoji, at),
-        )
-        cur = await s.db.execute(
-            "DELETE FROM votes WHERE post_id = ? AND member_id = ? AND emoji = ?", (post_id, member_id, emoji)
-        )
-    return cur.rowcount == 1
-
-
-def old_path(s: Storage, e: Event) -> Awaitable[bool]:
-    m, u, emoji, action, at = e
-    return (old_add_vote if action == "add" else old_remove_vote)(s, m, u, emoji, at=at)
 
 
 def new_path(s: Storage, e: Event) -> Awaitable[bool]:
@@ -105,7 +87,7 @@ async def run(path: Callable[[Storage, Event], Awaitable[bool]], events: list[Ev
         async with Storage.open(Path(d) / "k.db") as s:
             for mid in range(1, 51):
                 await s.add_post(NewPost(channel_id=1, text="p", adapter="base", created_at=0.0, message_id=mid))
-            worst, stop, waiting, most = 0.0, False, 0, 0
+            waiting, most = 0, 0
 
             async def call(e: Event) -> bool:
                 nonlocal waiting, most
@@ -116,22 +98,15 @@ async def run(path: Callable[[Storage, Event], Awaitable[bool]], events: list[Ev
                 finally:
                     waiting -= 1
 
-            async def ticker() -> None:
-                nonlocal worst
-                while not stop:
-                    t = time.perf_counter()
-                    await asyncio.sleep(0.001)
-                    worst = max(worst, time.perf_counter() - t - 0.001)
+            answers: list[bool] = []
 
-            tick = asyncio.create_task(ticker())
-            start = time.perf_counter()
-            answers = await inject(call, events, rate)
-            took = time.perf_counter() - start
-            stop = True
-            await tick
+            async def work() -> None:
+                answers.extend(await inject(call, events, rate))
+
+            worst_ms, took_ms = await lag_during(work())
             votes = await s.db.execute_fetchall("SELECT post_id, member_id, emoji, at FROM votes ORDER BY 1, 2, 3")
             log = await s.db.execute_fetchall("SELECT post_id, member_id, emoji, action, at FROM reaction_events")
-    return len(events) / took, worst * 1000, most, answers, list(votes), list(log)
+    return len(events) / (took_ms / 1000), worst_ms, most, answers, list(votes), list(log)
 
 
 async def main(n: int, rounds: int) -> None:
