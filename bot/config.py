@@ -528,6 +528,13 @@ def _bounded(x: float, low: float | None, high: float | None) -> None:
         raise ValueError(f"must be between {low} and {high}")
 
 
+def emoji_key(emoji: str) -> str:
+    """How an emoji is keyed in votes and weights: unicode as itself, a custom one as `<:name:id>` without the
+    animated flag (`<a:name:id>`), which Discord has sent inconsistently (left out of removal events until mid-2023,
+    reported unreliable on adds: discord-api-docs #812, #6135): a flagged add whose removal came without it stayed."""
+    return "<:" + emoji[3:] if emoji.startswith("<a:") else emoji
+
+
 def _parse_weights(value: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for part in value.split(","):
@@ -540,10 +547,7 @@ def _parse_weights(value: str) -> dict[str, float]:
         w = float(weight)
         if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
             raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
-        key = emoji.strip()
-        if key.startswith("<a:"):  # a custom emoji is keyed without its animated flag (see cogs/engagement.py)
-            key = "<:" + key[3:]
-        weights[key] = w
+        weights[emoji_key(emoji.strip())] = w
     return weights
 
 

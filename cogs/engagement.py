@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.config import Settings
+from bot.config import Settings, emoji_key
 from bot.logs import bind_log_context
 from bot.safety import guild_allowed
 from bot.storage import Storage
@@ -20,17 +20,6 @@ if TYPE_CHECKING:
     from bot.app import KilroyBot
 
 log = logging.getLogger(__name__)
-
-
-def emoji_key(emoji: discord.PartialEmoji | discord.Emoji | str) -> str:
-    """How a reaction's emoji is stored: unicode as itself, a custom one as `<:name:id>` without the animated flag,
-    which Discord has sent inconsistently (left out of removal events until mid-2023, and reported unreliable on
-    adds: discord-api-docs #812, #6135): an `<a:name:id>` add whose removal came without the flag stayed a vote."""
-    if isinstance(emoji, str):
-        return emoji
-    if emoji.id is None:
-        return str(emoji.name)
-    return f"<:{emoji.name}:{emoji.id}>"
 
 
 class Engagement(commands.Cog):
@@ -74,7 +63,7 @@ class Engagement(commands.Cog):
             return
         is_bot = bool(payload.member and payload.member.bot)
         await self.storage.add_vote(
-            payload.message_id, payload.user_id, emoji_key(payload.emoji), at=self.clock(), is_bot=is_bot
+            payload.message_id, payload.user_id, emoji_key(str(payload.emoji)), at=self.clock(), is_bot=is_bot
         )
 
     @commands.Cog.listener()
@@ -86,7 +75,9 @@ class Engagement(commands.Cog):
         user = self.bot.get_user(payload.user_id)
         if user is not None and user.bot:
             return
-        await self.storage.remove_vote(payload.message_id, payload.user_id, emoji_key(payload.emoji), at=self.clock())
+        await self.storage.remove_vote(
+            payload.message_id, payload.user_id, emoji_key(str(payload.emoji)), at=self.clock()
+        )
 
     @commands.Cog.listener()
     async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
@@ -100,7 +91,7 @@ class Engagement(commands.Cog):
         """A moderator removed every reaction of one emoji from a message."""
         bind_log_context(guild=payload.guild_id, channel=payload.channel_id, message_id=payload.message_id)
         if self._here(payload.guild_id):
-            await self.storage.clear_votes(payload.message_id, emoji_key(payload.emoji), at=self.clock())
+            await self.storage.clear_votes(payload.message_id, emoji_key(str(payload.emoji)), at=self.clock())
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -157,7 +148,7 @@ class Engagement(commands.Cog):
                 for kind in kinds:
                     async for user in reaction.users(type=kind):
                         if not user.bot and user.id != self._me():
-                            current.append((user.id, emoji_key(reaction.emoji)))
+                            current.append((user.id, emoji_key(str(reaction.emoji))))
             changed += await self.storage.reconcile_votes(post.message_id, current, at=self.clock(), seen_at=seen_at)
         if changed:
             log.info("catch-up reconciled %d vote(s) missed while offline", changed)
