@@ -61,29 +61,33 @@ async def test_reply_to_bot_post_stored(cog, storage):
     assert [r.member_id for r in rec.replies] == [42]
 
 
-async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
-    """Reactions added while the bot was down are stored at start; stale ones are dropped."""
-    settings = make_settings()
-    await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1000.0, message_id=1))
-    await storage.add_vote(1, 5, "👍", at=1000.0)  # removed while we were offline
+def catch_up_cog(storage, settings, *, normal, burst=()):
+    """An Engagement cog whose bot fetches post 1 with one ❤️ reaction: `normal` and `burst` are the members the
+    API lists for each reaction type (and, like the API, normal ones unless asked for the other)."""
 
-    def users(*people):
+    def users(*, type=None, **_):
         async def gen():
-            for p in people:
+            for p in burst if type is discord.ReactionType.burst else normal:
                 yield p
 
-        return lambda **_: gen()
+        return gen()
 
     reaction = MagicMock(spec=discord.Reaction)
-    reaction.emoji, reaction.burst_count = "❤️", 0
-    reaction.users = users(member(42), member(77, bot=True), member(999))
+    reaction.emoji, reaction.burst_count, reaction.users = "❤️", len(burst), users
     message = MagicMock(spec=discord.Message)
     message.reactions = [reaction]
     channel = MagicMock(spec=discord.TextChannel)
     channel.fetch_message = AsyncMock(return_value=message)
     bot = fake_bot(999)
     bot.get_channel = MagicMock(return_value=channel)
-    cog = Engagement(bot, settings=settings, storage=storage, clock=lambda: 2000.0)
+    return Engagement(bot, settings=settings, storage=storage, clock=lambda: 2000.0)
+
+
+async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
+    """Reactions added while the bot was down are stored at start; stale ones are dropped."""
+    await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1000.0, message_id=1))
+    await storage.add_vote(1, 5, "👍", at=1000.0)  # removed while we were offline
+    cog = catch_up_cog(storage, make_settings(), normal=[member(42), member(77, bot=True), member(999)])
     assert await cog.catch_up() == 2
     assert await votes(storage) == [(42, "❤️")]
 
@@ -201,23 +205,7 @@ async def test_catch_up_counts_super_reactions(storage, make_settings):
     """The API lists a message's normal reactions unless asked for super ones; live events count both."""
     await storage.add_post(NewPost(channel_id=500, text="hello", adapter="base", created_at=1000.0, message_id=1))
     await storage.add_vote(1, 43, "❤️", at=1000.0)  # a super reaction, stored live
-
-    def users(**kwargs):
-        async def gen():
-            for p in [member(43)] if kwargs.get("type") is discord.ReactionType.burst else [member(42)]:
-                yield p
-
-        return gen()
-
-    reaction = MagicMock(spec=discord.Reaction)
-    reaction.emoji, reaction.burst_count, reaction.users = "❤️", 1, users
-    message = MagicMock(spec=discord.Message)
-    message.reactions = [reaction]
-    channel = MagicMock(spec=discord.TextChannel)
-    channel.fetch_message = AsyncMock(return_value=message)
-    bot = fake_bot(999)
-    bot.get_channel = MagicMock(return_value=channel)
-    cog = Engagement(bot, settings=make_settings(), storage=storage, clock=lambda: 2000.0)
+    cog = catch_up_cog(storage, make_settings(), normal=[member(42)], burst=[member(43)])
     assert await cog.catch_up() == 1
     assert await votes(storage) == [(42, "❤️"), (43, "❤️")]
 
