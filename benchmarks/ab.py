@@ -1,4 +1,4 @@
-"""Error rates and power of the live A/B trial's sequential test (bot/trials.py), on simulated reaction counts.
+"""Error rates and power of the live A/B trial's sequential test on simulated reaction counts.
 
 Each simulated trial replays what the bot does: a channel's baseline frozen from its last 500 settled incumbent
 posts, then posts assigned to the candidate with probability KILROY_AB_SHARE by the same seeded coin, scored like
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.trials import CANDIDATE, TrialConfig, TrialState, assign_arm, baselines, trial_reward
+from bot.trials.sequential import CANDIDATE, TrialConfig, TrialState, assign_arm, baselines, trial_reward
 
 SCENARIOS = {"sparse": 0.3, "typical": 1.5, "busy": 5.0}
 SHAPE = 0.8  # Gamma shape of a post's appeal: below 1, most posts get little and a few take off

@@ -20,8 +20,8 @@ import torch
 from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from bot.adapters import AdapterStore
-from bot.config import ModelSettings
+from bot.adapters.store import AdapterStore
+from bot.config.settings import ModelSettings
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import LoadedModel, lora_config
 

@@ -26,11 +26,11 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.engine.tiny import ensure_tiny
-from tests.e2e import fake_discord as fd
-from tests.e2e.burst import run_burst
-from tests.e2e.conftest import running_bot
+from tests.support import fake_discord as fd
+from tests.support.burst import run_burst
+from tests.support.e2e import running_bot
 
 
 async def idle_lag(seconds: float = 2.0) -> float:

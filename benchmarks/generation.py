@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.config import ModelSettings
+from bot.config.settings import ModelSettings
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import LoadedModel, load_base
 

@@ -36,13 +36,13 @@ from typing import Any
 
 import torch
 
-from bot.adapters import BASE
-from bot.config import Settings, load_settings
+from bot.adapters.store import BASE
+from bot.config.settings import Settings, load_settings
+from bot.domain.scoring import normalise_rewards, score_post
 from bot.engine.generator import Sample, SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
 from bot.logs import setup_logging
-from bot.scoring import normalise_rewards, score_post
-from bot.simulation import DAY, EPOCH, AudienceSpec, builtin_audiences, gate_only, mean_ci, publish_night
+from bot.sim.nights import DAY, EPOCH, AudienceSpec, builtin_audiences, gate_only, mean_ci, publish_night
 from bot.storage import PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3, token_logprobs
 from bot.training.trainer import _batch
@@ -164,7 +164,7 @@ class KilroyRecipe:
         self.opt.step()
 
     async def train(self, night_records: list[PostRecord], now: float) -> None:
-        from bot.dataset import TrainingExample
+        from bot.training.dataset import TrainingExample
 
         examples = [
             TrainingExample(
@@ -303,7 +303,7 @@ class Snapshot:
 
 def snapshot(policy: Any, settings: Settings, community: Any, seed: int, n: int) -> Snapshot:
     """Fresh samples of `policy` (fixed seed): expected score, distinct-2, repeat3, and per-token KL to the base."""
-    from bot.dataset import TrainingExample
+    from bot.training.dataset import TrainingExample
 
     base = load_base(settings.model, settings.data_dir, device="cpu")
     samples = _sample(policy, base, settings, n, seed, "eval")

@@ -41,19 +41,19 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.adapters import AdapterStore
-from bot.config import Settings
+from bot.adapters.store import AdapterStore
+from bot.config.settings import Settings
+from bot.domain.scoring import ScoreFormula
 from bot.engine.tiny import ensure_tiny
 from bot.logs import setup_logging
-from bot.scoring import ScoreFormula
 from bot.storage import Storage
-from tests.e2e import fake_discord as fd
+from tests.support import fake_discord as fd
 
 
 @contextlib.asynccontextmanager
 async def running_bot(settings: Settings, server: fd.FakeDiscord) -> AsyncIterator[Any]:
     """The bot as `kilroy run` builds it (heap frozen after start-up), logged in to the fake Discord."""
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
     from bot.services import open_services
 
     async with open_services(settings, freeze_heap=True) as services:
@@ -127,7 +127,7 @@ class LagTicker:
 
 
 async def load(seconds: float, rate: int, seed: int = 0) -> dict:
-    from tests.engine.test_generator import make_adapter
+    from tests.support.adapters import make_adapter
 
     tmp = Path(tempfile.mkdtemp(prefix="kilroy-service-"))
     settings = bench_settings(tmp)
@@ -268,7 +268,7 @@ async def load(seconds: float, rate: int, seed: int = 0) -> dict:
 async def overhead(pairs: int) -> dict:
     import torch
 
-    from bot.config import GenerationSettings, ModelSettings
+    from bot.config.settings import GenerationSettings, ModelSettings
     from bot.engine.generator import Generator, SamplingParams, prompt_ids_for, stop_token_ids
     from bot.engine.model import load_base
 
@@ -348,7 +348,7 @@ def build_history(db: Path, posts: int, votes: int, events: int, seed: int = 0) 
 
 
 def build_adapters(root: Path, versions: int) -> None:
-    from tests.test_backup import fake_adapter
+    from tests.support.adapters import fake_adapter
 
     for v in range(1, versions + 1):
         fake_adapter(root, f"v{v:04d}")
@@ -396,7 +396,7 @@ async def history(posts: int, votes: int, events: int, versions: int) -> dict:
         )
 
         async def old_stats() -> None:  # what /stats did before: every record decoded on the loop
-            from bot.stats import daily_scores, top_posts
+            from tests.support.stats import daily_scores, top_posts
 
             records = await storage.post_records(created_after=time.time() - 365 * 86400)
             daily_scores(records, formula)

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.config import load_settings
+from bot.config.settings import load_settings
 from bot.logs import setup_logging
-from bot.simulation import builtin_audiences, mean_ci, simulate
+from bot.sim.nights import builtin_audiences, mean_ci, simulate
 
 
 def main() -> int:

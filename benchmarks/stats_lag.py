@@ -14,9 +14,9 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from bot.scoring import ScoreFormula
-from bot.stats import daily_scores, top_posts
+from bot.domain.scoring import ScoreFormula
 from bot.storage import Storage
+from tests.support.stats import daily_scores, top_posts
 
 
 async def lag_during(work: Awaitable[object]) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """The composition root: `open_services` builds every service once; every entry point uses it.
 
-`kilroy run` (through `bot.app.run_bot`), `simulate`, `generate`, `story` and the benchmarks open the same
+`kilroy run` (through `bot.app.bot.run_bot`), `simulate`, `generate`, `story` and the benchmarks open the same
 services the same way: the model, its generator thread, the database, the adapter store, the adapter service
 (which restores the serving adapter), the training runner (one training at a time, one promotion sequence) and the
 story service. Nothing here knows about Discord.
@@ -16,16 +16,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from bot.adapters import AdapterStore
-from bot.config import Settings
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import AdapterStore
+from bot.config.settings import Settings
+from bot.domain.safety import OutputFilter
 from bot.engine.generator import Generator
 from bot.engine.threads import serving_threads
-from bot.safety import OutputFilter
-from bot.serving import AdapterService
+from bot.ops.backup import nightly_backup
 from bot.storage import Storage
-from bot.story_session import StoryService
+from bot.stories.service import StoryService
 from bot.training.runner import TrainingRunner
-from bot.trial_service import TrialService
+from bot.trials.service import TrialService
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ async def open_services(
                 swap=adapters.use,
                 trial=trials.on_candidate,
                 in_process=in_process_training,
+                backup=nightly_backup,
             )
             # the model thread takes every core, except while a training (here or in another process) runs
             generator.contended = TrainingNow(training)

@@ -9,15 +9,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.adapters import AdapterInfo
-from bot.config import Settings
-from bot.serving import AdapterService
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import AdapterInfo
+from bot.app.checks import NotAllowed, audit, is_operator, say
+from bot.config.settings import Settings
 from bot.storage import Storage
-from bot.trial_service import NoTrial, TrialService
-from cogs._checks import NotAllowed, audit, is_operator, say
+from bot.trials.service import NoTrial, TrialService
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 
 def _line(info: AdapterInfo) -> str:

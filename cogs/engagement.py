@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.config import Settings, emoji_key
+from bot.config.settings import Settings, emoji_key
+from bot.domain.safety import guild_allowed
 from bot.logs import bind_log_context
-from bot.safety import guild_allowed
 from bot.storage import Storage
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 log = logging.getLogger(__name__)
 

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
-from bot.config import Settings
+from bot.app.checks import NO_MENTIONS
+from bot.config.settings import Settings
+from bot.domain.safety import OutputFilter, guild_allowed
+from bot.engine.compose import compose_post
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
-from bot.posting import compose_post
-from bot.safety import OutputFilter, guild_allowed
 from bot.storage import NewPost, Storage
-from bot.trial_service import TrialService
-from cogs._checks import NO_MENTIONS
+from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 log = logging.getLogger(__name__)
 

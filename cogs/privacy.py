@@ -13,14 +13,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.adapters import AdapterStore
-from bot.config import Settings
+from bot.adapters.store import AdapterStore
+from bot.app.checks import say
+from bot.config.settings import Settings
 from bot.storage import Storage
 from bot.storage.privacy import FORGOTTEN, dump_json
-from cogs._checks import say
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.config import Settings
-from bot.plotting import plot_daily_scores
-from bot.safety import OutputFilter, escape_member_text
+from bot.app.checks import say
+from bot.config.settings import Settings
+from bot.domain.safety import OutputFilter, escape_member_text
+from bot.http.charts import daily_scores_png
 from bot.storage import Storage
-from cogs._checks import say
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 
 class Stats(commands.Cog):
@@ -58,7 +58,7 @@ class Stats(commands.Cog):
             path = Path(tmp) / "stats.png"
             # matplotlib is CPU work: keep it off the event loop
             await asyncio.to_thread(
-                plot_daily_scores,
+                daily_scores_png,
                 [d[0] for d in per_day],
                 [d[2] for d in per_day],
                 [d[1] for d in per_day],

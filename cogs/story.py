@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.safety import escape_member_text, neutralise_mentions
-from bot.story_session import StoryService, Turn
-from cogs._checks import NO_MENTIONS, say
+from bot.app.checks import NO_MENTIONS, say
+from bot.domain.safety import escape_member_text, neutralise_mentions
+from bot.stories.service import StoryService, Turn
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 MESSAGE_LIMIT = 2000
 

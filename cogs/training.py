@@ -13,15 +13,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.config import Settings
+from bot.app.checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_channel
+from bot.config.settings import Settings
+from bot.domain.records import RunResult
 from bot.storage import Storage
-from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
-from bot.trial_service import TrialService
-from cogs._checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_channel
+from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
-    from bot.app import KilroyBot
+    from bot.app.bot import KilroyBot
 
 log = logging.getLogger(__name__)
 

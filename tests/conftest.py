@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.adapters import AdapterStore
-from bot.config import Settings
+from bot.adapters.store import AdapterStore
+from bot.config.settings import Settings
 from bot.storage import Storage
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

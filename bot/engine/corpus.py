@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from bot.story import HUMAN, INSTRUCTION, MACHINE
+from bot.domain.story import HUMAN, INSTRUCTION, MACHINE
 
 # topic -> (weight, nouns, adjectives, verbs, emoji)
 TOPICS: dict[str, tuple[float, list[str], list[str], list[str], list[str]]] = {
@@ -186,7 +186,7 @@ def make_story(rng: random.Random, opening: str) -> str:
 
 def make_corpus(n_posts: int, *, seed: int = 0, story_fraction: float = 0.08) -> list[str]:
     """Documents for pretraining: mostly posts (one line each), some story transcripts."""
-    from bot.config import DEFAULT_OPENING
+    from bot.config.settings import DEFAULT_OPENING
 
     rng = random.Random(seed)
     docs = []

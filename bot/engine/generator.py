@@ -17,8 +17,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.adapters import BASE
-from bot.config import SamplingParams
+from bot.config.settings import SamplingParams
+from bot.domain.records import BASE
 from bot.engine.model import LoadedModel
 from bot.engine.norepeat import NoRepeatedWords
 from bot.engine.threads import set_torch_threads
@@ -384,7 +384,7 @@ class Generator:
         from peft import PeftModel, get_peft_model_state_dict
         from safetensors.torch import load_file
 
-        from bot.adapters import WEIGHTS
+        from bot.domain.records import WEIGHTS
 
         inner = peft_name(name)
         try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config import ModelSettings
+from bot.config.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 _LOCK = threading.Lock()
@@ -122,3 +124,24 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, yla
 async def render(fn: Callable[..., str], *args: Any, **kwargs: Any) -> str:
     """Draw a chart off the event loop."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def daily_scores_png(days: Sequence[str], means: Sequence[float], adapters: Sequence[str], path: Path) -> Path:
+    """/stats' picture: mean score per day, one colour per adapter version, written atomically as a PNG."""
+    with _LOCK:
+        fig, ax = _figure()
+        fig.set_size_inches(7, 4)
+        names = list(dict.fromkeys(adapters))
+        for i, name in enumerate(names):
+            xs = [j for j, a in enumerate(adapters) if a == name]
+            ax.bar(xs, [means[j] for j in xs], label=name, color=COLORS[i % len(COLORS)])
+        ax.set_xticks(range(len(days)), days, rotation=45, ha="right")
+        ax.set_ylabel("mean score per post")
+        ax.legend(title="adapter")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    return path

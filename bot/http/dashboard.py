@@ -20,8 +20,8 @@ from bot.http.auth import hash_member
 from bot.storage.ops import day_of
 
 if TYPE_CHECKING:
-    from bot.adapters import AdapterStore
-    from bot.scoring import ScoreFormula
+    from bot.adapters.store import AdapterStore
+    from bot.domain.scoring import ScoreFormula
     from bot.storage import Storage
 
 _VERSION = re.compile(r"^v(\d+)$")

@@ -8,11 +8,11 @@ frozen dataclasses (`records.py`); nothing above this package depends on the dri
 
 from __future__ import annotations
 
+from bot.domain.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage._db import StorageBase, migrations
 from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostsMixin
 from bot.storage.privacy import PrivacyMixin
-from bot.storage.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
 from bot.storage.stories import StoriesMixin, StoryEnded, StoryExists

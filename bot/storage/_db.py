@@ -25,8 +25,8 @@ T = TypeVar("T")
 
 
 def migrations() -> list[tuple[int, str]]:
-    """The numbered SQL migrations shipped in `bot/migrations`, in order."""
-    files = resources.files("bot") / "migrations"
+    """The numbered SQL migrations shipped in `bot/storage/migrations`, in order."""
+    files = resources.files("bot.storage") / "migrations"
     found = []
     for entry in files.iterdir():
         if entry.name.endswith(".sql"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.scoring import ScoreFormula
+from bot.domain.scoring import ScoreFormula
 from bot.storage._db import StorageBase
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from bot.domain.records import NewPost, Post, PostRecord, Reply, Vote
 from bot.storage._db import StorageBase, chunks
-from bot.storage.records import NewPost, Post, PostRecord, Reply, Vote
 
 
 class PostsMixin(StorageBase):

@@ -1,12 +1,12 @@
-"""Training runs, step by step through the promotion sequence (see bot/promotion.py)."""
+"""Training runs, step by step through the promotion sequence (see bot/adapters/promotion.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from bot.domain.records import TrainingRun
 from bot.storage._db import StorageBase, chunks
-from bot.storage.records import TrainingRun
 
 
 class RunsMixin(StorageBase):

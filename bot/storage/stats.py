@@ -1,6 +1,6 @@
 """/stats in SQL: per-post scores, their daily means and the top posts, computed by SQLite on the connection's thread.
 
-The score is `bot.scoring.score_post` expressed as SQL: for each member, the mean weight of their emoji on the post,
+The score is `score_post` expressed as SQL: for each member, the mean weight of their emoji on the post,
 summed over members, plus the reply weight per distinct replying member. Doing it here keeps `/stats 365` over tens
 of thousands of posts off the event loop (only a few rows come back) and holds no per-member dict in Python.
 """
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain.records import Post
 from bot.storage._db import StorageBase
 from bot.storage.posts import _post
-from bot.storage.records import Post
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class StatsMixin(StorageBase):
         """
         args: list[Any] = [x for pair in pairs for x in pair] + [default_weight, reply_weight, created_after, guild_id]
         async with self.db.execute(
-            # an A/B trial's posts form their own series, labelled with their arm (as bot.stats.daily_scores does)
+            # an A/B trial's posts form their own series, labelled with their arm (as the pure daily_scores does)
             cte + "SELECT strftime('%Y-%m-%d', created_at, 'unixepoch') AS day, "
             "CASE WHEN arm IS NULL THEN adapter ELSE adapter || ' (' || arm || ')' END AS series, AVG(score), COUNT(*) "
             "FROM scored GROUP BY day, series ORDER BY day, series",

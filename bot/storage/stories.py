@@ -6,8 +6,8 @@ import dataclasses
 
 import aiosqlite
 
+from bot.domain.records import NewPost, Story, StoryLine
 from bot.storage.posts import PostsMixin
-from bot.storage.records import NewPost, Story, StoryLine
 
 
 class StoriesMixin(PostsMixin):

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from bot.domain.records import Trial
 from bot.storage._db import StorageBase
-from bot.storage.records import Trial
 
 
 class TrialActive(Exception):

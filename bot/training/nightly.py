@@ -3,7 +3,7 @@
 Runs in the training worker process (the bot's path, `bot.training.worker`), or in-process for `kilroy train`
 and the simulation: the same code in every case, always under the training lock (`bot.training.runner`). It never
 moves the adapter pointer: it commits the candidate, records the gate's verdict and claims its posts in one
-transaction; `bot.promotion` then marks the posts trained and promotes. Nothing is marked before the candidate is
+transaction; promotion then marks the posts trained and promotes. Nothing is marked before the candidate is
 safely on disk, so a crash at any point loses no data (the earlier Kilroy cleared a night's posts before scoring
 them, and lost them when scoring failed).
 """
@@ -16,46 +16,22 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from typing import Any
 
-from bot.adapters import BASE, AdapterStore
-from bot.config import Settings
-from bot.dataset import build_examples
+from bot.adapters.store import BASE, AdapterStore
+from bot.config.settings import Settings
+from bot.domain.records import RunResult
+from bot.domain.scoring import normalise_rewards, score_post
 from bot.logs import bind_log_context
-from bot.scoring import normalise_rewards, score_post
 from bot.storage import Storage
+from bot.training.dataset import build_examples
 from bot.training.gate import decide, gate_config
 from bot.training.reward_model import model_rewards
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a training run did: `accepted` is the gate's verdict, `promoted` whether it now serves."""
-
-    status: str  # done | skipped | failed
-    run_id: int | None = None
-    adapter: str | None = None
-    parent: str | None = None
-    accepted: bool = False
-    promoted: bool = False
-    reason: str = ""
-    trial: bool = False  # accepted, and put on a live A/B trial against the serving adapter instead of served
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def as_event(self) -> dict[str, Any]:
-        """The JSON-lines `done` event the worker prints."""
-        return {"event": "done", **asdict(self)}
-
-    @classmethod
-    def from_event(cls, event: dict[str, Any]) -> RunResult:
-        """Parse the worker's `done` event."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in event.items() if k in names})
 
 
 async def run_training(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.scoring import ScoreFormula, score_post
+from bot.domain.scoring import ScoreFormula, score_post
 from bot.training.objective import repeat3
 
 if TYPE_CHECKING:

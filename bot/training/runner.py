@@ -16,15 +16,16 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from bot.adapters import AdapterStore
-from bot.config import Settings
+from bot.adapters.promotion import Promoter, StartTrial, Swap
+from bot.adapters.store import AdapterStore
+from bot.config.settings import Settings
+from bot.domain.records import RunResult
 from bot.logs import log_context
-from bot.promotion import Promoter, StartTrial, Swap
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy, TrainingLock
-from bot.training.nightly import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class TrainingRunner:
         in_process: bool = False,
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        backup: Callable[[Settings], Path] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -70,6 +72,7 @@ class TrainingRunner:
         self.command = command or [sys.executable, "-m", "bot.training.worker"]
         self.env = dict(env) if env is not None else dict(os.environ)
         self.lock = TrainingLock(settings.adapters_dir)
+        self.backup = backup  # KILROY_BACKUP_DIR's nightly backup, given by the composition root
 
     @property
     def busy(self) -> bool:
@@ -92,7 +95,7 @@ class TrainingRunner:
         """Train and promote; raise TrainingBusy if a run holds the lock, TrainingFailed if training fails."""
         self.lock.acquire(f"training ({reason})")
         try:
-            if reason == "nightly" and self.settings.ops.backup_dir is not None:
+            if reason == "nightly" and self.backup is not None and self.settings.ops.backup_dir is not None:
                 await self._backup_first()
             await self.promoter.reconcile()
             if self.in_process:
@@ -108,10 +111,9 @@ class TrainingRunner:
 
     async def _backup_first(self) -> None:
         """KILROY_BACKUP_DIR: a backup before the night's training; a failed backup is logged, never fatal."""
-        from bot.backup import nightly_backup
-
+        assert self.backup is not None
         try:
-            path = await asyncio.to_thread(nightly_backup, self.settings)
+            path = await asyncio.to_thread(self.backup, self.settings)
             log.info("nightly backup written to %s", path)
         except Exception:
             log.exception("nightly backup failed; training anyway (check KILROY_BACKUP_DIR)")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config import GenerationSettings, ModelSettings, TrainingSettings
-from bot.dataset import TrainingExample
+from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
 from bot.engine.generator import SamplingParams, sample_batch
 from bot.engine.model import load_base, lora_config
+from bot.training.dataset import TrainingExample
 from bot.training.objective import (
     IGNORE,
     distinct_n,

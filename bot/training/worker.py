@@ -39,8 +39,8 @@ def share_cores() -> int:
 
 
 async def _main(reason: str, now: float | None) -> int:
-    from bot.adapters import AdapterStore
-    from bot.config import Settings
+    from bot.adapters.store import AdapterStore
+    from bot.config.settings import Settings
     from bot.logs import setup_logging
     from bot.storage import Storage
     from bot.training.nightly import run_training

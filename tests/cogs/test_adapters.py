@@ -1,13 +1,13 @@
 import pytest
 
-from bot.adapters import AdapterError, AdapterStore
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import AdapterError, AdapterStore
+from bot.app.checks import NotAllowed
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
-from bot.serving import AdapterService
-from cogs._checks import NotAllowed
 from cogs.adapters import Adapters
-from tests.cogs.helpers import interaction, member, texts
-from tests.engine.test_generator import make_adapter
+from tests.support.adapters import make_adapter
+from tests.support.discord_mocks import interaction, member, texts
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ async def test_autocomplete_answers_only_operators(setup):
 
 async def test_operator_of_no_allowed_server_is_nobody(tiny_settings, setup):
     """Operator ids count only inside a server of KILROY_GUILD_IDS (and never in DMs)."""
-    from cogs._checks import is_operator
+    from bot.app.checks import is_operator
 
     settings = tiny_settings(KILROY_OPERATOR_USER_IDS="7", KILROY_GUILD_IDS="1")
     assert await is_operator(interaction(member(7), guild_id=1), settings.discord)
@@ -87,7 +87,7 @@ async def test_use_and_rollback_are_audited(setup, storage):
 
     import discord
 
-    from tests.cogs.helpers import fake_bot
+    from tests.support.discord_mocks import fake_bot
 
     cog, service, names = setup
     bot = fake_bot()

@@ -5,7 +5,7 @@ import pytest
 
 from bot.storage import NewPost
 from cogs.engagement import Engagement
-from tests.cogs.helpers import fake_bot, member, reaction_payload
+from tests.support.discord_mocks import fake_bot, member, reaction_payload
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ async def test_forget_me_deletes_records_and_opt_out_holds(cog, storage, make_se
     """/forget-me deletes a member's votes (others' stay) and answers truthfully with counts; afterwards their live
     reactions and the catch-up's view of Discord's reactions are ignored."""
     from cogs.privacy import Privacy
-    from tests.cogs.helpers import interaction, texts
+    from tests.support.discord_mocks import interaction, texts
 
     await cog.on_raw_reaction_add(reaction_payload(1, 42))
     await cog.on_raw_reaction_add(reaction_payload(1, 43))

@@ -1,9 +1,9 @@
 import logging
 
-from bot.adapters import InvalidAdapterName
-from bot.app import handle_app_command_error
-from cogs._checks import NotAllowed
-from tests.cogs.helpers import interaction, texts
+from bot.adapters.store import InvalidAdapterName
+from bot.app.bot import handle_app_command_error
+from bot.app.checks import NotAllowed
+from tests.support.discord_mocks import interaction, texts
 
 
 async def test_permission_failure_is_ephemeral():

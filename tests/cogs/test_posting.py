@@ -3,10 +3,10 @@ from unittest.mock import AsyncMock, MagicMock
 import discord
 import pytest
 
+from bot.engine.compose import is_postable
 from bot.engine.generator import Sample
-from bot.posting import is_postable
 from cogs.posting import Posting
-from tests.cogs.helpers import fake_bot
+from tests.support.discord_mocks import fake_bot
 
 
 class ScriptedGenerator:

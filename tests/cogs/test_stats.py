@@ -1,10 +1,10 @@
 import time
 
-from bot.scoring import ScoreFormula
-from bot.stats import daily_scores, top_posts
+from bot.domain.scoring import ScoreFormula
 from bot.storage import NewPost
 from cogs.stats import Stats
-from tests.cogs.helpers import interaction, texts
+from tests.support.discord_mocks import interaction, texts
+from tests.support.stats import daily_scores, top_posts
 
 
 async def seed(storage):
@@ -61,10 +61,10 @@ async def test_stats_are_scoped_to_the_server(storage, make_settings):
 
 
 async def test_sql_summary_matches_the_python_scoring(storage):
-    """stats_summary (SQL) gives the same daily means and top posts as bot.stats on the same records."""
+    """stats_summary (SQL) gives the same daily means and top posts as tests.support.stats on the same records."""
     import random
 
-    from bot.scoring import ScoreFormula
+    from bot.domain.scoring import ScoreFormula
 
     rng = random.Random(0)
     now = time.time()

@@ -5,9 +5,9 @@ import pytest
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
 from bot.storage import Storage
-from bot.story_session import StoryError, StoryService
+from bot.stories.service import StoryError, StoryService
 from cogs.story import Story
-from tests.cogs.helpers import interaction, member, texts
+from tests.support.discord_mocks import interaction, member, texts
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ async def test_story_survives_restart(tiny_settings, tmp_path, generator):
 async def test_length_limit_and_filtered_lines(tiny_settings, storage, generator):
     """Too-long lines, invite links and URLs are refused before deferring, so the refusal stays ephemeral.
 
-    (Per-member cooldowns are taken by the command tree before any await: tests/test_safety.py and the e2e test.)
+    (Per-member cooldowns are taken by the command tree before any await: tests/domain/test_safety.py and the e2e test.)
     """
     settings = tiny_settings(KILROY_STORY_MAX_LINE_CHARS="40")
     cog = make_cog(storage, generator, settings, Clock())

@@ -2,16 +2,16 @@ import asyncio
 
 import pytest
 
-from bot.adapters import AdapterStore
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import AdapterStore
+from bot.app.checks import NotAllowed
+from bot.domain.records import RunResult
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
-from bot.serving import AdapterService
-from bot.training.nightly import RunResult
 from bot.training.runner import TrainingBusy, TrainingRunner
-from cogs._checks import NotAllowed
 from cogs.training import Training, progress_text
-from tests.cogs.helpers import fake_bot, interaction, member, texts
-from tests.training.test_nightly import seed_posts
+from tests.support.data import seed_posts
+from tests.support.discord_mocks import fake_bot, interaction, member, texts
 
 
 class FakeRunner:

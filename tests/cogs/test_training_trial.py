@@ -1,8 +1,8 @@
 """The scheduled nightly training waits while an A/B trial is deciding; trial events go to the log channel."""
 
 from cogs.training import Training, summary_text
-from tests.cogs.helpers import fake_bot
 from tests.cogs.test_training import FakeRunner
+from tests.support.discord_mocks import fake_bot
 
 
 class FakeTrials:
@@ -30,7 +30,7 @@ def test_trial_cog_wires_announcements_and_summary(make_settings):
     trials = FakeTrials(running=None)
     cog = Training(fake_bot(), settings=make_settings(), runner=FakeRunner(), trials=trials)
     assert trials.announce == cog._log_channel
-    from bot.training.nightly import RunResult
+    from bot.domain.records import RunResult
 
     text = summary_text(RunResult("done", 1, "v0002", accepted=True, trial=True, reason="gate passed"))
     assert "A/B trial" in text and "v0002" in text

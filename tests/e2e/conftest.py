@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-import discord
 import pytest
 import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.app import KilroyBot
-from bot.services import open_services
-from tests.e2e import fake_discord as fd
+from tests.support import fake_discord as fd
 
 
 @pytest.fixture
@@ -68,29 +62,3 @@ def e2e_settings(tiny_settings, monkeypatch):
         return settings
 
     return make
-
-
-@contextlib.asynccontextmanager
-async def running_bot(settings, server: fd.FakeDiscord) -> AsyncIterator[KilroyBot]:
-    """Start the real bot with a fake token; yield once it is ready; stop it cleanly."""
-    async with open_services(settings) as services:
-        bot = KilroyBot(settings, services, guild_ready_timeout=0.05)
-        async with bot:
-            task = asyncio.create_task(bot.start("fake-token"))
-            try:
-                await asyncio.wait_for(bot.wait_until_ready(), 30)
-                yield bot
-            finally:
-                await bot.close()
-                with contextlib.suppress(asyncio.CancelledError, discord.ConnectionClosed):
-                    await asyncio.wait_for(task, 10)
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:  # noqa: ASYNC109
-    """Wait until an async predicate holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")

@@ -12,7 +12,7 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.cli import main
+from bot.cli.main import main
 
 if __name__ == "__main__":
     base = os.environ["FAKE_DISCORD_URL"]

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from tests.e2e import fake_discord as fd
-from tests.e2e.conftest import running_bot, until
+from tests.support import fake_discord as fd
+from tests.support.e2e import running_bot, until
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ async def test_reactions_and_replies(server, e2e_settings):
             return v == [(fd.MEMBER_ID, "❤️")] and len(rec.replies) == 1
 
         await until(settled)
-        from bot.scoring import score_post
+        from bot.domain.scoring import score_post
 
         _, rec = await votes(bot, mid)
         assert score_post(rec, bot.settings.scoring) == 1.0 + 2.0
@@ -118,11 +118,11 @@ async def test_retrain_refused_for_member_and_run_for_moderator(server, e2e_sett
 
 async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):
     from bot.engine.model import load_base
-    from tests.engine.test_generator import make_adapter
+    from tests.support.adapters import make_adapter
 
     settings = e2e_settings()
     loaded = load_base(settings.model, settings.data_dir, device="cpu")
-    from bot.adapters import AdapterStore
+    from bot.adapters.store import AdapterStore
 
     name = make_adapter(loaded, AdapterStore(settings.adapters_dir), 1)
     async with running_bot(settings, server) as bot:
@@ -169,7 +169,7 @@ async def _votes_are(bot, mid, expected) -> bool:
 
 async def test_burst_of_reactions_is_stored_exactly(server, e2e_settings):
     """2,000 adds and removes on 50 posts from 200 members, injected as fast as the socket takes them."""
-    from tests.e2e.burst import run_burst
+    from tests.support.burst import run_burst
 
     async with running_bot(e2e_settings(), server) as bot:
         result = await run_burst(bot, server, events=int(os.environ.get("BURST", 2000)), posts=50, members=200)
@@ -191,7 +191,7 @@ async def test_stats_uploads_a_plot(server, e2e_settings):
 
 async def test_commands_synced_only_when_changed(server, e2e_settings):
     """A restart with the same commands does not sync again (Discord limits command creation)."""
-    from bot.app import SYNC_MARKER
+    from bot.app.bot import SYNC_MARKER
 
     settings = e2e_settings()
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from bot.engine.generator import Sample
-from tests.e2e import fake_discord as fd
-from tests.e2e.conftest import running_bot, until
+from tests.support import fake_discord as fd
+from tests.support.e2e import running_bot, until
 
 pytestmark = pytest.mark.slow
 

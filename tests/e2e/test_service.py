@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e import fake_discord as fd
+from tests.support import fake_discord as fd
 
 pytestmark = pytest.mark.slow
 

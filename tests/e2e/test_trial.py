@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e import fake_discord as fd
-from tests.e2e.conftest import running_bot, until
 from tests.e2e.test_bot import _has
+from tests.support import fake_discord as fd
+from tests.support.e2e import running_bot, until
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
         second = await _post_and_react(bot, server, 40)
         arms = first + second
         assert {"candidate", "incumbent"} <= set(arms)
-        from bot.trials import assign_arm
+        from bot.trials.sequential import assign_arm
 
         assert arms == [assign_arm(trial.seed, i, 0.5) for i in range(len(arms))]  # the recorded coin, no re-roll
 

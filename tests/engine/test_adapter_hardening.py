@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from bot.adapters import BASE, WEIGHTS, AdapterError, AdapterStore, CorruptAdapter
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import BASE, WEIGHTS, AdapterError, AdapterStore, CorruptAdapter
 from bot.engine.generator import AdapterLoadError, Generator, SamplingParams, peft_name
-from bot.serving import AdapterService
-from tests.engine.test_generator import make_adapter
+from tests.support.adapters import make_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -3,10 +3,11 @@ import time
 
 import pytest
 
-from bot.adapters import BASE, AdapterStore, CorruptAdapter
+from bot.adapters.serving import AdapterService
+from bot.adapters.store import BASE, AdapterStore, CorruptAdapter
 from bot.engine.generator import AdapterLoadError, Generator, SamplingParams
-from bot.engine.model import load_base, lora_config
-from bot.serving import AdapterService
+from bot.engine.model import load_base
+from tests.support.adapters import make_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -22,26 +23,6 @@ async def generator(loaded):
     g = Generator(loaded, SamplingParams(max_new_tokens=24))
     yield g
     await g.close()
-
-
-def make_adapter(loaded, store: AdapterStore, seed: int, rank: int = 4) -> str:
-    """A LoRA adapter with random (non-zero) B weights, committed to the store."""
-    import torch
-    from peft import get_peft_model
-
-    from bot.config import ModelSettings
-
-    torch.manual_seed(seed)
-    # a fresh copy of the base: the serving model has LoRA layers injected in place once peft wraps it
-    fresh = load_base(ModelSettings(name=loaded.name), store.root, device="cpu").model
-    model = get_peft_model(fresh, lora_config(ModelSettings(lora_rank=rank)))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    tmp = store.new_temp_dir()
-    model.save_pretrained(str(tmp))
-    return store.commit(tmp, {"created_at": time.time(), "parent": BASE, "metrics": {}})
 
 
 async def test_generation_keeps_samples_ids_and_adapter(generator):
@@ -104,7 +85,7 @@ async def test_different_adapters_sample_differently(loaded, generator, tmp_path
 
 async def test_bad_name_and_corrupt_file_leave_active_unchanged(loaded, generator, tmp_path):
     """A bad name, a missing or corrupt adapter are refused and the serving adapter stays."""
-    from bot.adapters import AdapterError
+    from bot.adapters.store import AdapterError
 
     store = AdapterStore(tmp_path / "adapters")
     good = make_adapter(loaded, store, 4)

@@ -4,9 +4,10 @@ import asyncio
 
 import pytest
 
-from bot.adapters import BASE, AdapterStore
+from bot.adapters.store import BASE, AdapterStore
 from bot.engine.generator import AdapterLoadError
-from tests.engine.test_generator import generator, loaded, make_adapter  # noqa: F401 - fixtures
+from tests.engine.test_generator import generator, loaded  # noqa: F401 - fixtures
+from tests.support.adapters import make_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 import pytest
 
-from bot.config import ModelSettings
+from bot.config.settings import ModelSettings
 from bot.engine.model import ModelLoadError, choose_quantization, load_base
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from bot.config import SamplingParams
+from bot.config.settings import SamplingParams
 from bot.engine.generator import sample_batch
 from bot.engine.model import load_base
 from bot.engine.norepeat import NoRepeatedWords, banned_next, token_words
@@ -14,7 +14,7 @@ from bot.training.objective import repeat3
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir):
-    from bot.config import ModelSettings
+    from bot.config.settings import ModelSettings
 
     return load_base(ModelSettings(name=str(tiny_model_dir)), tiny_model_dir.parent, device="cpu")
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from bot.config import ModelSettings
+from bot.config.settings import ModelSettings
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base, lora_config
 

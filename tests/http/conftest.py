@@ -7,11 +7,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.domain.scoring import ScoreFormula
 from bot.http.dashboard import DashboardDeps
 from bot.http.health import GatewayState, HealthSources, Part
 from bot.http.metrics import Metrics, Snapshot
 from bot.http.server import HttpContext, build_app
-from bot.scoring import ScoreFormula
 from bot.storage import NewPost
 
 TOKEN = "s3cret-dashboard-token"
@@ -53,7 +53,7 @@ def seed_adapters(store) -> None:
     """Two well-formed versions with gate metrics; v0002 serves, v0001 is the rollback target."""
     import json
 
-    from tests.test_backup import fake_adapter
+    from tests.support.adapters import fake_adapter
 
     for i, (name, kl, d2, r3) in enumerate((("v0001", 0.12, 0.61, 0.05), ("v0002", 0.2, 0.57, 0.08))):
         fake_adapter(store.root, name)

@@ -7,8 +7,8 @@ import re
 
 from discord import app_commands
 
-from bot.app import command_outcome
-from bot.errors import user_message
+from bot.app.bot import command_outcome
+from bot.app.errors import user_message
 from bot.http.metrics import Metrics, Snapshot, watch_loop_lag
 
 
@@ -27,7 +27,7 @@ def test_failed_commands_are_told_apart():
 
 
 def test_a_user_error_is_counted_as_such():
-    from bot.adapters import NothingToRollBack
+    from bot.adapters.store import NothingToRollBack
 
     assert user_message(NothingToRollBack()) is not None
     assert command_outcome(NothingToRollBack()) == "user_error"

@@ -76,7 +76,7 @@ def test_refuses_a_candidate_estimated_worse_than_serving():
 
 
 def test_gate_config_from_settings():
-    from bot.config import Settings
+    from bot.config.settings import Settings
     from bot.training.gate import gate_config
 
     s = Settings.from_env({"KILROY_GATE_MAX_REPEAT": "2", "KILROY_GATE_MAX_LENGTH": "1.2"})

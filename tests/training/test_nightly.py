@@ -1,54 +1,14 @@
-import random
-
 import pytest
 
-from bot.adapters import BASE, AdapterStore
-from bot.storage import NewPost
+from bot.adapters.store import BASE, AdapterStore
 from bot.training import nightly
 from bot.training.nightly import run_training
 from bot.training.runner import TrainingFailed, TrainingRunner
+from tests.support.data import DAY, OPEN_GATE, seed_posts
 
 pytestmark = pytest.mark.slow
 
-DAY = 86400.0
 # a gate that passes any candidate: for tests about what happens after the gate
-OPEN_GATE = {
-    "KILROY_GATE_MAX_KL": "100",
-    "KILROY_GATE_MIN_DIVERSITY": "0",
-    "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
-    "KILROY_GATE_MAX_REPEAT": "100",
-    "KILROY_GATE_MAX_LENGTH": "100",
-    "KILROY_GATE_MIN_ENGAGEMENT": "-100",
-}
-
-
-async def seed_posts(settings, storage, n=16, at=0.0):
-    """Sample real posts from the tiny model and give the ones mentioning cats many votes."""
-    from bot.engine.generator import Generator, SamplingParams
-    from bot.engine.model import load_base
-
-    g = Generator(load_base(settings.model, settings.data_dir, device="cpu"), SamplingParams(max_new_tokens=24))
-    try:
-        samples = await g.generate(n, seed=1)
-    finally:
-        await g.close()
-    rng = random.Random(0)
-    for i, s in enumerate(samples):
-        mid = int(at) + i + 1
-        await storage.add_post(
-            NewPost(
-                channel_id=1,
-                text=s.text,
-                adapter=s.adapter,
-                created_at=at + i,
-                message_id=mid,
-                prompt_ids=s.prompt_ids,
-                completion_ids=s.completion_ids,
-            )
-        )
-        for member in range(rng.randint(0, 2) + (6 if "cat" in s.text else 0)):
-            await storage.add_vote(mid, 100 + member, "❤️", at=at + i)
-    return samples
 
 
 async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):

@@ -1,0 +1,118 @@
+"""`kilroy adapters`: the adapter store and the A/B trial from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from bot.cli.common import CommandFactory
+from bot.config.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.adapters.store import AdapterStore
+
+log = logging.getLogger("kilroy")
+
+
+def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
+    """The adapter store from the shell."""
+    from bot.adapters.store import AdapterStore
+
+    store = AdapterStore(settings.adapters_dir)
+    if args.action == "list":
+        for info in store.list():
+            created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at)) if info.created_at else "-"
+            m = info.metrics
+            metrics = f"kl={m['kl']:.3f} distinct2={m['distinct2']:.2f}" if "kl" in m else ""
+            print(
+                f"{'*' if info.active else ' '} {info.name:<12} {created:<17} parent={info.parent or '-':<8} {metrics}"
+            )
+    elif args.action == "show":
+        info = store.info(args.name)
+        print(json.dumps({"name": info.name, "active": info.active, **info.meta}, indent=2, ensure_ascii=False))
+    elif args.action == "use":
+        store.set_current(args.name)
+        print(f"active adapter: {store.current()} (a running bot picks it up with /adapter use or on restart)")
+    elif args.action == "rollback":
+        print(f"rolled back; active adapter: {store.rollback()}")
+    elif args.action == "trial":
+        return asyncio.run(_adapters_trial(settings, store, args.trial_action))
+    return 0
+
+
+async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) -> int:
+    """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
+    from bot.storage import Storage
+    from bot.trials.service import evaluate_trial
+
+    async with Storage.open(settings.db_path) as storage:
+        trial = await storage.active_trial()
+        if action == "show":
+            shown = trial or next(iter(await storage.trials(limit=1)), None)
+            if shown is None:
+                print("no A/B trial has run yet")
+                return 0
+            print((await evaluate_trial(storage, settings, shown, now=time.time())).text())
+            return 0
+        if trial is None:
+            print("error: no A/B trial is running", file=sys.stderr)
+            return 2
+        if action == "promote":
+            store.set_current(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
+            await storage.end_trial(
+                trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "promoted")
+            print(
+                f"trial #{trial.id}: {trial.candidate} promoted (a running bot serves it after /adapter use "
+                "or a restart)"
+            )
+        else:
+            await storage.end_trial(
+                trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
+            )
+            if trial.run_id is not None:
+                await storage.set_run_stage(trial.run_id, "kept")
+            print(f"trial #{trial.id} stopped; {trial.incumbent} keeps serving")
+    return 0
+
+
+def add_parser(command: CommandFactory) -> None:
+    """Declare the subcommand and its options."""
+    a = command(
+        "adapters",
+        "list, show, use or roll back LoRA adapters; show, stop or promote the A/B trial",
+        "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
+    )
+    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+
+    def action(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return asub.add_parser(name, help=summary, description=description, formatter_class=a.formatter_class)
+
+    action(
+        "list",
+        "every version, the serving one starred",
+        "List every adapter version with its gate verdict and time; the serving one is starred.",
+    )
+    action(
+        "show", "one version's metadata as JSON", "Print one adapter version's metadata (meta.json) as JSON."
+    ).add_argument("name", help="a version name, e.g. v0003")
+    action(
+        "use",
+        "make a version the serving one",
+        "Point the adapter store at a version (or base). A running bot picks it up with /adapter use or at restart.",
+    ).add_argument("name", help="a version name, e.g. v0003, or base")
+    action("rollback", "serve the previous version again", "Point the adapter store back at the version served before.")
+    tr = action(
+        "trial",
+        "the A/B trial: show it, stop it (keep the incumbent) or promote by hand",
+        "Show the running A/B trial (arms, settled posts, estimate), stop it keeping the incumbent, or promote the\n"
+        "candidate by hand.",
+    )
+    tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do")

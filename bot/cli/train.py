@@ -1,0 +1,84 @@
+"""`kilroy train`: one training run over the database, through the bot's own lock, gate and promotion."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from bot.cli.common import CommandFactory, ProgressBar
+from bot.config.settings import Settings
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("kilroy")
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    """One training run over the database, through the same lock and promotion sequence as the bot."""
+    from bot.adapters.store import AdapterStore
+    from bot.storage import Storage
+    from bot.training.runner import TrainingBusy, TrainingFailed, TrainingRunner
+
+    bar = ProgressBar("training")
+
+    def on_progress(e: dict[str, Any]) -> None:
+        if e.get("event") == "progress" and e.get("stage") == "train":
+            bar.update(e["step"], e["of"], f"loss {e['loss']:+.3f}")
+        elif e.get("event") == "progress" and e.get("stage") == "evaluate":
+            bar.close()
+            print("evaluating the candidate...", file=sys.stderr)
+
+    async def go() -> int:
+        async with Storage.open(settings.db_path) as storage:
+            # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
+            # later serves it (a running bot holds the training lock, so this cannot race it)
+            # with A/B trials on, a gate-passing candidate waits for the bot, whose next start puts it on trial
+            runner = TrainingRunner(
+                settings,
+                storage,
+                AdapterStore(settings.adapters_dir),
+                in_process=True,
+                defer_to_trial=settings.trials.share > 0,
+            )
+            try:
+                result = await runner.run("cli", on_progress)
+            except TrainingBusy as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            except TrainingFailed as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        if args.json:
+            print(json.dumps(result.as_event(), indent=2))
+        elif result.status == "skipped":
+            print(f"nothing to train: {result.reason}")
+        else:
+            verdict = (
+                "promoted (now active)"
+                if result.promoted
+                else "passed the gate; its A/B trial starts with the bot"
+                if result.accepted and settings.trials.share > 0
+                else "kept but NOT promoted"
+            )
+            print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
+            for key, value in sorted(result.metrics.items()):
+                print(f"  {key:<18} {value:.4f}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def add_parser(command: CommandFactory) -> None:
+    """Declare the subcommand and its options."""
+    t = command(
+        "train",
+        "one training run over the database; promotes only if the gate passes",
+        "One training run over the settled, untrained posts in the database, through the same lock, gate and\n"
+        "promotion sequence as the bot's nightly run.",
+    )
+    t.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,0 +1,1 @@
+"""The offline simulation: audiences, the nights loop, A/B nights, plots."""

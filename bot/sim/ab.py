@@ -1,0 +1,235 @@
+"""`kilroy simulate --ab`: the live A/B procedure in the simulated community.
+
+The nights loop of `bot/sim/nights.py`, with trials on as in the bot: a night's candidate that passes the gate
+goes on a trial (`TrialService`, the bot's own service) instead of being served; each post of a trial is written
+by the arm the trial's coin gives it and records that arm; the audience reacts; once posts settle the sequential
+test decides, and the next night trains only if no trial is still deciding (the bot's rule). Each trial's verdict
+is compared with what the audience's *expected* engagement says was right: the mean expected score
+(`Community.expected_scores`: the analytic reaction probabilities, no sampling noise) of `eval_samples` fresh
+samples of each arm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.config.settings import Settings
+from bot.domain.scoring import score_post
+from bot.sim.nights import CHANNELS, DAY, EPOCH, AudienceSpec, _fresh_dir, react
+from bot.storage import NewPost
+from bot.training.objective import distinct_n
+from bot.trials.sequential import CANDIDATE, PROMOTING, assign_arm
+
+if TYPE_CHECKING:
+    from bot.engine.generator import Sample
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the simulation saw it."""
+
+    id: int
+    candidate: str
+    incumbent: str
+    started_night: int
+    verdict: str | None = None
+    ended_night: int | None = None
+    settled: int = 0
+    expected: dict[str, float] = field(default_factory=dict)  # adapter -> mean expected score of fresh samples
+
+    @property
+    def right(self) -> str | None:
+        """What the expected scores say the verdict should be: `promote` or `keep`."""
+        if len(self.expected) < 2:
+            return None
+        return "promote" if self.expected[self.candidate] > self.expected[self.incumbent] else "keep"
+
+    @property
+    def outcome(self) -> str:
+        """promoted / kept / ended (futile or replaced) / undecided."""
+        if self.verdict is None:
+            return "undecided"
+        if self.verdict in PROMOTING:
+            return "promoted"
+        return "kept" if self.verdict == "keep" else "ended"
+
+
+async def simulate_ab(
+    settings: Settings,
+    audience: AudienceSpec,
+    *,
+    nights: int,
+    posts_per_night: int,
+    seed: int,
+    workdir: Path,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    eval_samples: int = 256,
+) -> dict[str, Any]:
+    """Run the nights loop with live A/B trials; return the `--json` result."""
+    from bot.services import open_services
+
+    emit = on_event or (lambda _e: None)
+    _fresh_dir(workdir)
+    settings = settings.replace(
+        db_path=workdir / "kilroy.db",
+        adapters_dir=workdir / "adapters",
+        training=dataclasses.replace(settings.training, seed=seed),
+    )
+    if settings.trials.share <= 0:
+        settings = settings.replace(trials=dataclasses.replace(settings.trials, share=0.5))
+    formula = settings.scoring
+    rng = random.Random(seed)
+    community = audience.community(random.Random(f"{audience.name}/{seed}"))  # as `simulate` draws it
+    clock = [EPOCH]
+    out_nights: list[dict[str, Any]] = []
+    trials: dict[int, TrialRecord] = {}
+    message_id = 1
+    async with open_services(settings, in_process_training=True) as services:
+        storage, generator, service = services.storage, services.generator, services.trials
+        service.clock = lambda: clock[0]  # the simulated time: posts settle by it
+        service.new_seed = lambda: rng.randrange(2**31)  # reproducible arms for a given --seed
+
+        async def expected(adapter: str | None) -> float:
+            # fresh samples, the same seed every time (as `simulate` scores a night): adapters differ by weights alone
+            samples = await generator.generate(
+                max(2, eval_samples), prompt=settings.generation.prompt, adapter=adapter, seed=seed * 7919 + 104_729
+            )
+            return statistics.fmean(community.expected_scores([s.text for s in samples], formula))
+
+        for night in range(nights):
+            start = EPOCH + night * DAY
+            clock[0] = start
+            trial = await storage.active_trial()
+            emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
+            samples, arms = await _night_samples(generator, settings, trial, storage, posts_per_night, seed, night)
+            for i, (smp, arm) in enumerate(zip(samples, arms, strict=True)):
+                at = start + i * (12 * 3600.0 / max(1, len(samples)))
+                post = NewPost.from_sample(
+                    smp, channel_id=CHANNELS[i % len(CHANNELS)], created_at=at, message_id=message_id + i
+                )
+                if trial is not None:
+                    post = dataclasses.replace(post, trial_id=trial.id, arm=arm)
+                await storage.add_post(post)
+                await react(storage, community, message_id + i, smp.text, at + 300, rng)
+            records = await storage.post_records(created_after=start - 1, created_before=start + DAY)
+            message_id += len(samples)
+            texts = [s.text for s in samples]
+            night_json: dict[str, Any] = {
+                "night": night,
+                "mean_score": statistics.fmean(score_post(r, formula) for r in records) if records else 0.0,
+                "expected_score": await expected(None),  # the served adapter (the incumbent during a trial)
+                "posts": len(records),
+                "adapter": generator.active,
+                "distinct2": distinct_n(texts),
+                "promoted": None,
+                "trial": None,
+            }
+            # the end of the day: the day's posts have settled; the test looks at them
+            clock[0] = start + DAY - 1
+            if trial is not None:
+                status = await service.check()
+                rec = trials[trial.id]
+                assert status is not None
+                rec.settled = status.decision.settled
+                night_json["trial"] = {
+                    "id": trial.id,
+                    "candidate": trial.candidate,
+                    "incumbent": trial.incumbent,
+                    "arms": {a: arms.count(a) for a in ("candidate", "incumbent")},
+                    "settled": status.decision.settled,
+                    "estimate": status.decision.estimate,
+                    "decision": status.trial.verdict,
+                }
+                if status.trial.verdict is not None:
+                    rec.verdict, rec.ended_night = status.trial.verdict, night
+                    night_json["promoted"] = status.trial.verdict in PROMOTING
+                    night_json["trial"]["right"] = rec.right
+            # the night: train only when no trial is still deciding (the bot's rule)
+            if night < nights - 1 and await storage.active_trial() is None:
+                emit({"event": "night", "night": night, "stage": "training"})
+                run = await services.training.run("simulate --ab", None, now=start + DAY - 1)
+                night_json["gate"] = run.reason
+                if run.trial:
+                    started = await storage.active_trial()
+                    assert started is not None
+                    rec = TrialRecord(started.id, started.candidate, started.incumbent, night)
+                    rec.expected = {
+                        started.candidate: await expected(started.candidate),
+                        started.incumbent: await expected(started.incumbent),
+                    }
+                    trials[started.id] = rec
+                    night_json["trial_started"] = {"id": started.id, "candidate": started.candidate}
+            out_nights.append(night_json)
+            emit({"event": "night_done", **{k: night_json[k] for k in ("night", "mean_score", "adapter")}})
+    records = list(trials.values())
+    summary = {
+        "trials": len(records),
+        "promoted": sum(r.outcome == "promoted" for r in records),
+        "kept": sum(r.outcome == "kept" for r in records),
+        "ended": sum(r.outcome == "ended" for r in records),
+        "undecided": sum(r.outcome == "undecided" for r in records),
+        "right": sum(
+            r.verdict is not None and r.right == ("promote" if r.outcome == "promoted" else "keep")
+            for r in records
+            if r.outcome in ("promoted", "kept")
+        ),
+        "wrongly_promoted": sum(r.outcome == "promoted" and r.right == "keep" for r in records),
+        "wrongly_kept": sum(r.outcome == "kept" and r.right == "promote" for r in records),
+        "candidates_truly_better": sum(r.right == "promote" for r in records),
+    }
+    base = out_nights[0]["expected_score"] if out_nights else 0.0
+    return {
+        "audience": audience.name,
+        "seed": seed,
+        "ab": {"share": settings.trials.share, "alpha": settings.trials.alpha, "max_posts": settings.trials.max_posts},
+        "nights": out_nights,
+        "trials": [dataclasses.asdict(r) | {"right": r.right, "outcome": r.outcome} for r in records],
+        "trial_summary": summary,
+        "baseline_mean_score": out_nights[0]["mean_score"] if out_nights else 0.0,
+        "final_mean_score": out_nights[-1]["mean_score"] if out_nights else 0.0,
+        "lift": (out_nights[-1]["expected_score"] / base) if base > 0 else 1.0,
+        "note": _note(summary),
+    }
+
+
+async def _night_samples(
+    generator: Any, settings: Settings, trial: Any, storage: Any, n: int, seed: int, night: int
+) -> tuple[list[Sample], list[str | None]]:
+    """The night's posts: the serving adapter's, or, during a trial, each written by its arm (arms from the coin)."""
+    prompt = settings.generation.prompt
+    if trial is None:
+        return await generator.generate(n, prompt=prompt, seed=seed * 7919 + night), [None] * n
+    first = sum((await storage.trial_post_counts(trial.id)).values())
+    arms = [assign_arm(trial.seed, first + i, trial.share) for i in range(n)]
+    pools: dict[str, list[Sample]] = {}
+    for arm, adapter in (("candidate", trial.candidate), ("incumbent", trial.incumbent)):
+        k = sum(a == arm for a in arms)
+        pools[arm] = (
+            await generator.generate(
+                k, prompt=prompt, adapter=adapter, seed=seed * 7919 + night * 2 + (arm == CANDIDATE)
+            )
+            if k
+            else []
+        )
+    return [pools[a].pop() for a in arms], list(arms)
+
+
+def _note(s: dict[str, int]) -> str:
+    return (
+        f"{s['trials']} candidate(s) passed the gate and went on trial: {s['promoted']} promoted, {s['kept']} kept "
+        f"out as worse, {s['ended']} ended without a verdict, {s['undecided']} still undecided at the end. Of the "
+        f"{s['promoted'] + s['kept']} decided, {s['right']} agree with the expected scores "
+        f"({s['wrongly_promoted']} wrongly promoted, {s['wrongly_kept']} wrongly kept); "
+        f"{s['candidates_truly_better']} candidate(s) were truly better by expected score."
+    )
+
+
+def promotions(nights: Sequence[dict[str, Any]]) -> list[int]:
+    """The nights on which a trial promoted its candidate (for the plot's markers)."""
+    return [n["night"] for n in nights if n.get("promoted")]

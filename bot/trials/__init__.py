@@ -1,0 +1,1 @@
+"""Live A/B trials: the sequential test (pure) and the service that runs one against the serving adapter."""

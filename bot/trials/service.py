@@ -1,0 +1,289 @@
+"""Live A/B trials in the running bot: start one for a gate-passing candidate, pick each post's arm, decide.
+
+The statistics live in `sequential.py` (pure); this service wires them to storage, the generator and the adapter
+service. Rules:
+- A candidate that passes the offline gate is loaded next to the serving adapter (both resident, pinned) and
+  checked with one generation; then a trial row is written. Nothing is swapped and the `CURRENT` pointer stays on
+  the incumbent, so a restart resumes the same trial serving the same incumbent.
+- Each scheduled post asks `choose()` for its arm: the k-th post of the trial gets `assign_arm(seed, k, share)`,
+  and the post is stored with its trial and arm. Story mode never asks: it keeps writing with the incumbent.
+- `check()` replays the trial's settled posts (rewards against the channel baselines frozen at the start) through
+  the sequential test. A `promote` verdict goes through the normal promotion path (`AdapterService.use`: load,
+  swap, pointer last) before the trial is closed, so a crash in between re-decides the same way on restart.
+- While a trial runs, the scheduled nightly training waits (so the trial can accumulate the posts it needs); a
+  moderator's `/retrain` trains from the incumbent and its candidate, if it passes the gate, replaces the trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from bot.adapters.serving import AdapterService
+from bot.config.settings import Settings
+from bot.domain.scoring import score_post
+from bot.engine.generator import Generator
+from bot.storage import NewPost, Storage, Trial
+from bot.trials.sequential import (
+    CANDIDATE,
+    PROMOTING,
+    VERDICT_TEXT,
+    Arm,
+    Baseline,
+    Decision,
+    TrialConfig,
+    TrialState,
+    assign_arm,
+    baselines,
+    group_scores,
+    trial_reward,
+)
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[str], Awaitable[None]]
+
+
+class NoTrial(Exception):
+    """No A/B trial is running."""
+
+    def __init__(self) -> None:
+        super().__init__("no A/B trial is running")
+
+
+@dataclass(frozen=True)
+class ArmChoice:
+    """Who writes the next post: the trial, the arm, and the adapter that arm serves."""
+
+    trial_id: int
+    arm: Arm
+    adapter: str
+
+
+@dataclass(frozen=True)
+class TrialStatus:
+    """What operators see: the trial, posts per arm (settled or not) and the test's state over settled ones."""
+
+    trial: Trial
+    posts: dict[str, int]
+    decision: Decision
+
+    def text(self) -> str:
+        """A few lines for `/adapter trial` and `kilroy adapters trial`."""
+        t, d = self.trial, self.decision
+        head = f"Trial #{t.id}: candidate `{t.candidate}` against incumbent `{t.incumbent}`"
+        if not t.active:
+            head += f" — ended: {VERDICT_TEXT.get(t.verdict or '', t.verdict)} ({t.decided_by})"
+        posts = f"posts: candidate {self.posts.get('candidate', 0)}, incumbent {self.posts.get('incumbent', 0)}"
+        setup = f"share {t.share:.2f} · alpha {t.alpha:g} · futility stop at {t.max_posts} settled posts"
+        return f"{head}\n{posts} · {setup}\n{d.summary()}"
+
+
+async def evaluate_trial(storage: Storage, settings: Settings, trial: Trial, *, now: float) -> TrialStatus:
+    """Replay a trial's settled posts, in post order, through the sequential test; act on nothing."""
+    settled_before = now - settings.scoring.settle_hours * 3600.0
+    records = await storage.post_records(trial_id=trial.id, created_before=settled_before)
+    formula = settings.scoring
+    config = TrialConfig(share=trial.share, alpha=trial.alpha, max_posts=trial.max_posts)
+    state = TrialState(config)
+    for r in records:
+        b = trial.baselines.get(r.post.channel_id)
+        base = Baseline(*b) if b else None
+        if state.observe(r.post.arm or "", trial_reward(score_post(r, formula), base, config.clip)):
+            break
+    return TrialStatus(trial, await storage.trial_post_counts(trial.id), state.decision())
+
+
+class TrialService:
+    """Runs at most one A/B trial at a time; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        adapters: AdapterService,
+        generator: Generator,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        announce: Announce | None = None,
+    ) -> None:
+        self.storage, self.adapters, self.generator, self.settings = storage, adapters, generator, settings
+        self.clock = clock
+        self.announce = announce  # set by the training cog to write in KILROY_LOG_CHANNEL_ID
+        self.new_seed: Callable[[], int] = lambda: secrets.randbits(31)  # the arm coin's seed (the simulation fixes it)
+
+    @property
+    def enabled(self) -> bool:
+        """Trials are on unless KILROY_AB_SHARE is 0 (then a gate-passing candidate is swapped in at once)."""
+        return self.settings.trials.share > 0
+
+    async def _say(self, text: str) -> None:
+        log.info("%s", text.replace("\n", " · "))
+        if self.announce is not None:
+            try:
+                await self.announce(text)
+            except Exception:
+                log.warning("could not announce a trial event", exc_info=True)
+
+    # --- starting ----------------------------------------------------------------------------------------------------
+
+    async def on_candidate(self, candidate: str, run_id: int | None = None) -> bool:
+        """The promotion sequence's hook for a gate-passing candidate: True if it went on a trial instead of being
+        swapped in; False when trials are off (KILROY_AB_SHARE=0), and the sequence swaps it in as before."""
+        if not self.enabled:
+            return False
+        await self.start(candidate, run_id=run_id)
+        return True
+
+    async def start(self, candidate: str, *, run_id: int | None = None, by: str = "training") -> Trial:
+        """Load `candidate` beside the serving adapter, check it generates, and open a trial against it."""
+        current = await self.storage.active_trial()
+        if current is not None and current.candidate == candidate:
+            return current  # already on trial (an interrupted promotion sequence being finished)
+        incumbent = self.adapters.store.current()  # the pointer: what serves, and what a restart serves
+        if candidate == incumbent:
+            raise ValueError(f"{candidate!r} is already serving; there is nothing to compare")
+        await self._ensure_loaded(candidate)
+        await self._ensure_loaded(incumbent)
+        # health check: one generation with the candidate; an adapter that cannot write never reaches a post
+        samples = await self.generator.generate(1, adapter=candidate, prompt=self.settings.generation.prompt)
+        if not samples:
+            raise RuntimeError(f"adapter {candidate!r} produced nothing")
+        if current is not None:
+            await self._end(current, "replaced", by, f"replaced by candidate {candidate}")
+        now = self.clock()
+        cfg = self.settings.trials
+        trial_id = await self.storage.start_trial(
+            candidate=candidate,
+            incumbent=incumbent,
+            run_id=run_id,
+            share=cfg.share,
+            alpha=cfg.alpha,
+            max_posts=cfg.max_posts,
+            seed=self.new_seed(),
+            baselines={c: (b.median, b.spread) for c, b in (await self._baselines(now)).items()},
+            at=now,
+        )
+        self.generator.pin({incumbent, candidate})
+        trial = await self.storage.get_trial(trial_id)
+        assert trial is not None
+        await self._say(
+            f"A/B trial #{trial_id} started: candidate `{candidate}` writes {cfg.share:.0%} of posts, incumbent "
+            f"`{incumbent}` the rest, until the community's reactions decide (at most {cfg.max_posts} settled posts)."
+        )
+        return trial
+
+    async def _baselines(self, now: float) -> dict[int, Baseline]:
+        # each channel's reward centre from its settled posts before the trial, frozen for the whole trial
+        settled_before = now - self.settings.scoring.settle_hours * 3600.0
+        records = await self.storage.post_records(
+            created_before=settled_before, limit=self.settings.scoring.baseline_window
+        )
+        formula = self.settings.scoring
+        records = [r for r in records if r.post.kind == "post"]
+        return baselines(group_scores([r.post.channel_id for r in records], [score_post(r, formula) for r in records]))
+
+    async def _ensure_loaded(self, name: str) -> None:
+        if not self.generator.is_resident(name):
+            await self.generator.preload(name, self.adapters.store.path(name))
+
+    async def restore(self) -> Trial | None:
+        """At start: reload a running trial's candidate; a candidate that no longer loads ends its trial."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            return None
+        try:
+            await self._ensure_loaded(trial.candidate)
+            await self._ensure_loaded(trial.incumbent)
+        except Exception as exc:
+            log.exception("trial #%d: its adapters cannot be loaded", trial.id)
+            await self._end(trial, "stopped", "restore", f"could not load its adapters at start: {exc}")
+            return None
+        self.generator.pin({trial.incumbent, trial.candidate})
+        log.info("resumed A/B trial #%d (%s against %s)", trial.id, trial.candidate, trial.incumbent)
+        return trial
+
+    async def running(self) -> Trial | None:
+        """The running trial, if any (the scheduled nightly training waits while there is one)."""
+        return await self.storage.active_trial()
+
+    # --- posting -----------------------------------------------------------------------------------------------------
+
+    async def choose(self) -> ArmChoice | None:
+        """The arm of the next scheduled post, or None when no trial runs (then the serving adapter writes)."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            return None
+        index = sum((await self.storage.trial_post_counts(trial.id)).values())
+        arm = assign_arm(trial.seed, index, trial.share)
+        adapter = trial.candidate if arm == CANDIDATE else trial.incumbent
+        await self._ensure_loaded(adapter)  # a trial started by another process (`kilroy train`) loads here
+        self.generator.pin({trial.incumbent, trial.candidate})
+        return ArmChoice(trial.id, arm, adapter)
+
+    @staticmethod
+    def tag(post: NewPost, choice: ArmChoice | None) -> NewPost:
+        """The post with its trial and arm recorded."""
+        if choice is None:
+            return post
+        return replace(post, trial_id=choice.trial_id, arm=choice.arm)
+
+    # --- deciding ----------------------------------------------------------------------------------------------------
+
+    async def evaluate(self, trial: Trial) -> TrialStatus:
+        """Replay the trial's settled posts through the sequential test (does not act on the verdict)."""
+        return await evaluate_trial(self.storage, self.settings, trial, now=self.clock())
+
+    async def check(self) -> TrialStatus | None:
+        """Evaluate the running trial and act on a verdict (promote through the promotion path, or keep)."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            return None
+        status = await self.evaluate(trial)
+        if status.decision.verdict is not None:
+            await self._end(trial, status.decision.verdict, "test", status.decision.summary())
+            ended = await self.storage.get_trial(trial.id)
+            status = TrialStatus(ended or trial, status.posts, status.decision)
+        return status
+
+    async def status(self) -> TrialStatus | None:
+        """The running trial (or the last one) with its figures."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            recent = await self.storage.trials(limit=1)
+            if not recent:
+                return None
+            trial = recent[0]
+        return await self.evaluate(trial)
+
+    async def stop(self, by: str) -> Trial:
+        """End the running trial keeping the incumbent (operators)."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            raise NoTrial()
+        await self._end(trial, "stopped", by, "stopped by hand")
+        return trial
+
+    async def promote(self, by: str) -> Trial:
+        """Promote the running trial's candidate by hand (operators); recorded with who did it."""
+        trial = await self.storage.active_trial()
+        if trial is None:
+            raise NoTrial()
+        await self._end(trial, "promoted_by_hand", by, "promoted by hand")
+        return trial
+
+    async def _end(self, trial: Trial, verdict: str, by: str, summary: str) -> None:
+        # promotion first, through the one promotion path (load, swap, pointer last); the row is closed after, so
+        # a crash in between leaves a trial that re-decides the same way on the next start
+        if verdict in PROMOTING:
+            await self.adapters.use(trial.candidate)  # load, health-check, swap, pointer last
+        if not await self.storage.end_trial(trial.id, verdict=verdict, decided_by=by, summary=summary, at=self.clock()):
+            return  # someone else closed it first
+        if trial.run_id is not None:  # the run's promotion sequence ends with the trial
+            await self.storage.set_run_stage(trial.run_id, "promoted" if verdict in PROMOTING else "kept")
+        self.generator.pin(set())
+        outcome = f"now serving `{trial.candidate}`" if verdict in PROMOTING else f"`{trial.incumbent}` keeps serving"
+        await self._say(f"A/B trial #{trial.id} ended: {VERDICT_TEXT[verdict]} ({by}); {outcome}.\n{summary}")

@@ -1,0 +1,65 @@
+"""`kilroy adapters trial [show|stop|promote]` mirrors the operators' slash command from the shell."""
+
+import asyncio
+import time
+
+from bot.adapters.store import AdapterStore
+from bot.cli.main import main
+from bot.storage import NewPost, Storage
+from tests.cli.test_main import env  # noqa: F401 - fixture
+from tests.storage.test_trials import _start
+
+
+def _prepare(tmp_path, with_trial: bool = True) -> int | None:
+    async def go():
+        async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
+            if not with_trial:
+                return None
+            tid = await _start(s, candidate="v0002", incumbent="base", at=time.time() - 10)
+            for i in range(4):
+                arm = "candidate" if i % 2 else "incumbent"
+                await s.add_post(
+                    NewPost(
+                        channel_id=1, text="x", adapter="a", created_at=1.0, message_id=i + 1, trial_id=tid, arm=arm
+                    )
+                )
+            return tid
+
+    return asyncio.run(go())
+
+
+def _fake_adapter(tmp_path, name: str) -> None:
+    folder = tmp_path / "adapters" / name
+    folder.mkdir(parents=True)
+    header = b"{}"
+    (folder / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    (folder / "adapter_config.json").write_text("{}")
+
+
+def test_trial_show_stop(env, tmp_path, capsys):  # noqa: F811
+    """show prints the arms and the test's state; stop ends it as decided by 'cli'; nothing left to stop after."""
+    assert main(["adapters", "trial"]) == 0
+    assert "no A/B trial" in capsys.readouterr().out
+    tid = _prepare(tmp_path)
+    assert main(["adapters", "trial", "show"]) == 0
+    out = capsys.readouterr().out
+    assert f"Trial #{tid}" in out and "candidate 2, incumbent 2" in out and "undecided" in out
+    assert main(["adapters", "trial", "stop"]) == 0
+    assert "stopped" in capsys.readouterr().out
+    assert main(["adapters", "trial", "stop"]) == 2
+    assert main(["adapters", "trial"]) == 0
+    assert "ended" in capsys.readouterr().out
+
+
+def test_trial_promote_moves_the_pointer(env, tmp_path, capsys):  # noqa: F811
+    """promote makes the candidate current and records the verdict."""
+    _fake_adapter(tmp_path, "v0002")
+    tid = _prepare(tmp_path)
+    assert main(["adapters", "trial", "promote"]) == 0
+    assert AdapterStore(tmp_path / "adapters").current() == "v0002"
+
+    async def verdict():
+        async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
+            return (await s.get_trial(tid)).verdict
+
+    assert asyncio.run(verdict()) == "promoted_by_hand"
