@@ -47,26 +47,15 @@ from bot.domain.scoring import ScoreFormula
 from bot.engine.tiny import ensure_tiny
 from bot.logs import setup_logging
 from bot.storage import Storage
-from tests.support import fake_discord as fd
+from tests.support import e2e, fake_discord as fd
+from tests.support.data import OPEN_GATE
 
 
 @contextlib.asynccontextmanager
 async def running_bot(settings: Settings, server: fd.FakeDiscord) -> AsyncIterator[Any]:
     """The bot as `kilroy run` builds it (heap frozen after start-up), logged in to the fake Discord."""
-    from bot.app.bot import KilroyBot
-    from bot.services import open_services
-
-    async with open_services(settings, freeze_heap=True) as services:
-        bot = KilroyBot(settings, services, guild_ready_timeout=0.05)
-        async with bot:
-            task = asyncio.create_task(bot.start("fake-token"))
-            try:
-                await asyncio.wait_for(bot.wait_until_ready(), 60)
-                yield bot
-            finally:
-                await bot.close()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, 10)
+    async with e2e.running_bot(settings, server, freeze_heap=True, ready_timeout=60) as bot:
+        yield bot
 
 
 def model_dir() -> Path:
@@ -84,9 +73,7 @@ def bench_settings(tmp: Path) -> Settings:
             "KILROY_SETTLE_HOURS": "0",
             "KILROY_MIN_TRAIN_POSTS": "2",
             "KILROY_EPOCHS": "1",
-            "KILROY_GATE_MAX_KL": "100",
-            "KILROY_GATE_MIN_DIVERSITY": "0",
-            "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
+            **OPEN_GATE,
             "KILROY_GATE_SAMPLES": "8",
             "KILROY_MAX_NEW_TOKENS": "24",
         }

@@ -10,6 +10,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from tests.support import fake_discord as fd
+from tests.support.data import OPEN_GATE
 
 
 @pytest.fixture
@@ -33,12 +34,7 @@ E2E_ENV = {
     "KILROY_SETTLE_HOURS": "0",
     "KILROY_MIN_TRAIN_POSTS": "2",
     "KILROY_EPOCHS": "1",
-    "KILROY_GATE_MAX_KL": "100",
-    "KILROY_GATE_MIN_DIVERSITY": "0",
-    "KILROY_GATE_MIN_BASE_DIVERSITY": "0",
-    "KILROY_GATE_MAX_REPEAT": "100",
-    "KILROY_GATE_MAX_LENGTH": "100",
-    "KILROY_GATE_MIN_ENGAGEMENT": "-100",
+    **OPEN_GATE,
     "KILROY_REWARD_MAX_P": "1",
     "KILROY_STORY_COOLDOWN_SECONDS": "0",
     "KILROY_AB_SHARE": "0",  # gate-only promotion, except in tests/e2e/test_trial.py

@@ -15,14 +15,16 @@ from tests.support import fake_discord as fd
 
 
 @contextlib.asynccontextmanager
-async def running_bot(settings, server: fd.FakeDiscord) -> AsyncIterator[KilroyBot]:
-    """Start the real bot with a fake token; yield once it is ready; stop it cleanly."""
-    async with open_services(settings) as services:
+async def running_bot(
+    settings, server: fd.FakeDiscord, *, freeze_heap: bool = False, ready_timeout: float = 30
+) -> AsyncIterator[KilroyBot]:
+    """Start the real bot with a fake token; yield once it is ready; stop it cleanly. `freeze_heap` as `kilroy run`."""
+    async with open_services(settings, freeze_heap=freeze_heap) as services:
         bot = KilroyBot(settings, services, guild_ready_timeout=0.05)
         async with bot:
             task = asyncio.create_task(bot.start("fake-token"))
             try:
-                await asyncio.wait_for(bot.wait_until_ready(), 30)
+                await asyncio.wait_for(bot.wait_until_ready(), ready_timeout)
                 yield bot
             finally:
                 await bot.close()
