@@ -509,7 +509,7 @@ class Settings:
     db_path: Path = setting(
         "KILROY_DB_PATH",
         Path("data/kilroy.db"),
-        derive=lambda read: read["data_dir"] / "kilroy.db",
+        derive=lambda values: values["data_dir"] / "kilroy.db",
         shown="",
         help="SQLite database (default: <KILROY_DATA_DIR>/kilroy.db).",
     )

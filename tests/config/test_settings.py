@@ -224,10 +224,3 @@ def test_a_number_cannot_be_declared_without_both_bounds():
         setting("KILROY_X", 1.0, hi=2, help="x")
     with pytest.raises(TypeError, match="both bounds"):
         setting("KILROY_X", 1, lo=0, help="x")
-
-
-def test_gate_defaults_are_the_declared_ones():
-    """The gate reads its defaults from the declarations, so the two cannot drift apart."""
-    from bot.training.gate import GateConfig, gate_config
-
-    assert GateConfig() == gate_config(Settings().training)
