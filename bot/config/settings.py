@@ -1,6 +1,13 @@
-"""One frozen settings object, read from the environment and `.env`, validated at start.
+"""Every setting, declared once: its attribute, variable, default, kind, bounds and help, in one frozen object.
 
-`Settings.from_env(mapping)` is pure: `cli.py` calls it with `{**dotenv_values(".env"), **os.environ}` so that
+To add a setting, add one line to its section below, for example
+    kl_beta: float = setting("KILROY_KL_BETA", 0.1, lo=0, hi=100, help="Weight of the KL penalty ...")
+then run `python -m bot.config.example > .env.example` (tests/config fails until the file matches). The reader
+(`bot/config/env.py`), the JSON codec for the training worker (`bot/config/codec.py`) and `.env.example` all follow
+the declarations. The kind comes from the default (float, int, bool, str with `choices`, Path, time) unless given
+(`kind=IDS`, ...); a number must name both bounds, a range a real deployment never needs to leave.
+
+`Settings.from_env(mapping)` is pure: `load_settings` calls it with `.env` overlaid by the process environment, so
 reading `.env` never mutates the process environment. Every problem is collected and reported together, each
 naming the variable, the bad value and the expected form.
 """
@@ -9,78 +16,161 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
-import os
-import re
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
-T = TypeVar("T")
-MAX_WEIGHT = 100.0  # the largest |weight| an emoji or a reply may carry
+from bot.config import codec
+from bot.config.env import (
+    IDS,
+    INTEGER,
+    LEVEL,
+    MAX_WEIGHT,
+    ONE_ID,
+    PATH,
+    VERBATIM,
+    WEIGHTS,
+    WORDS,
+    ZONE,
+    ConfigError,
+    Secret,
+    emoji_key,
+    environment,
+    read,
+    section,
+    setting,
+)
+
+__all__ = [
+    "DEFAULT_OPENING",
+    "MAX_WEIGHT",
+    "MIN_PROMPT_TOKENS",
+    "ConfigError",
+    "DiscordSettings",
+    "GenerationSettings",
+    "ModelSettings",
+    "OpsSettings",
+    "SafetySettings",
+    "SamplingParams",
+    "ScoreFormula",
+    "ScoringSettings",
+    "Secret",
+    "Settings",
+    "StorySettings",
+    "TrainingSettings",
+    "TrialSettings",
+    "emoji_key",
+    "load_settings",
+]
 
 DEFAULT_OPENING = (
     "It is morning, the sun is rising and it is very quiet. The lamps are on and she rearranges them for hours. "
     "She deals a deck of cards in silence."
 )
+MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must leave at least this much
+WEEK_MINUTES = 7 * 24 * 60
 
 
-class ConfigError(Exception):
-    """One or more settings are invalid; the message lists each with its fix."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-class Secret:
-    """A string that never shows itself in a repr, a log line or a traceback."""
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        """Return the secret value; call only where it is used."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: Secret = setting(
+        "DISCORD_TOKEN",
+        Secret(""),
+        help="The bot token from https://discord.com/developers/applications (Bot -> Reset Token). "
+        "Never share or commit it.",
+    )
+    guild_ids: tuple[int, ...] = setting(
+        "KILROY_GUILD_IDS",
+        (),
+        kind=IDS,
+        help="The servers Kilroy works in (comma-separated ids): commands are synced there instantly, and in any "
+        "other server Kilroy answers nothing and records nothing. Empty = every server (global sync; can take up "
+        "to an hour).",
+    )
+    post_channel_ids: tuple[int, ...] = setting(
+        "KILROY_POST_CHANNEL_IDS",
+        (),
+        kind=IDS,
+        help="Channels the bot posts generated text into (comma-separated ids).",
+    )
+    post_interval_minutes: float = setting(
+        "KILROY_POST_INTERVAL_MINUTES",
+        60.0,
+        lo=1,
+        hi=WEEK_MINUTES,
+        help="Minutes between scheduled posts per channel (a little random jitter is added).",
+    )
+    log_channel_id: int | None = setting(
+        "KILROY_LOG_CHANNEL_ID",
+        None,
+        kind=ONE_ID,
+        help="Channel for a short summary after each nightly training run and the audit trail of /retrain and "
+        "/adapter (optional).",
+    )
+    moderator_role_ids: tuple[int, ...] = setting(
+        "KILROY_MODERATOR_ROLE_IDS",
+        (),
+        kind=IDS,
+        help="Roles allowed to run /retrain (members with Manage Server can always).",
+    )
+    operator_user_ids: tuple[int, ...] = setting(
+        "KILROY_OPERATOR_USER_IDS",
+        (),
+        kind=IDS,
+        help="Users allowed to manage adapters with /adapter (the application owner always can).",
+    )
+    operator_role_ids: tuple[int, ...] = setting(
+        "KILROY_OPERATOR_ROLE_IDS", (), kind=IDS, help="Roles allowed to manage adapters with /adapter."
+    )
+    blocklist: tuple[str, ...] = setting(
+        "KILROY_BLOCKLIST",
+        (),
+        kind=WORDS,
+        help="Words that must never appear in anything Kilroy sends (comma-separated, case-insensitive): generated "
+        "text with one is resampled, a member's line with one is refused.",
+    )
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    name: str = "gpt2"
-    quantization: str = "auto"  # auto | 4bit | 8bit | none
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    name: str = setting(
+        "KILROY_MODEL",
+        "gpt2",
+        help="Hub id (gpt2), a local folder, or tiny (a small GPT-2 the project builds offline; tiny:test is smaller "
+        "still).",
+    )
+    quantization: str = setting(
+        "KILROY_QUANTIZATION",
+        "auto",
+        choices=("auto", "4bit", "8bit", "none"),
+        help="auto (4-bit NF4 on CUDA, full precision on CPU), 4bit, 8bit (both need CUDA) or none.",
+    )
+    lora_rank: int = setting("KILROY_LORA_RANK", 8, lo=1, hi=256, help="LoRA rank of new adapters.")
+    lora_alpha: int = setting("KILROY_LORA_ALPHA", 16, lo=1, hi=1024, help="LoRA alpha of new adapters.")
+    lora_dropout: float = setting("KILROY_LORA_DROPOUT", 0.0, lo=0, hi=0.9, help="LoRA dropout of new adapters.")
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample: the settings stored with every post (the sampling part of the generation section)."""
 
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 50
-    max_new_tokens: int = 60
-    repetition_penalty: float = 1.0
+    temperature: float = setting("KILROY_TEMPERATURE", 1.0, lo=0.05, hi=5, help="Sampling temperature.")
+    top_p: float = setting("KILROY_TOP_P", 0.95, lo=0.01, hi=1, help="Nucleus sampling: the top-p mass kept.")
+    top_k: int = setting("KILROY_TOP_K", 50, lo=0, hi=100_000, help="Top-k sampling; 0 disables it.")
+    max_new_tokens: int = setting("KILROY_MAX_NEW_TOKENS", 60, lo=1, hi=1024, help="Most tokens a post samples.")
+    repetition_penalty: float = setting(
+        "KILROY_REPETITION_PENALTY", 1.0, lo=0.5, hi=3, help="Repetition penalty of sampling (1 = none)."
+    )
     # a completion never repeats a word n-gram of its own (0: off); see bot/engine/norepeat.py
-    no_repeat_ngram: int = 3
+    no_repeat_ngram: int = setting(
+        "KILROY_NO_REPEAT_NGRAM",
+        3,
+        lo=0,
+        hi=16,
+        help='A post never repeats a run of this many of its own words ("the best combo ... the best combo"); '
+        "0 disables.",
+    )
 
     @classmethod
     def from_settings(cls, g: SamplingParams) -> SamplingParams:
@@ -90,17 +180,35 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationSettings(SamplingParams):
-    prompt: str = ""
+    prompt: str = setting(
+        "KILROY_POST_PROMPT", "", kind=VERBATIM, help="Text every post starts from (empty: posts start from nothing)."
+    )
 
 
 @dataclass(frozen=True)
 class ScoreFormula:
     """How engagement turns into a score (the formula part of the scoring section; `bot.domain.scoring` applies it)."""
 
-    emoji_weights: Mapping[str, float] = field(default_factory=lambda: {"👎": -1.0})
-    default_emoji_weight: float = 1.0
-    reply_weight: float = 2.0
-    settle_hours: float = 12.0
+    emoji_weights: Mapping[str, float] = setting(
+        "KILROY_EMOJI_WEIGHTS",
+        {"👎": -1.0},
+        kind=WEIGHTS,
+        help="Weights of particular emoji (emoji=weight, comma-separated; a custom one as <:name:id>), each between "
+        f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}; others weigh KILROY_DEFAULT_EMOJI_WEIGHT.",
+    )
+    default_emoji_weight: float = setting(
+        "KILROY_DEFAULT_EMOJI_WEIGHT", 1.0, lo=-MAX_WEIGHT, hi=MAX_WEIGHT, help="Weight of any other emoji."
+    )
+    reply_weight: float = setting(
+        "KILROY_REPLY_WEIGHT", 2.0, lo=-MAX_WEIGHT, hi=MAX_WEIGHT, help="Added once per member who replies to a post."
+    )
+    settle_hours: float = setting(
+        "KILROY_SETTLE_HOURS",
+        12.0,
+        lo=0,
+        hi=24 * 30,
+        help="Hours after posting before a post's score is final and it can be trained on.",
+    )
 
     def weight(self, emoji: str) -> float:
         """The weight of one emoji (custom emoji are matched by their text form `<:name:id>`)."""
@@ -109,116 +217,323 @@ class ScoreFormula:
 
 @dataclass(frozen=True)
 class ScoringSettings(ScoreFormula):
-    baseline_window: int = 500
+    baseline_window: int = setting(
+        "KILROY_BASELINE_WINDOW",
+        500,
+        lo=2,
+        hi=1_000_000,
+        help="How many recent settled posts (all channels together) the reward model is fit on; channel baselines "
+        "come from them.",
+    )
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    objective: str = "reinforce"  # reinforce | awr
-    learning_rate: float = 3e-3
-    epochs: int = 1
-    batch_size: int = 16
-    grad_accum: int = 1
-    kl_beta: float = 0.1
-    awr_temperature: float = 1.0
-    min_posts: int = 8
-    gate_max_kl: float = 0.3
-    gate_min_diversity: float = 0.6
-    gate_min_base_diversity: float = 0.85
-    gate_samples: int = 256
-    reward: str = "model"  # model (pooled reward model) | normalised (the night's own scores, median/MAD)
-    reward_max_p: float = 0.2  # a night trains nothing unless shuffled scores fit as well as the real ones this rarely
-    length_neutral: float = 1.0  # share of the rewards' positive dependence on post length removed (0..1)
-    repeat_penalty: float = 2.0  # relative reward taken from a post that repeats a word trigram
-    unlikelihood: float = 0.0  # weight of the unlikelihood term on tokens that repeat a trigram of their post
-    reward_samples: int = 0  # extra samples of the serving adapter a night, scored by the reward model
-    gate_max_repeat: float = 1.5  # candidate repeat3 at most this times the base's (floored at 0.03)
-    gate_max_length: float = 1.5  # candidate mean tokens at most this times the base's
-    gate_min_engagement: float = 0.0  # candidate's estimated relative engagement minus the serving one's, at least
-    train_time: dt.time = dt.time(3, 30)
-    timezone: str = "UTC"
-    seed: int = 0
-    timeout_minutes: float = 180.0
-
-
-@dataclass(frozen=True)
-class DiscordSettings:
-    token: Secret = field(default_factory=lambda: Secret(""))
-    guild_ids: tuple[int, ...] = ()
-    post_channel_ids: tuple[int, ...] = ()
-    post_interval_minutes: float = 60.0
-    log_channel_id: int | None = None
-    moderator_role_ids: tuple[int, ...] = ()
-    operator_user_ids: tuple[int, ...] = ()
-    operator_role_ids: tuple[int, ...] = ()
-    blocklist: tuple[str, ...] = ()
+    objective: str = setting(
+        "KILROY_OBJECTIVE",
+        "reinforce",
+        choices=("reinforce", "awr"),
+        help="reinforce (signed policy gradient) or awr (advantage-weighted likelihood).",
+    )
+    learning_rate: float = setting("KILROY_LEARNING_RATE", 3e-3, lo=0, hi=1, help="Learning rate of the adapter.")
+    epochs: int = setting("KILROY_EPOCHS", 1, lo=1, hi=100, help="Passes over a night's posts.")
+    batch_size: int = setting("KILROY_BATCH_SIZE", 16, lo=1, hi=1024, help="Posts per training batch.")
+    grad_accum: int = setting(
+        "KILROY_GRAD_ACCUM", 1, lo=1, hi=1024, help="Batches whose gradients are summed before each optimizer step."
+    )
+    kl_beta: float = setting(
+        "KILROY_KL_BETA", 0.1, lo=0, hi=100, help="Weight of the KL penalty that anchors the adapter to the base model."
+    )
+    awr_temperature: float = setting(
+        "KILROY_AWR_TEMPERATURE", 1.0, lo=0.01, hi=100, help="Temperature of the awr weights exp(advantage / t)."
+    )
+    min_posts: int = setting(
+        "KILROY_MIN_TRAIN_POSTS",
+        8,
+        lo=1,
+        hi=1_000_000,
+        help="A run needs at least this many settled, untrained posts.",
+    )
+    gate_max_kl: float = setting(
+        "KILROY_GATE_MAX_KL", 0.3, lo=0, hi=1000, help="Gate: largest per-token KL to the base allowed for promotion."
+    )
+    gate_min_diversity: float = setting(
+        "KILROY_GATE_MIN_DIVERSITY",
+        0.6,
+        lo=0,
+        hi=1,
+        help="Gate: the new adapter's distinct-2 must be at least this fraction of the serving adapter's.",
+    )
+    gate_min_base_diversity: float = setting(
+        "KILROY_GATE_MIN_BASE_DIVERSITY",
+        0.85,
+        lo=0,
+        hi=1,
+        help="Gate: ... and at least this fraction of the base model's (so small nightly losses cannot compound).",
+    )
+    gate_samples: int = setting(
+        "KILROY_GATE_SAMPLES", 256, lo=2, hi=4096, help="Gate: fresh samples drawn to evaluate a candidate."
+    )
+    reward: str = setting(
+        "KILROY_REWARD",
+        "model",
+        choices=("model", "normalised"),
+        help="Rewards: model (a reward model over all settled history, pooled across nights) or normalised (each "
+        "night's own scores, median/MAD-normalised: the older recipe, which follows noise).",
+    )
+    reward_max_p: float = setting(
+        "KILROY_REWARD_MAX_P",
+        0.2,
+        lo=0,
+        hi=1,
+        help="A night trains nothing unless the reward model beats shuffled scores (permutation p-value at most "
+        "this): otherwise its rewards would be noise. 1 trains every night.",
+    )
+    length_neutral: float = setting(
+        "KILROY_LENGTH_NEUTRAL",
+        1.0,
+        lo=0,
+        hi=1,
+        help="Share of the rewards' preference for longer posts removed, so training does not make posts long-winded.",
+    )
+    repeat_penalty: float = setting(
+        "KILROY_REPEAT_PENALTY",
+        2.0,
+        lo=0,
+        hi=100,
+        help="Relative reward taken from a post that repeats a word trigram (a template loop).",
+    )
+    unlikelihood: float = setting(
+        "KILROY_UNLIKELIHOOD",
+        0.0,
+        lo=0,
+        hi=100,
+        help="Weight of the unlikelihood term that pushes down tokens repeating a token trigram of their own post.",
+    )
+    reward_samples: int = setting(
+        "KILROY_REWARD_SAMPLES",
+        0,
+        lo=0,
+        hi=4096,
+        help="Extra samples of the serving adapter a night, scored by the reward model and trained on with the posts.",
+    )
+    gate_max_repeat: float = setting(
+        "KILROY_GATE_MAX_REPEAT",
+        1.5,
+        lo=0,
+        hi=100,
+        help="Gate: the candidate's repeat3 (share of posts repeating a word trigram) at most this times the base's "
+        "(floored at 0.03).",
+    )
+    gate_max_length: float = setting(
+        "KILROY_GATE_MAX_LENGTH",
+        1.5,
+        lo=0,
+        hi=100,
+        help="Gate: the candidate's mean post length in tokens at most this times the base's.",
+    )
+    # -100 lets any estimate through (the tests' open gate); above +1 ("twice the serving adapter's") nothing passes
+    gate_min_engagement: float = setting(
+        "KILROY_GATE_MIN_ENGAGEMENT",
+        0.0,
+        lo=-100,
+        hi=1,
+        help="Gate: the candidate's estimated engagement (reward model) minus the serving adapter's, at least "
+        "(relative to the usual engagement: -0.05 lets through a candidate estimated 5% below the serving one).",
+    )
+    train_time: dt.time = setting(
+        "KILROY_TRAIN_TIME", dt.time(3, 30), help="Nightly training time (HH:MM), in KILROY_TIMEZONE."
+    )
+    timezone: str = setting("KILROY_TIMEZONE", "UTC", kind=ZONE, help="Time zone of KILROY_TRAIN_TIME.")
+    seed: int = setting("KILROY_SEED", 0, lo=0, hi=2**32 - 1, help="Random seed of the nightly training.")
+    timeout_minutes: float = setting(
+        "KILROY_TRAIN_TIMEOUT_MINUTES",
+        180.0,
+        lo=0.01,
+        hi=WEEK_MINUTES,
+        help="A training worker still running after this many minutes is killed and the run recorded as timed out.",
+    )
 
 
 @dataclass(frozen=True)
 class StorySettings:
-    opening: str = DEFAULT_OPENING
-    max_line_chars: int = 300
-    cooldown_seconds: float = 10.0
-    max_new_tokens: int = 40
-    retries: int = 3
+    opening: str = setting(
+        "KILROY_STORY_OPENING",
+        DEFAULT_OPENING,
+        shown="",
+        help='The opening of a new story (default: "It is morning, the sun is rising and it is very quiet. ...").',
+    )
+    max_line_chars: int = setting(
+        "KILROY_STORY_MAX_LINE_CHARS", 300, lo=1, hi=1500, help="Longest story line a member may add, in characters."
+    )
+    cooldown_seconds: float = setting(
+        "KILROY_STORY_COOLDOWN_SECONDS", 10.0, lo=0, hi=3600, help="Seconds a member waits between two lines."
+    )
+    max_new_tokens: int = setting(
+        "KILROY_STORY_MAX_NEW_TOKENS", 40, lo=1, hi=1024, help="Most tokens a machine line of a story samples."
+    )
+    retries: int = setting(
+        "KILROY_STORY_RETRIES", 3, lo=1, hi=10, help="Attempts before an empty machine answer is reported."
+    )
 
 
 @dataclass(frozen=True)
 class SafetySettings:
-    """Abuse, load and privacy limits (issue 12)."""
+    """Abuse, load and privacy limits."""
 
-    allow_urls: bool = False  # URLs in anything Kilroy sends; invite links are always blocked
-    leave_other_guilds: bool = False  # leave servers outside KILROY_GUILD_IDS instead of ignoring them
-    command_cooldown_seconds: float = 3.0  # per member and command; /story line uses KILROY_STORY_COOLDOWN_SECONDS
-    max_queue: int = 4  # generations waiting or running; beyond it members get "busy, try again shortly"
-    retention_days: int = 90  # raw reaction events and replies of trained posts older than this are deleted; 0 = keep
-    filter_retries: int = 3  # batches a scheduled post samples while the output filter refuses them, then skip
-
-
-MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must leave at least this much
+    allow_urls: bool = setting(
+        "KILROY_ALLOW_URLS",
+        False,
+        help="Allow links in what Kilroy sends (generated text and echoed lines). Invite links are always blocked.",
+    )
+    leave_other_guilds: bool = setting(
+        "KILROY_LEAVE_OTHER_GUILDS",
+        False,
+        help="Leave a server that is not in KILROY_GUILD_IDS when invited there (false: stay, but answer and record "
+        "nothing).",
+    )
+    command_cooldown_seconds: float = setting(
+        "KILROY_COMMAND_COOLDOWN_SECONDS",
+        3.0,
+        lo=0,
+        hi=3600,
+        help="Seconds a member waits between two uses of the same command (/story line uses "
+        "KILROY_STORY_COOLDOWN_SECONDS).",
+    )
+    max_queue: int = setting(
+        "KILROY_MAX_QUEUE",
+        4,
+        lo=1,
+        hi=1000,
+        help='Generations waiting or running at once; beyond it members are told "busy, try again shortly".',
+    )
+    retention_days: int = setting(
+        "KILROY_RETENTION_DAYS",
+        90,
+        lo=0,
+        hi=3650,
+        help="Days to keep raw reaction events and replies once their post was trained on (0 = keep forever).",
+    )
+    filter_retries: int = setting(
+        "KILROY_FILTER_RETRIES",
+        3,
+        lo=1,
+        hi=10,
+        help="Batches of two samples a scheduled post draws when the output filter refuses them, before it is "
+        "skipped (story answers: KILROY_STORY_RETRIES).",
+    )
 
 
 @dataclass(frozen=True)
 class TrialSettings:
     """Live A/B trials of a gate-passing candidate against the serving adapter (bot/trials/sequential.py)."""
 
-    share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
-    alpha: float = 0.05
-    max_posts: int = 5000
+    share: float = setting(
+        "KILROY_AB_SHARE",
+        0.5,
+        lo=0,
+        hi=0.95,
+        help="Share of posts written by a gate-passing candidate during its live trial against the serving adapter "
+        "(0 turns trials off: a candidate that passes the gate is swapped in at once).",
+    )
+    alpha: float = setting(
+        "KILROY_AB_ALPHA",
+        0.05,
+        lo=0.001,
+        hi=0.5,
+        help="False-promotion rate of the trial's sequential test: a candidate no better than the serving adapter "
+        "is promoted with at most this probability, however often the test is checked.",
+    )
+    max_posts: int = setting(
+        "KILROY_AB_MAX_POSTS",
+        5000,
+        lo=10,
+        hi=1_000_000,
+        help="Futility stop: settled trial posts after which an undecided trial ends and the serving adapter stays.",
+    )
 
 
 @dataclass(frozen=True)
 class OpsSettings:
     """Running it as a service: the HTTP server (health, metrics, dashboard), backups, log format."""
 
-    http_host: str = "127.0.0.1"
-    http_port: int | None = None  # None: no HTTP server
-    dashboard_token: Secret = field(default_factory=lambda: Secret(""))  # empty: no dashboard
-    backup_dir: Path | None = None  # set: a backup before each nightly training
-    backup_keep: int = 7
-    log_format: str = "text"  # text | json
+    http_host: str = setting(
+        "KILROY_HTTP_HOST",
+        "127.0.0.1",
+        help="Address of the HTTP server inside `kilroy run` (/healthz, /metrics for Prometheus, the dashboard at "
+        "/); 127.0.0.1 keeps it local (0.0.0.0 inside a container).",
+    )
+    http_port: int | None = setting(
+        "KILROY_HTTP_PORT",
+        None,
+        kind=INTEGER,
+        lo=1,
+        hi=65535,
+        expected="a TCP port (1-65535)",
+        example="8080",
+        help="Port of the HTTP server; empty: no HTTP server.",
+    )
+    dashboard_token: Secret = setting(
+        "KILROY_DASHBOARD_TOKEN",
+        Secret(""),
+        help="Token for the dashboard (Authorization: Bearer <token>, or the login form); empty: no dashboard "
+        '(health and metrics still answer). Make one with: python -c "import secrets; '
+        'print(secrets.token_urlsafe(32))"',
+    )
+    backup_dir: Path | None = setting(
+        "KILROY_BACKUP_DIR",
+        None,
+        kind=PATH,
+        help="Folder for the nightly backup taken before each training; empty: no automatic backup.",
+    )
+    backup_keep: int = setting(
+        "KILROY_BACKUP_KEEP", 7, lo=1, hi=1000, help="How many automatic backups to keep in KILROY_BACKUP_DIR."
+    )
+    log_format: str = setting(
+        "KILROY_LOG_FORMAT",
+        "text",
+        choices=("text", "json"),
+        help="text (human-readable) or json (one JSON object per line, for log shippers).",
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    db_path: Path = Path("data/kilroy.db")
-    adapters_dir: Path = Path("adapters")
-    log_level: str = "INFO"
-    model: ModelSettings = field(default_factory=ModelSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    scoring: ScoringSettings = field(default_factory=ScoringSettings)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    discord: DiscordSettings = field(default_factory=DiscordSettings)
-    story: StorySettings = field(default_factory=StorySettings)
-    safety: SafetySettings = field(default_factory=SafetySettings)
-    trials: TrialSettings = field(default_factory=TrialSettings)
-    ops: OpsSettings = field(default_factory=OpsSettings)
+    discord: DiscordSettings = section(DiscordSettings, "Discord")
+    data_dir: Path = setting(
+        "KILROY_DATA_DIR",
+        Path("data"),
+        heading="Paths",
+        help="Database, the tiny offline model's cache and generated corpora.",
+    )
+    db_path: Path = setting(
+        "KILROY_DB_PATH",
+        Path("data/kilroy.db"),
+        derive=lambda values: values["data_dir"] / "kilroy.db",
+        shown="",
+        help="SQLite database (default: <KILROY_DATA_DIR>/kilroy.db).",
+    )
+    adapters_dir: Path = setting("KILROY_ADAPTERS_DIR", Path("adapters"), help="LoRA adapter versions.")
+    log_level: str = setting(
+        "KILROY_LOG_LEVEL",
+        "INFO",
+        kind=LEVEL,
+        choices=("debug", "info", "warning", "error"),
+        help="debug, info, warning or error.",
+    )
+    model: ModelSettings = section(ModelSettings, "Model")
+    generation: GenerationSettings = section(GenerationSettings, "Generation")
+    scoring: ScoringSettings = section(ScoringSettings, "Scoring")
+    training: TrainingSettings = section(TrainingSettings, "Training")
+    story: StorySettings = section(StorySettings, "Story mode")
+    safety: SafetySettings = section(SafetySettings, "Safety and privacy")
+    trials: TrialSettings = section(TrialSettings, "A/B trials")
+    ops: OpsSettings = section(OpsSettings, "Operations")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
         """Build settings from a mapping of variables; raise ConfigError listing every bad one."""
-        return _Reader(env).build()
+        return read(cls, env)
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with top-level fields changed."""
@@ -242,12 +557,12 @@ class Settings:
 
     def to_json(self) -> dict[str, Any]:
         """Every setting as plain JSON, secrets left out: how the settings travel whole to a child process."""
-        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return codec.encode(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Settings:
         """The inverse of `to_json` (secrets come back empty); unknown keys are an error, missing ones default."""
-        return _decode(cls(), data)
+        return codec.decode(cls(), data)
 
 
 def load_settings(env_file: str | Path | None = ".env", overrides: Mapping[str, str] | None = None) -> Settings:
@@ -255,314 +570,4 @@ def load_settings(env_file: str | Path | None = ".env", overrides: Mapping[str, 
 
     The file is read with python-dotenv without touching `os.environ`.
     """
-    from dotenv import dotenv_values
-
-    values: dict[str, str | None] = {}
-    if env_file and Path(env_file).is_file():
-        values.update(dotenv_values(env_file))
-    values.update(os.environ)
-    values.update(overrides or {})
-    return Settings.from_env(values)
-
-
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Secret):
-        return None  # never serialised
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dt.time):
-        return value.strftime("%H:%M")
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
-
-
-def _decode(template: Any, data: Any) -> Any:
-    """Rebuild a value shaped like `template` (a default instance) from its JSON form."""
-    if dataclasses.is_dataclass(template) and not isinstance(template, type):
-        if not isinstance(data, Mapping):
-            raise ValueError(f"expected an object for {type(template).__name__}")
-        names = {f.name for f in dataclasses.fields(template)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        hints = typing.get_type_hints(type(template))
-        changes = {}
-        for k, v in data.items():
-            default = getattr(template, k)
-            if default is None and v is not None and "Path" in str(hints.get(k, "")):
-                changes[k] = Path(v)  # an optional path whose default is None
-            else:
-                changes[k] = _decode(default, v)
-        return dataclasses.replace(template, **changes)
-    if isinstance(template, Secret):
-        return Secret("")
-    if isinstance(template, Path):
-        return Path(data)
-    if isinstance(template, dt.time):
-        return _parse_time(data)
-    if isinstance(template, tuple):
-        return tuple(data)
-    if isinstance(template, Mapping):
-        return dict(data)
-    if isinstance(template, float) and isinstance(data, int):
-        return float(data)
-    return data
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str | None]) -> None:
-        self.env = {k: v for k, v in env.items() if v is not None}
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def get(self, name: str, default: T, parse: Callable[[str], T], expected: str, example: str) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            return parse(value)
-        except (ValueError, TypeError, ZoneInfoNotFoundError) as exc:
-            detail = f" ({exc})" if str(exc) and "invalid literal" not in str(exc) else ""
-            self.problems.append(f"{name}={value!r} is not {expected}{detail}; set it to e.g. {example} in .env")
-            return default
-
-    def number(self, name: str, default: float, *, low: float | None = None, high: float | None = None) -> float:
-        def parse(v: str) -> float:
-            x = float(v)
-            if not math.isfinite(x):
-                raise ValueError("must be a finite number")
-            _bounded(x, low, high)
-            return x
-
-        return self.get(name, default, parse, "a number", str(default))
-
-    def integer(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
-        def parse(v: str) -> int:
-            x = int(v)
-            _bounded(x, low, high)
-            return x
-
-        return self.get(name, default, parse, "a whole number", str(default))
-
-    def flag(self, name: str, default: bool) -> bool:
-        def parse(v: str) -> bool:
-            if v.lower() in ("1", "true", "yes", "on"):
-                return True
-            if v.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("use true or false")
-
-        return self.get(name, default, parse, "true or false", str(default).lower())
-
-    def ids(self, name: str) -> tuple[int, ...]:
-        def parse(v: str) -> tuple[int, ...]:
-            parts = [p for p in re.split(r"[,\s]+", v) if p]
-            if not all(p.isdigit() for p in parts):
-                raise ValueError("Discord ids are digits only")
-            return tuple(int(p) for p in parts)
-
-        return self.get(
-            name, (), parse, "a comma-separated list of Discord ids", "123456789012345678,234567890123456789"
-        )
-
-    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
-        def parse(v: str) -> str:
-            if v.lower() not in options:
-                raise ValueError(f"choose one of {', '.join(options)}")
-            return v.lower()
-
-        return self.get(name, default, parse, "a known option", options[0])
-
-    def build(self) -> Settings:
-        d = Settings()
-        data_dir = Path(self.raw("KILROY_DATA_DIR") or d.data_dir)
-        db_raw = self.raw("KILROY_DB_PATH")
-        model = ModelSettings(
-            name=self.raw("KILROY_MODEL") or d.model.name,
-            quantization=self.choice("KILROY_QUANTIZATION", "auto", ("auto", "4bit", "8bit", "none")),
-            lora_rank=self.integer("KILROY_LORA_RANK", d.model.lora_rank, low=1, high=256),
-            lora_alpha=self.integer("KILROY_LORA_ALPHA", d.model.lora_alpha, low=1, high=1024),
-            lora_dropout=self.number("KILROY_LORA_DROPOUT", d.model.lora_dropout, low=0, high=0.9),
-        )
-        g = d.generation
-        generation = GenerationSettings(
-            temperature=self.number("KILROY_TEMPERATURE", g.temperature, low=0.05, high=5),
-            top_p=self.number("KILROY_TOP_P", g.top_p, low=0.01, high=1),
-            top_k=self.integer("KILROY_TOP_K", g.top_k, low=0, high=100_000),
-            max_new_tokens=self.integer("KILROY_MAX_NEW_TOKENS", g.max_new_tokens, low=1, high=1024),
-            repetition_penalty=self.number("KILROY_REPETITION_PENALTY", g.repetition_penalty, low=0.5, high=3),
-            no_repeat_ngram=self.integer("KILROY_NO_REPEAT_NGRAM", g.no_repeat_ngram, low=0, high=16),
-            prompt=self.env.get("KILROY_POST_PROMPT", g.prompt) or "",
-        )
-        s = d.scoring
-        scoring = ScoringSettings(
-            emoji_weights=self.get(
-                "KILROY_EMOJI_WEIGHTS", s.emoji_weights, _parse_weights, "a list of emoji=weight pairs", "'👎=-1,❤️=2'"
-            ),
-            default_emoji_weight=self.number(
-                "KILROY_DEFAULT_EMOJI_WEIGHT", s.default_emoji_weight, low=-MAX_WEIGHT, high=MAX_WEIGHT
-            ),
-            reply_weight=self.number("KILROY_REPLY_WEIGHT", s.reply_weight, low=-MAX_WEIGHT, high=MAX_WEIGHT),
-            settle_hours=self.number("KILROY_SETTLE_HOURS", s.settle_hours, low=0, high=24 * 30),
-            baseline_window=self.integer("KILROY_BASELINE_WINDOW", s.baseline_window, low=2, high=1_000_000),
-        )
-        t = d.training
-        training = TrainingSettings(
-            objective=self.choice("KILROY_OBJECTIVE", t.objective, ("reinforce", "awr")),
-            learning_rate=self.number("KILROY_LEARNING_RATE", t.learning_rate, low=0, high=1),
-            epochs=self.integer("KILROY_EPOCHS", t.epochs, low=1, high=100),
-            batch_size=self.integer("KILROY_BATCH_SIZE", t.batch_size, low=1, high=1024),
-            grad_accum=self.integer("KILROY_GRAD_ACCUM", t.grad_accum, low=1, high=1024),
-            kl_beta=self.number("KILROY_KL_BETA", t.kl_beta, low=0, high=100),
-            awr_temperature=self.number("KILROY_AWR_TEMPERATURE", t.awr_temperature, low=0.01, high=100),
-            min_posts=self.integer("KILROY_MIN_TRAIN_POSTS", t.min_posts, low=1, high=1_000_000),
-            gate_max_kl=self.number("KILROY_GATE_MAX_KL", t.gate_max_kl, low=0, high=1000),
-            gate_min_diversity=self.number("KILROY_GATE_MIN_DIVERSITY", t.gate_min_diversity, low=0, high=1),
-            gate_min_base_diversity=self.number(
-                "KILROY_GATE_MIN_BASE_DIVERSITY", t.gate_min_base_diversity, low=0, high=1
-            ),
-            gate_samples=self.integer("KILROY_GATE_SAMPLES", t.gate_samples, low=2, high=4096),
-            reward=self.choice("KILROY_REWARD", t.reward, ("model", "normalised")),
-            reward_max_p=self.number("KILROY_REWARD_MAX_P", t.reward_max_p, low=0, high=1),
-            length_neutral=self.number("KILROY_LENGTH_NEUTRAL", t.length_neutral, low=0, high=1),
-            repeat_penalty=self.number("KILROY_REPEAT_PENALTY", t.repeat_penalty, low=0),
-            unlikelihood=self.number("KILROY_UNLIKELIHOOD", t.unlikelihood, low=0),
-            reward_samples=self.integer("KILROY_REWARD_SAMPLES", t.reward_samples, low=0),
-            gate_max_repeat=self.number("KILROY_GATE_MAX_REPEAT", t.gate_max_repeat, low=0),
-            gate_max_length=self.number("KILROY_GATE_MAX_LENGTH", t.gate_max_length, low=0),
-            gate_min_engagement=self.number("KILROY_GATE_MIN_ENGAGEMENT", t.gate_min_engagement),
-            train_time=self.get("KILROY_TRAIN_TIME", t.train_time, _parse_time, "a time of day HH:MM", "03:30"),
-            timezone=self.get("KILROY_TIMEZONE", t.timezone, _parse_zone, "an IANA time zone", "Europe/Paris"),
-            seed=self.integer("KILROY_SEED", t.seed, low=0, high=2**32 - 1),
-            timeout_minutes=self.number("KILROY_TRAIN_TIMEOUT_MINUTES", t.timeout_minutes, low=0.01, high=7 * 24 * 60),
-        )
-        ds = d.discord
-        log_channel = self.ids("KILROY_LOG_CHANNEL_ID")
-        discord = DiscordSettings(
-            token=Secret(self.raw("DISCORD_TOKEN") or ""),
-            guild_ids=self.ids("KILROY_GUILD_IDS"),
-            post_channel_ids=self.ids("KILROY_POST_CHANNEL_IDS"),
-            post_interval_minutes=self.number(
-                "KILROY_POST_INTERVAL_MINUTES", ds.post_interval_minutes, low=1, high=7 * 24 * 60
-            ),
-            log_channel_id=log_channel[0] if log_channel else None,
-            moderator_role_ids=self.ids("KILROY_MODERATOR_ROLE_IDS"),
-            operator_user_ids=self.ids("KILROY_OPERATOR_USER_IDS"),
-            operator_role_ids=self.ids("KILROY_OPERATOR_ROLE_IDS"),
-            blocklist=tuple(w.strip().lower() for w in (self.raw("KILROY_BLOCKLIST") or "").split(",") if w.strip()),
-        )
-        st = d.story
-        story = StorySettings(
-            opening=self.raw("KILROY_STORY_OPENING") or st.opening,
-            max_line_chars=self.integer("KILROY_STORY_MAX_LINE_CHARS", st.max_line_chars, low=1, high=1500),
-            cooldown_seconds=self.number("KILROY_STORY_COOLDOWN_SECONDS", st.cooldown_seconds, low=0, high=3600),
-            max_new_tokens=self.integer("KILROY_STORY_MAX_NEW_TOKENS", st.max_new_tokens, low=1, high=1024),
-            retries=self.integer("KILROY_STORY_RETRIES", st.retries, low=1, high=10),
-        )
-        sa = d.safety
-        safety = SafetySettings(
-            allow_urls=self.flag("KILROY_ALLOW_URLS", sa.allow_urls),
-            leave_other_guilds=self.flag("KILROY_LEAVE_OTHER_GUILDS", sa.leave_other_guilds),
-            command_cooldown_seconds=self.number(
-                "KILROY_COMMAND_COOLDOWN_SECONDS", sa.command_cooldown_seconds, low=0, high=3600
-            ),
-            max_queue=self.integer("KILROY_MAX_QUEUE", sa.max_queue, low=1, high=1000),
-            retention_days=self.integer("KILROY_RETENTION_DAYS", sa.retention_days, low=0, high=3650),
-            filter_retries=self.integer("KILROY_FILTER_RETRIES", sa.filter_retries, low=1, high=10),
-        )
-        tr = d.trials
-        trials = TrialSettings(
-            share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
-            alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
-            max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
-        )
-        port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
-        backup_dir = self.raw("KILROY_BACKUP_DIR")
-        ops = OpsSettings(
-            http_host=self.raw("KILROY_HTTP_HOST") or OpsSettings.http_host,
-            http_port=port,
-            dashboard_token=Secret(self.raw("KILROY_DASHBOARD_TOKEN") or ""),
-            backup_dir=Path(backup_dir) if backup_dir else None,
-            backup_keep=self.integer("KILROY_BACKUP_KEEP", OpsSettings.backup_keep, low=1),
-            log_format=self.choice("KILROY_LOG_FORMAT", "text", ("text", "json")),
-        )
-        log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
-        if self.problems:
-            raise ConfigError(self.problems)
-        return Settings(
-            data_dir=data_dir,
-            db_path=Path(db_raw) if db_raw else data_dir / "kilroy.db",
-            adapters_dir=Path(self.raw("KILROY_ADAPTERS_DIR") or d.adapters_dir),
-            log_level=log_level,
-            model=model,
-            generation=generation,
-            scoring=scoring,
-            training=training,
-            discord=discord,
-            story=story,
-            safety=safety,
-            trials=trials,
-            ops=ops,
-        )
-
-
-def _bounded(x: float, low: float | None, high: float | None) -> None:
-    if (low is not None and x < low) or (high is not None and x > high):
-        if high is None:
-            raise ValueError(f"must be at least {low}")
-        if low is None:
-            raise ValueError(f"must be at most {high}")
-        raise ValueError(f"must be between {low} and {high}")
-
-
-def emoji_key(emoji: str) -> str:
-    """How an emoji is keyed in votes and weights: unicode as itself, a custom one as `<:name:id>` without the
-    animated flag (`<a:name:id>`), which Discord has sent inconsistently (left out of removal events until mid-2023,
-    reported unreliable on adds: discord-api-docs #812, #6135): a flagged add whose removal came without it stayed."""
-    return "<:" + emoji[3:] if emoji.startswith("<a:") else emoji
-
-
-def _parse_weights(value: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        emoji, sep, weight = part.rpartition("=")
-        if not sep or not emoji.strip():
-            raise ValueError(f"{part!r} has no '='")
-        w = float(weight)
-        if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
-            raise ValueError(f"weight {weight.strip()!r} must be finite, between -{MAX_WEIGHT} and {MAX_WEIGHT}")
-        weights[emoji_key(emoji.strip())] = w
-    return weights
-
-
-def _parse_port(value: str) -> int:
-    port = int(value)
-    if not 1 <= port <= 65535:
-        raise ValueError("must be between 1 and 65535")
-    return port
-
-
-def _parse_time(value: str) -> dt.time:
-    hour, _, minute = value.partition(":")
-    return dt.time(int(hour), int(minute or 0))
-
-
-def _parse_zone(value: str) -> str:
-    ZoneInfo(value)
-    return value
+    return Settings.from_env(environment(env_file, overrides))

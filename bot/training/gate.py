@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from bot.config.settings import TrainingSettings
 
-_T = TrainingSettings()  # the defaults, for GateConfig's own
+_T = TrainingSettings  # the class, not an instance: a declared field's class attribute is its default
 
 REPEAT_FLOOR = 0.03  # repeat3 bounds are relative to max(base repeat3, this): a few repeats in the samples are noise
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The gate's bounds; the defaults are the settings' (`KILROY_GATE_*`), written once in bot/config/settings.py."""
+    """The gate's bounds; the defaults are the settings' (`KILROY_GATE_*`), declared once in bot/config/settings.py."""
 
     max_kl: float = _T.gate_max_kl  # mean per-token KL(candidate || base) on fresh samples, in nats
     min_diversity: float = _T.gate_min_diversity  # candidate distinct-2 at least this fraction of the serving one's

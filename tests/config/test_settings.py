@@ -1,12 +1,12 @@
+import dataclasses
 import datetime as dt
-import re
+import typing
 from pathlib import Path
 
 import pytest
 
+from bot.config.env import INTEGER, NUMBER, SPEC, declarations, setting
 from bot.config.settings import ConfigError, Settings
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_when_nothing_is_set():
@@ -72,17 +72,7 @@ def test_lists_and_weights_parse():
     assert s.discord.blocklist == ("foo", "bar")
 
 
-def test_env_example_documents_every_setting_with_its_default():
-    """.env.example lists every variable the code reads, and its values parse to the defaults."""
-    text = (ROOT / ".env.example").read_text(encoding="utf-8")
-    values = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M))
-    code = (ROOT / "bot" / "config" / "settings.py").read_text(encoding="utf-8")
-    used = set(re.findall(r'"((?:KILROY|DISCORD)_[A-Z_]+)"', code))
-    assert used <= set(values), f"undocumented: {sorted(used - set(values))}"
-    assert Settings.from_env(values) == Settings.from_env({})
-
-
-# --- sanity bounds (issue 12): finite numbers, upper bounds, budgets that fit the model's context -----------------
+# --- sanity bounds: finite numbers, upper bounds, budgets that fit the model's context -----------------
 
 
 @pytest.mark.parametrize(
@@ -151,39 +141,86 @@ def test_max_new_tokens_must_leave_room_for_a_prompt():
     s.check_context(1024)  # fits GPT-2's context
 
 
-def test_safety_settings_travel_to_the_worker():
-    """The new section survives the JSON round trip the training worker uses."""
-    s = Settings.from_env({"KILROY_MAX_QUEUE": "7", "KILROY_ALLOW_URLS": "true"})
-    back = Settings.from_json(s.to_json())
-    assert back.safety == s.safety
+# --- each setting declared once, every number bounded -------------------------------------------------------------
+
+NUMERIC = [(spec.env, spec) for _, _, spec in declarations(Settings) if spec.kind.numeric]
 
 
-def test_settings_travel_whole_through_json_without_secrets():
-    """What the training worker receives equals what the bot runs with, secrets left out."""
-    import dataclasses
-    import json
+def _text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
-    from bot.config.settings import Secret, Settings
 
-    env = {
-        "DISCORD_TOKEN": "s3cr3t-discord",
-        "KILROY_DASHBOARD_TOKEN": "s3cr3t-dashboard",
-        "KILROY_KL_BETA": "0.5",
-        "KILROY_SETTLE_HOURS": "2",
-        "KILROY_GUILD_IDS": "1,2",
-        "KILROY_EMOJI_WEIGHTS": "👎=-1,❤️=2",
-        "KILROY_TRAIN_TIME": "04:15",
-        "KILROY_BACKUP_DIR": "/srv/backups",
-        "KILROY_HTTP_PORT": "8080",
-        "KILROY_DATA_DIR": "/srv/data",
-    }
-    settings = Settings.from_env(env)
-    text = json.dumps(settings.to_json())
-    assert "s3cr3t" not in text
-    back = Settings.from_json(json.loads(text))
-    expected = dataclasses.replace(
-        settings,
-        discord=dataclasses.replace(settings.discord, token=Secret("")),
-        ops=dataclasses.replace(settings.ops, dashboard_token=Secret("")),
-    )
-    assert back == expected
+def test_every_variable_is_declared_once():
+    names = [spec.env for _, _, spec in declarations(Settings)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert all(n == "DISCORD_TOKEN" or n.startswith("KILROY_") for n in names)
+
+
+def test_every_declaration_has_help_and_a_kind_that_fits_its_field():
+    """A float field is read as a number, an int as a whole number (a default written `60` for a float is caught)."""
+    for cls in {type(getattr(Settings(), f.name)) for f in dataclasses.fields(Settings)} | {Settings}:
+        if not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            spec = f.metadata.get(SPEC)
+            if spec is None:
+                continue
+            assert spec.help.strip(), f"{spec.env} has no help"
+            if spec.kind is NUMBER:
+                assert hints[f.name] is float, spec.env
+            if spec.kind is INTEGER:
+                assert int in typing.get_args(hints[f.name]) or hints[f.name] is int, spec.env
+
+
+@pytest.mark.parametrize(("name", "spec"), NUMERIC, ids=[n for n, _ in NUMERIC])
+def test_every_number_is_refused_past_its_bounds_naming_the_variable(name, spec):
+    """Every numeric setting has both bounds: above the highest (and below the lowest) it is refused, the error
+    naming the variable, the value and the range; the bounds themselves are accepted."""
+    above = _text(spec.hi * 10 + 1) if spec.hi > 0 else "1"
+    below = _text(spec.lo - 1 if spec.lo <= 0 else spec.lo / 2) if spec.kind is NUMBER else _text(spec.lo - 1)
+    for value in (above, below, "1e308" if spec.kind is NUMBER else "10" * 12):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({name: value})
+        (problem,) = info.value.problems
+        assert problem.startswith(f"{name}={value!r}") and f"between {spec.lo} and {spec.hi}" in problem, problem
+    Settings.from_env({name: _text(spec.lo)})
+    Settings.from_env({name: _text(spec.hi)})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KILROY_REWARD_SAMPLES", "100000000000000000000000"),
+        ("KILROY_REPEAT_PENALTY", "1e308"),
+        ("KILROY_UNLIKELIHOOD", "1e308"),
+        ("KILROY_GATE_MAX_REPEAT", "1e308"),
+        ("KILROY_GATE_MAX_LENGTH", "1e308"),
+        ("KILROY_AB_MAX_POSTS", "100000000000000000000000"),
+        ("KILROY_BACKUP_KEEP", "100000000000000000000000"),
+        ("KILROY_GATE_MIN_ENGAGEMENT", "1e308"),
+        ("KILROY_GATE_MIN_ENGAGEMENT", "-1e308"),
+        ("KILROY_GATE_MIN_ENGAGEMENT", "2"),
+    ],
+)
+def test_absurd_values_once_accepted_are_refused(name, value):
+    """Settings that had no upper bound (or, for the engagement margin, no lower one) refuse absurd values."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    (problem,) = info.value.problems
+    assert name in problem and repr(value) in problem and "between" in problem and "set it to e.g." in problem
+
+
+def test_the_tests_open_gate_stays_valid():
+    """The open gate the test fixtures and operators use (max multipliers 100, engagement margin -100) still reads."""
+    from tests.support.data import OPEN_GATE
+
+    t = Settings.from_env(OPEN_GATE).training
+    assert (t.gate_max_repeat, t.gate_max_length, t.gate_min_engagement) == (100, 100, -100)
+
+
+def test_a_number_cannot_be_declared_without_both_bounds():
+    with pytest.raises(TypeError, match="both bounds"):
+        setting("KILROY_X", 1.0, hi=2, help="x")
+    with pytest.raises(TypeError, match="both bounds"):
+        setting("KILROY_X", 1, lo=0, help="x")

@@ -82,3 +82,11 @@ def test_gate_config_from_settings():
     s = Settings.from_env({"KILROY_GATE_MAX_REPEAT": "2", "KILROY_GATE_MAX_LENGTH": "1.2"})
     cfg = gate_config(s.training)
     assert (cfg.max_repeat, cfg.max_length, cfg.min_engagement) == (2.0, 1.2, 0.0)
+
+
+def test_gate_defaults_are_the_declared_ones():
+    """The gate reads its defaults from the settings' declarations, so the two cannot drift apart."""
+    from bot.config.settings import Settings
+    from bot.training.gate import gate_config
+
+    assert GateConfig() == gate_config(Settings().training)
