@@ -28,6 +28,9 @@ DEFAULT_OPENING = (
 )
 
 
+DASHBOARD_TOKEN_MIN_CHARS = 32  # shorter tokens are guessable; refused at start
+
+
 class ConfigError(Exception):
     """One or more settings are invalid; the message lists each with its fix."""
 
@@ -197,6 +200,8 @@ class OpsSettings:
     backup_dir: Path | None = None  # set: a backup before each nightly training
     backup_keep: int = 7
     log_format: str = "text"  # text | json
+    dashboard_session_hours: float = 168.0  # a dashboard login lasts this long (server-side)
+    dashboard_secure_cookies: bool = False  # true behind TLS: the session cookie only travels over HTTPS
 
 
 @dataclass(frozen=True)
@@ -498,7 +503,17 @@ class _Reader:
             backup_dir=Path(backup_dir) if backup_dir else None,
             backup_keep=self.integer("KILROY_BACKUP_KEEP", OpsSettings.backup_keep, low=1),
             log_format=self.choice("KILROY_LOG_FORMAT", "text", ("text", "json")),
+            dashboard_session_hours=self.number(
+                "KILROY_DASHBOARD_SESSION_HOURS", OpsSettings.dashboard_session_hours, low=0.1, high=24 * 90
+            ),
+            dashboard_secure_cookies=self.flag("KILROY_DASHBOARD_SECURE_COOKIES", OpsSettings.dashboard_secure_cookies),
         )
+        if ops.dashboard_token and len(ops.dashboard_token.get()) < DASHBOARD_TOKEN_MIN_CHARS:
+            self.problems.append(
+                f"KILROY_DASHBOARD_TOKEN is {len(ops.dashboard_token.get())} characters long; a dashboard token needs "
+                f"at least {DASHBOARD_TOKEN_MIN_CHARS}: make one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`, or leave it empty for no dashboard'
+            )
         log_level = self.choice("KILROY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         if self.problems:
             raise ConfigError(self.problems)
