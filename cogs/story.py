@@ -45,7 +45,7 @@ class Story(commands.GroupCog, group_name="story", group_description="Write a st
 
         async def send(turn: Turn) -> int:
             message = await interaction.followup.send(
-                f"**human_director:** {escape_member_text(text)}\n**machine_director:** {turn.text}",
+                f"**human_director:** {escape_member_text(turn.human_text)}\n**machine_director:** {turn.text}",
                 wait=True,
                 allowed_mentions=NO_MENTIONS,
             )

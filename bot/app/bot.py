@@ -246,9 +246,15 @@ async def http_server(settings: Settings, metrics: Metrics) -> AsyncIterator[Any
     if settings.ops.http_port is None:
         yield None
         return
+    from bot.http.auth import Sessions
     from bot.http.server import HttpContext, HttpServer
 
-    ctx = HttpContext(metrics=metrics, token=settings.ops.dashboard_token.get())
+    ctx = HttpContext(
+        metrics=metrics,
+        token=settings.ops.dashboard_token.get(),
+        secure_cookies=settings.ops.dashboard_secure_cookies,
+        sessions=Sessions(settings.ops.dashboard_session_hours),
+    )
     server = HttpServer(ctx, settings.ops.http_host, settings.ops.http_port)
     try:
         await server.start()

@@ -70,6 +70,7 @@ DEFAULT_OPENING = (
 )
 MIN_PROMPT_TOKENS = 16  # the least context a prompt keeps: max new tokens must leave at least this much
 WEEK_MINUTES = 7 * 24 * 60
+DASHBOARD_TOKEN_MIN_CHARS = 32  # shorter tokens are guessable; refused at start
 
 
 @dataclass(frozen=True)
@@ -495,6 +496,18 @@ class OpsSettings:
         choices=("text", "json"),
         help="text (human-readable) or json (one JSON object per line, for log shippers).",
     )
+    dashboard_session_hours: float = setting(
+        "KILROY_DASHBOARD_SESSION_HOURS",
+        168.0,
+        lo=0.1,
+        hi=24 * 90,
+        help="How long a dashboard login lasts (held by the server; logout or a restart ends it sooner).",
+    )
+    dashboard_secure_cookies: bool = setting(
+        "KILROY_DASHBOARD_SECURE_COOKIES",
+        False,
+        help="true behind TLS (a reverse proxy serving HTTPS): the session cookie then only travels over HTTPS.",
+    )
 
 
 @dataclass(frozen=True)
@@ -533,7 +546,23 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
         """Build settings from a mapping of variables; raise ConfigError listing every bad one."""
-        return read(cls, env)
+        problems: list[str] = []
+        settings = None
+        try:
+            settings = read(cls, env)
+        except ConfigError as exc:
+            problems = list(exc.problems)
+        token = (env.get("KILROY_DASHBOARD_TOKEN") or "").strip()
+        if token and len(token) < DASHBOARD_TOKEN_MIN_CHARS:  # never echo the token itself
+            problems.append(
+                f"KILROY_DASHBOARD_TOKEN is {len(token)} characters long; a dashboard token needs at least "
+                f"{DASHBOARD_TOKEN_MIN_CHARS}: make one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`, or leave it empty for no dashboard'
+            )
+        if problems:
+            raise ConfigError(problems)
+        assert settings is not None
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with top-level fields changed."""

@@ -5,16 +5,35 @@ it fail, and the caller resamples a bounded number of times, then skips. Text th
 mentions (`@everyone`, `@here`) and mention markup (`<@id>`, `<@&id>`) get a zero-width space, so they render as
 plain text even where Discord would otherwise ping (belt and braces: the bot also sends `AllowedMentions.none()`).
 Members' own words (story lines, openings) are checked the same way and refused with a message when they fail.
+
+One normalisation comes before every check (`normalise`): Unicode NFKC, format and invisible characters removed,
+whitespace collapsed. What is stored and sent is that normalised text. The checks compare its *skeleton*
+(`skeleton`): accents stripped, confusable letters mapped to the Latin ones they imitate (the Unicode confusables
+data shipped by `confusable-homoglyphs`), IDNA's full stops read as '.', case folded. So `dіscord．gg` (Cyrillic
+і, full-width stop), `bad\u200bword` or `kill  yourself` fail as their plain forms do.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 ZWSP = "\u200b"
+ZWJ = "\u200d"
+# blanks outside the whitespace category (Hangul fillers, the braille blank): they render as a space, so they count
+# as one; and the combining grapheme joiner, which renders as nothing
+BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+INVISIBLE = frozenset("\u034f")
+# characters that reorder what follows them: a member's line must not carry them (they are Cf, so normalising
+# would drop them silently; a member is told instead)
+BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# full stops that IDNA (UTS #46) maps to '.' in a host name, so a browser opens `discord。gg` as discord.gg
+IDNA_DOTS = {ord("\u3002"): ".", ord("\uff0e"): ".", ord("\uff61"): "."}
+_NEWLINES = re.compile(r"[\r\x0b\x0c\x85\u2028\u2029]")
 
 # discord.gg/x, discord.com/invite/x, discordapp.com/invite/x, discord.me/x, dsc.gg/x, with or without a scheme
 INVITE = re.compile(
@@ -33,16 +52,85 @@ MENTION = re.compile(r"@(everyone|here|[!&]?\d+)", re.IGNORECASE)
 REASONS = ("empty", "blocklist", "invite", "url")
 
 
+def _visible(text: str) -> str:
+    """`text` without control characters (but newline and tab), format characters and invisible fillers.
+
+    A zero-width joiner between two symbols stays: it glues emoji sequences (a family, a flag); between letters it
+    would only hide a word from the checks, and the skeleton drops it anyway."""
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if ch in BLANKS:
+            out.append(" ")
+        elif ch == ZWJ:
+            if out and i + 1 < len(text) and _symbol(out[-1]) and _symbol(text[i + 1]):
+                out.append(ch)
+        elif ch in "\n\t" or (unicodedata.category(ch) not in ("Cc", "Cf") and ch not in INVISIBLE):
+            out.append(ch)
+    return "".join(out)
+
+
+def _symbol(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "SM" or ch == "\ufe0f"
+
+
+def normalise(text: str, *, one_line: bool = False) -> str:
+    """The one normalisation before every check: NFKC, invisible characters removed, whitespace collapsed.
+
+    Runs of spaces become one space; a run holding a line break becomes one line break (or a space, `one_line`).
+    This is the text that is checked, stored and sent."""
+    text = _visible(unicodedata.normalize("NFKC", _NEWLINES.sub("\n", text)))
+    if one_line:
+        return " ".join(text.split())
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+@functools.cache
+def _confusables() -> dict[int, str]:
+    """Each non-ASCII character that imitates a printable ASCII one, mapped to it (built once, from the Unicode
+    confusables data that `confusable-homoglyphs` ships)."""
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[int, str] = {}
+    for ch, glyphs in confusables_data.items():
+        if len(ch) != 1 or ch.isascii():
+            continue
+        ascii_ = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isprintable()]
+        if ascii_ and ascii_[0] != " ":
+            # Unicode's prototype for a capital I look-alike is 'l'; folded to lower case, it must read as 'i'
+            table[ord(ch)] = "I" if ascii_[0] == "l" and ch.isupper() else ascii_[0]
+    return table
+
+
+def skeleton(text: str) -> str:
+    """What the checks compare: the normalised text on one line, accents stripped, confusable letters mapped to
+    the Latin ones they imitate, IDNA full stops as '.', case folded. Never sent: it mangles other scripts."""
+    text = normalise(text, one_line=True).replace(ZWJ, "").translate(IDNA_DOTS)
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+    text = unicodedata.normalize("NFKC", text.translate(_confusables()))
+    return " ".join(text.casefold().split())
+
+
+def member_text_problem(text: str) -> str | None:
+    """Why a member's raw text is refused before it is normalised: control characters (but newline and tab) or
+    characters that override the text direction; None if neither."""
+    if any(ch in BIDI for ch in text):
+        return "it contains characters that change the text direction"
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
+        return "it contains control characters"
+    return None
+
+
 def neutralise_mentions(text: str) -> str:
     """Insert a zero-width space after every `@` that could ping (`@everyone`, `@here`, `<@id>`, `<@&id>`)."""
     return MENTION.sub(lambda m: f"@{ZWSP}{m.group(1)}", text)
 
 
 def blocked_word(text: str, blocklist: Sequence[str]) -> str | None:
-    """The first blocklisted word or phrase in `text` (case-insensitive, whole words), or None."""
-    lowered = text.lower()
+    """The first blocklisted word or phrase in `text` (whole words, compared as skeletons), or None."""
+    seen = skeleton(text)
     for word in blocklist:
-        if re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", lowered):
+        if (target := skeleton(word)) and re.search(rf"(?<!\w){re.escape(target)}(?!\w)", seen):
             return word
     return None
 
@@ -66,14 +154,17 @@ class OutputFilter:
     skipped: int = 0
 
     def check(self, text: str) -> Verdict:
-        """Pass or fail one text; a passing text comes back with its mentions neutralised."""
-        if not text.strip():
+        """Pass or fail one text, checked in its normalised form; a passing text comes back normalised (what is
+        stored and sent is what was checked), its mentions neutralised."""
+        text = normalise(text)
+        if not text:
             return Verdict(False, text, "empty")
         if blocked_word(text, self.blocklist) is not None:
             return Verdict(False, text, "blocklist")
-        if INVITE.search(text):
+        seen = skeleton(text)
+        if INVITE.search(seen):
             return Verdict(False, text, "invite")
-        if not self.allow_urls and URL.search(text):
+        if not self.allow_urls and URL.search(seen):
             return Verdict(False, text, "url")
         return Verdict(True, neutralise_mentions(text))
 
@@ -89,7 +180,10 @@ class OutputFilter:
         self.skipped += 1
 
     def member_problem(self, text: str) -> str | None:
-        """Why a member's own line cannot be echoed (a message for them), or None if it can."""
+        """Why a member's own line cannot be echoed (a message for them), or None if it can (an empty line is the
+        caller's to refuse)."""
+        if problem := member_text_problem(text):
+            return problem
         verdict = self.check(text)
         if verdict.ok or verdict.reason == "empty":
             return None
@@ -108,8 +202,8 @@ class OutputFilter:
 
 
 def escape_member_text(text: str) -> str:
-    """A member's words made safe to echo: one line, markdown escaped, mentions neutralised."""
-    text = " ".join(text.split())
+    """A member's words made safe to echo: normalised to one line, markdown escaped, mentions neutralised."""
+    text = normalise(text, one_line=True)
     text = re.sub(r"([\\*_~`|\[\]])", r"\\\1", text)  # emphasis, code, spoilers, masked links
     text = re.sub(r"^([#>-])", r"\\\1", text)  # a heading, quote or list marker at the start
     return neutralise_mentions(text)

@@ -17,9 +17,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.config.settings import SamplingParams
+from bot.config.settings import ModelSettings, SamplingParams
 from bot.domain.records import BASE
-from bot.engine.model import LoadedModel
+from bot.engine.adapter_check import AdapterShapeError, check_adapter_shape
+from bot.engine.model import LORA_TARGETS, LoadedModel
 from bot.engine.norepeat import NoRepeatedWords
 from bot.engine.threads import set_torch_threads
 
@@ -163,8 +164,13 @@ class Generator:
         keep_loaded: int = 2,
         max_queue: int | None = None,
         threads: int | None = None,
+        lora_rank: int = ModelSettings.lora_rank,
+        lora_targets: Sequence[str] = tuple(LORA_TARGETS),
     ) -> None:
         self.loaded = loaded
+        # the configured LoRA shape (KILROY_LORA_RANK, the target modules): an adapter is checked against it before
+        # anything is allocated (bot/engine/adapter_check.py)
+        self.lora_rank, self.lora_targets = lora_rank, tuple(lora_targets)
         self.params = params
         self.keep_loaded = keep_loaded
         self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
@@ -387,6 +393,10 @@ class Generator:
         from bot.domain.records import WEIGHTS
 
         inner = peft_name(name)
+        try:  # before any allocation: peft would build layers of whatever rank the folder's own config says
+            check_adapter_shape(Path(path), self.loaded.model, max_rank=self.lora_rank, targets=self.lora_targets)
+        except AdapterShapeError as exc:
+            raise AdapterLoadError(f"adapter {name!r} is refused: {exc}") from exc
         try:
             tensors = load_file(str(Path(path) / WEIGHTS))
             if self._peft is None:

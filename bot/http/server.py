@@ -37,9 +37,11 @@ class HttpContext:
     health: HealthSources | None = None
     dashboard: DashboardDeps | None = None
     snapshot: Callable[[], Awaitable[Snapshot]] | None = None
-    secure_cookies: bool = False
+    secure_cookies: bool = False  # KILROY_DASHBOARD_SECURE_COOKIES: the cookie only travels over HTTPS
     health_timeout: float = 2.0
     started_at: float = field(default_factory=time.time)
+    sessions: auth.Sessions = field(default_factory=auth.Sessions)  # KILROY_DASHBOARD_SESSION_HOURS
+    throttle: auth.Throttle = field(default_factory=auth.Throttle)
 
 
 CTX = web.AppKey("ctx", HttpContext)
@@ -114,15 +116,49 @@ async def metrics(request: web.Request) -> web.Response:
 # --- dashboard access -------------------------------------------------------------------------------------------------
 
 
-def _session(request: web.Request) -> tuple[bool, str | None]:
-    """(authorised, session) where session is the cookie value, or None for a Bearer request."""
-    token = request.app[CTX].token
-    if auth.bearer_ok(request.headers.get("Authorization"), token):
-        return True, None
+def _access(request: web.Request) -> tuple[web.Response | None, str | None]:
+    """(refusal, session): refusal is None when the request may see the dashboard; session is the cookie's
+    session id, or None for a Bearer request. A live session is never throttled; a token is checked only while
+    the client is under the wrong-token limit."""
+    ctx = request.app[CTX]
     cookie = request.cookies.get(auth.COOKIE)
-    if auth.session_ok(cookie, token):
-        return True, cookie
-    return False, None
+    if ctx.sessions.valid(cookie):
+        return None, cookie
+    header = request.headers.get("Authorization")
+    if header is None:
+        return _refused(request), None
+    if (wait := ctx.throttle.retry_after(_client(request))) is not None:
+        return _too_many(wait), None
+    if auth.bearer_ok(header, ctx.token):
+        return None, None
+    _wrong_token(request, "bearer")
+    return _refused(request), None
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _wrong_token(request: web.Request, how: str) -> None:
+    """Count a wrong token from this client; log the first of each window only."""
+    throttle = request.app[CTX].throttle
+    if throttle.failed(_client(request)):
+        log.warning(
+            "dashboard: wrong token (%s) from %s; more from it in the next %.0f s are not logged, and past %d it is "
+            "refused until then",
+            how,
+            _client(request),
+            throttle.window,
+            throttle.limit,
+        )
+
+
+def _too_many(wait: float) -> web.Response:
+    return web.Response(
+        status=429,
+        text=f"Too many wrong tokens from this address: try again in {wait:.0f} s.\n",
+        headers={"Retry-After": str(max(1, round(wait)))},
+    )
 
 
 def _disabled() -> web.Response:
@@ -152,21 +188,22 @@ async def login(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     if not ctx.token:
         return _disabled()
+    if (wait := ctx.throttle.retry_after(_client(request))) is not None:
+        return _too_many(wait)  # the token is not even checked
     form = await request.post()
     submitted = str(form.get("token", ""))
     if not auth.same(submitted, ctx.token):
-        log.warning("dashboard: refused a login from %s", request.remote)
+        _wrong_token(request, "login form")
         return _refused(request, "That token is not right.")
-    target = str(form.get("next") or "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"  # never redirect off-site
-    response = web.HTTPSeeOther(target)
-    response.set_cookie(auth.COOKIE, auth.session_value(ctx.token), **auth.cookie_attributes(secure=ctx.secure_cookies))  # type: ignore[arg-type]
+    response = web.HTTPSeeOther(auth.safe_next(str(form.get("next") or "/")))  # never off-site
+    attributes = auth.cookie_attributes(secure=ctx.secure_cookies, max_age=ctx.sessions.max_age)
+    response.set_cookie(auth.COOKIE, ctx.sessions.start(), **attributes)  # type: ignore[arg-type]
     raise response
 
 
 async def logout(request: web.Request) -> web.Response:
-    """Forget the session cookie."""
+    """End the session on the server and forget its cookie."""
+    request.app[CTX].sessions.end(request.cookies.get(auth.COOKIE))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(auth.COOKIE, path="/")
     raise response
@@ -187,9 +224,9 @@ def _view(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         ctx = request.app[CTX]
         if not ctx.token:
             return _disabled()
-        ok, session = _session(request)
-        if not ok:
-            return _refused(request)
+        refusal, session = _access(request)
+        if refusal is not None:
+            return refusal
         if ctx.dashboard is None:
             return web.Response(status=503, text="Kilroy is starting; the dashboard answers once it is up.\n")
         q = request.query
@@ -226,9 +263,9 @@ async def _authorised_action(request: web.Request) -> web.Response | None:
     ctx = request.app[CTX]
     if not ctx.token:
         return _disabled()
-    ok, session = _session(request)
-    if not ok:
-        return _refused(request)
+    refusal, session = _access(request)
+    if refusal is not None:
+        return refusal
     form = await request.post()
     if session is not None and not auth.csrf_ok(str(form.get("csrf", "")), ctx.token, session):
         return web.Response(status=403, text="Missing or wrong CSRF token: reload the page and try again.\n")

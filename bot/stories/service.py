@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.config.settings import StorySettings
-from bot.domain.safety import OutputFilter
+from bot.domain.safety import OutputFilter, member_text_problem, normalise
 from bot.domain.story import HUMAN, INSTRUCTION, buffer_from_lines, parse_answer
 from bot.storage import NewPost, Storage, Story
 
@@ -102,10 +102,12 @@ class StoryService:
             raise StoryError(f"the opening is too long: keep it under {MAX_OPENING_CHARS} characters")
         custom = bool(opening and opening.strip())
         if custom:
-            self._check_member(member_id, opening or "", what="opening")
+            # checked as it will be stored and echoed: normalised first (`kill  yourself` is `kill yourself`)
+            opening = self._normalised(opening or "", what="opening")
+            self._check_member(member_id, opening, what="opening")
         elif member_id is not None and self.storage.is_opted_out(member_id):
             member_id = None  # they may start a story with the default opening; nothing records who did
-        opening = " ".join((opening or self.settings.opening).split())
+        opening = normalise(opening if custom and opening else self.settings.opening, one_line=True)
         try:
             await self.storage.start_story(
                 channel_id,
@@ -136,6 +138,17 @@ class StoryService:
             await self.storage.end_story(channel_id, at=self.clock())
         return transcript
 
+    @staticmethod
+    def _normalised(text: str, *, what: str) -> str:
+        """A member's raw text normalised to one line; StoryError for control or direction-override characters,
+        or for text that is empty once invisible characters are gone."""
+        if problem := member_text_problem(text):
+            raise StoryError(f"Kilroy cannot post that {what}: {problem}")
+        text = normalise(text, one_line=True)
+        if not text:
+            raise StoryError(f"the {what} is empty")
+        return text
+
     def _check_member(self, member_id: int | None, text: str, *, what: str) -> None:
         if member_id is not None and self.storage.is_opted_out(member_id):
             raise StoryError(
@@ -156,9 +169,7 @@ class StoryService:
     async def _checked(self, channel_id: int, member_id: int | None, text: str) -> tuple[str, Story]:
         from bot.engine.generator import GeneratorBusy
 
-        text = " ".join(text.split())
-        if not text:
-            raise StoryError("the line is empty")
+        text = self._normalised(text, what="line")
         if len(text) > self.settings.max_line_chars:
             raise StoryError(f"the line is {len(text)} characters long; keep it under {self.settings.max_line_chars}")
         self._check_member(member_id, text, what="line")

@@ -22,7 +22,7 @@ from tests.support import fake_discord as fd
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "e2e-dashboard-token"
+TOKEN = "e2e-dashboard-token-of-32-characters-or-more"
 
 
 def free_port() -> int:

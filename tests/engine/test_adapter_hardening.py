@@ -172,3 +172,106 @@ async def test_no_good_adapter_falls_back_to_base(loaded, store):
         assert [i.name for i in service.list() if i.active] == [BASE]
     finally:
         await g.close()
+
+
+# --- issue 23, item 8: the configured shape decides what loads, checked before any tensor is allocated ---------------
+
+
+def edit_config(store: AdapterStore, name: str, **changes) -> None:
+    path = store.root / name / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """Fails the test if peft builds layers or the weights are read: the check must come first."""
+    import peft
+    import safetensors.torch
+
+    calls = []
+
+    def forbidden(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("allocated before the shape check")
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", forbidden)
+    monkeypatch.setattr(safetensors.torch, "load_file", forbidden)
+    return calls
+
+
+async def test_huge_rank_in_config_refused_fast_without_allocating(loaded, generator, store, no_allocation):
+    """Regression: `"r": 200000` with rank-4 weights took +1.5 GB and 10 s on the tiny model before it was refused
+    (an out-of-memory kill on GPT-2 124M). Now the config is refused from its header, at once."""
+    import resource
+    import time
+
+    name = make_adapter(loaded, store, 41)
+    edit_config(store, name, r=200000)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(AdapterLoadError, match="rank 200000"):
+        await AdapterService(store, generator).use(name)
+    assert time.perf_counter() - started < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # KiB: no 1.5 GB detour
+    assert no_allocation == [] and generator.active == BASE and not generator.is_resident(name)
+
+
+async def test_rank_above_the_configured_one_refused(loaded, store, no_allocation):
+    """An adapter of a rank above KILROY_LORA_RANK is refused, its config and weights consistent or not."""
+    name = make_adapter(loaded, store, 42, rank=16)
+    g = Generator(loaded, SamplingParams(max_new_tokens=4), lora_rank=8)
+    try:
+        with pytest.raises(AdapterLoadError, match=r"rank 16 is outside 1\.\.8"):
+            await AdapterService(store, g).use(name)
+    finally:
+        await g.close()
+
+
+async def test_weights_of_another_rank_than_the_config_refused(loaded, generator, store, no_allocation):
+    """The config says rank 2 but the tensors are rank 4: refused from the header's shapes."""
+    name = make_adapter(loaded, store, 43)
+    edit_config(store, name, r=2)
+    with pytest.raises(AdapterLoadError, match="expected"):
+        await AdapterService(store, generator).use(name)
+
+
+async def test_modules_outside_the_configured_ones_refused(loaded, store, no_allocation):
+    name = make_adapter(loaded, store, 44)
+    g = Generator(loaded, SamplingParams(max_new_tokens=4), lora_targets=("c_attn", "c_proj"))
+    try:
+        with pytest.raises(AdapterLoadError, match=r"\['c_fc'\] are not among"):
+            await AdapterService(store, g).use(name)
+    finally:
+        await g.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"modules_to_save": ["lm_head"]}, {"use_dora": True}, {"layer_replication": [[0, 2], [0, 2]]}, {"bias": "all"}],
+)
+async def test_options_that_add_layers_refused(loaded, generator, store, no_allocation, change):
+    name = make_adapter(loaded, store, 45)
+    edit_config(store, name, **change)
+    with pytest.raises(AdapterLoadError, match="refused"):
+        await AdapterService(store, generator).use(name)
+
+
+async def test_missing_tensor_refused_before_loading(loaded, generator, store, request):
+    """The config names c_fc but the file lacks one of its tensors: refused from the header."""
+    name = make_adapter(loaded, store, 46)
+    rewrite_weights(store, name, lambda t: {k: v for k, v in t.items() if k != min(k for k in t if "c_fc.lora_B" in k)})
+    request.getfixturevalue("no_allocation")
+    with pytest.raises(AdapterLoadError, match="1 missing"):
+        await AdapterService(store, generator).use(name)
+
+
+async def test_lower_rank_on_a_subset_of_modules_loads_and_serves(loaded, generator, store):
+    """A consistent adapter within the configured shape (rank 4 under 8, attention only) loads and serves."""
+    name = make_adapter(loaded, store, 47)
+    rewrite_weights(store, name, lambda t: {k: v for k, v in t.items() if ".c_attn." in k})
+    edit_config(store, name, target_modules=["c_attn"])
+    await AdapterService(store, generator).use(name)
+    (sample,) = await generator.generate(1, seed=0)
+    assert generator.active == name and sample.adapter == name

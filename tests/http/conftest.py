@@ -14,7 +14,7 @@ from bot.http.metrics import Metrics, Snapshot
 from bot.http.server import HttpContext, build_app
 from bot.storage import NewPost
 
-TOKEN = "s3cret-dashboard-token"
+TOKEN = "s3cret-dashboard-token-of-32-characters-or-more"
 MEMBER_BASE = 712345678901234500  # snowflake-sized, so a leak cannot hide in chart coordinates
 
 

@@ -12,6 +12,11 @@ VIEWS = ("/", "/posts", "/adapters", "/runs", "/stories")
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def session_of(client) -> str:
+    """The session id the client's cookie jar holds."""
+    return next(c.value for c in client.session.cookie_jar if c.key == auth.COOKIE)
+
+
 async def test_healthz_follows_the_gateway(app_env):
     client, _, gateway, _ = app_env
     r = await client.get("/healthz")
@@ -112,7 +117,7 @@ async def test_rollback_needs_csrf_and_is_audited(app_env):
     assert r.status == 403 and rolled == []
     r = await client.post("/actions/rollback", data={"csrf": "forged"}, allow_redirects=False)
     assert r.status == 403 and rolled == []
-    csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
+    csrf = auth.csrf_token(TOKEN, session_of(client))
     r = await client.post("/actions/rollback", data={"csrf": csrf}, allow_redirects=False)
     assert r.status == 303 and rolled == ["x"]
     trail = await ctx.dashboard.storage.audit_entries()
@@ -135,8 +140,122 @@ async def test_trial_shown_with_its_bound_and_stopped_with_csrf(app_env):
     await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
     r = await client.post("/actions/stop-trial", data={"csrf": "forged"}, allow_redirects=False)
     assert r.status == 403
-    csrf = auth.csrf_token(TOKEN, auth.session_value(TOKEN))
+    csrf = auth.csrf_token(TOKEN, session_of(client))
     r = await client.post("/actions/stop-trial", data={"csrf": csrf}, allow_redirects=False)
     assert r.status == 303 and "Stopped%20trial%20%233" in r.headers["Location"]
     trail = await ctx.dashboard.storage.audit_entries()
     assert trail[0]["action"] == "trial stop" and trail[0]["detail"].endswith(": ok")
+
+
+# --- issue 23, item 10 ------------------------------------------------------------------------------------------------
+
+
+async def test_next_with_a_tab_does_not_leave_the_site(app_env):
+    """Regression: `next=/\t/evil.example` redirected to what browsers read as //evil.example."""
+    client, *_ = app_env
+    for target in ("/\t/evil.example", "/\\evil.example", "/\n/evil.example"):
+        r = await client.post("/login", data={"token": TOKEN, "next": target}, allow_redirects=False)
+        assert r.status == 303 and r.headers["Location"] == "/"
+    r = await client.post("/login", data={"token": TOKEN, "next": "/posts?order=top"}, allow_redirects=False)
+    assert r.headers["Location"] == "/posts?order=top"
+
+
+async def test_wrong_tokens_are_throttled_and_logged_once(app_env, caplog):
+    """200 guesses no longer get 200 answers: past the limit the client gets 429 without the token being checked,
+    one warning per window; a session started before still works."""
+    client, ctx, *_ = app_env
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    live = session_of(client)
+    client.session.cookie_jar.clear()
+    caplog.set_level("WARNING", logger="bot.http.server")
+    statuses = [
+        (await client.post("/login", data={"token": f"guess-{i}"}, allow_redirects=False)).status for i in range(200)
+    ]
+    assert statuses[: ctx.throttle.limit] == [401] * ctx.throttle.limit
+    assert set(statuses[ctx.throttle.limit :]) == {429}
+    r = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1  # even the right token waits for the window
+    assert (await client.get("/", headers=BEARER)).status == 429
+    assert len([rec for rec in caplog.records if "wrong token" in rec.getMessage()]) == 1
+    assert (await client.get("/runs", cookies={auth.COOKIE: live})).status == 200
+
+
+async def test_wrong_bearer_tokens_count_too(app_env):
+    client, ctx, *_ = app_env
+    for _ in range(ctx.throttle.limit):
+        assert (await client.get("/", headers={"Authorization": "Bearer nope"})).status == 401
+    assert (await client.get("/", headers=BEARER)).status == 429
+
+
+async def test_sessions_are_random_server_side_and_logout_ends_them(app_env):
+    """Each login gets its own random session; logout ends it on the server, so a copied cookie stops working."""
+    client, *_ = app_env
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    first = session_of(client)
+    await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    second = session_of(client)
+    assert first != second and TOKEN not in first
+    assert (await client.get("/runs", cookies={auth.COOKIE: first})).status == 200
+    await client.post("/logout", cookies={auth.COOKIE: first}, allow_redirects=False)
+    client.session.cookie_jar.clear()
+    assert (await client.get("/runs", cookies={auth.COOKIE: first})).status == 401
+    assert (await client.get("/runs", cookies={auth.COOKIE: second})).status == 200
+
+
+async def test_sessions_expire_on_the_server(app_env):
+    client, ctx, *_ = app_env
+    now = [1000.0]
+    ctx.sessions = auth.Sessions(hours=1, clock=lambda: now[0])
+    r = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert "Max-Age=3600" in r.headers["Set-Cookie"]
+    sid = session_of(client)
+    assert (await client.get("/runs", cookies={auth.COOKIE: sid})).status == 200
+    now[0] += 3601
+    assert (await client.get("/runs", cookies={auth.COOKIE: sid})).status == 401
+
+
+async def test_secure_cookie_flag(app_env):
+    client, ctx, *_ = app_env
+    r = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert "Secure" not in r.headers["Set-Cookie"]
+    ctx.secure_cookies = True
+    r = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+async def test_settings_reach_the_server():
+    """KILROY_DASHBOARD_SECURE_COOKIES and KILROY_DASHBOARD_SESSION_HOURS reach the running server."""
+    import socket
+
+    from bot.app.bot import http_server
+    from bot.config.settings import Settings
+    from bot.http.metrics import Metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "KILROY_HTTP_PORT": str(port),
+        "KILROY_DASHBOARD_TOKEN": TOKEN,
+        "KILROY_DASHBOARD_SECURE_COOKIES": "true",
+        "KILROY_DASHBOARD_SESSION_HOURS": "2",
+    }
+    async with http_server(Settings.from_env(env), Metrics()) as ctx:
+        assert ctx.secure_cookies is True and ctx.sessions.max_age == 7200
+
+
+def test_short_token_refused_at_start_with_the_fix():
+    """A one-letter token was accepted; a token under 32 characters now stops the start, naming the fix (and
+    never echoing the token)."""
+    import pytest
+
+    from bot.config.settings import ConfigError, Settings
+
+    for short in ("x", "short-token-value", "a" * 31):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env({"KILROY_DASHBOARD_TOKEN": short})
+        message = str(exc.value)
+        assert "KILROY_DASHBOARD_TOKEN" in message and "32" in message and "token_urlsafe" in message
+        assert short not in message
+    assert Settings.from_env({"KILROY_DASHBOARD_TOKEN": "a" * 32}).ops.dashboard_token.get() == "a" * 32
+    assert not Settings.from_env({}).ops.dashboard_token

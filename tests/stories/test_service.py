@@ -185,3 +185,76 @@ async def test_cog_lines_at_once(service, storage):
         "A cat walks in.": first.followup.send.return_value.id,
         "The lamp goes out.": second.followup.send.return_value.id,
     }
+
+
+# --- member text is normalised before it is checked, and stored and echoed as checked (issue 23, item 6) -------------
+
+
+class Answers:
+    """Answers every line at once with the same text."""
+
+    context_size = 1024
+    busy = False
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    async def generate(self, n, *, prompt, max_new_tokens=None, adapter=None):
+        return [Sample("The lamp goes out.", prompt, (1,), (2,), "base", {})]
+
+
+def filtered_service(storage):
+    from bot.domain.safety import OutputFilter
+
+    blocking = OutputFilter(("kill yourself",))
+    return StoryService(storage, Answers(), StorySettings(), clock=Clock(), output_filter=blocking)
+
+
+@pytest.mark.parametrize("opening", ["kill  yourself", "kill\nyourself", "kill\u200b yourself", "k\u0456ll yourself"])
+async def test_opening_checked_after_normalising(storage, opening):
+    """Regression: /story start checked the opening before collapsing whitespace, so `kill  yourself` passed a
+    blocklist holding `kill yourself` and was stored and echoed collapsed."""
+    with pytest.raises(StoryError, match="blocked"):
+        await filtered_service(storage).start(CHANNEL, opening=opening, member_id=1, guild_id=1)
+    assert await storage.active_story(CHANNEL) is None
+
+
+async def test_opening_stored_as_checked(storage):
+    story = await filtered_service(storage).start(
+        CHANNEL, opening="Once\u200b upon \u00a0a\ttime\u00ad \uff41gain", member_id=1, guild_id=1
+    )
+    assert story.opening == "Once upon a time again"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("a NUL\x00 here", "control"),
+        ("an ESC \x1b[2J clears", "control"),
+        ("\u202etxet desrever", "direction"),
+        ("\u200b\u200b\u200b", "empty"),
+        ("\u200d\u2060\ufeff\u00ad", "empty"),
+    ],
+)
+async def test_member_lines_refuse_controls_overrides_and_invisible_only(storage, text, why):
+    service = filtered_service(storage)
+    await service.start(CHANNEL, guild_id=1)
+    with pytest.raises(StoryError, match=why):
+        await service.validate(CHANNEL, 1, text)
+    with pytest.raises(StoryError, match=why):
+        await service.take_turn(CHANNEL, 1, text, guild_id=1)
+    with pytest.raises(StoryError, match=why):
+        await filtered_service(storage).start(CHANNEL + 1, opening=text, member_id=1, guild_id=1)
+
+
+async def test_line_stored_and_echoed_as_checked(storage):
+    """The cog echoes the normalised line, the one that was checked and stored, not the raw one."""
+    service = filtered_service(storage)
+    await service.start(CHANNEL, guild_id=1)
+    cog = Story(stories=service)
+    i = interaction(member(1), channel_id=CHANNEL)
+    await cog.line.callback(cog, i, "A  bird\u200b flies\u00a0in.")
+    (answer,) = texts(i.followup.send)
+    assert answer.startswith("**human_director:** A bird flies in.\n")
+    story = await storage.active_story(CHANNEL)
+    assert [ln.text for ln in story.lines] == ["A bird flies in.", "The lamp goes out."]
