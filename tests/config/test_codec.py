@@ -20,7 +20,7 @@ def test_settings_travel_whole_through_json_without_secrets():
     """What the training worker receives equals what the bot runs with, secrets left out."""
     env = {
         "DISCORD_TOKEN": "s3cr3t-discord",
-        "KILROY_DASHBOARD_TOKEN": "s3cr3t-dashboard",
+        "KILROY_DASHBOARD_TOKEN": "s3cr3t-dashboard-token-long-enough-to-pass",
         "KILROY_KL_BETA": "0.5",
         "KILROY_SETTLE_HOURS": "2",
         "KILROY_GUILD_IDS": "1,2",
