@@ -37,9 +37,9 @@ class Services:
 
     settings: Settings
     storage: Storage
-    store: AdapterStore
+    adapter_store: AdapterStore  # the versions on disk and the pointer
     generator: Generator
-    adapters: AdapterService
+    serving: AdapterService  # what the live model serves: activate, use, roll back
     training: TrainingRunner
     stories: StoryService
     trials: TrialService
@@ -130,9 +130,9 @@ async def open_services(
             yield Services(
                 settings=settings,
                 storage=storage,
-                store=store,
+                adapter_store=store,
                 generator=generator,
-                adapters=adapters,
+                serving=adapters,
                 training=training,
                 stories=StoryService(storage, generator, settings.story, output_filter=output_filter),
                 output_filter=output_filter,

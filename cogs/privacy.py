@@ -112,4 +112,4 @@ class Privacy(commands.Cog):
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.store, clock=s.clock))
+    await bot.add_cog(Privacy(settings=s.settings, storage=s.storage, store=s.adapter_store, clock=s.clock))

@@ -37,7 +37,7 @@ def adapter_probe(adapters: Any) -> Callable[[], Any]:
 
 def attach(ctx: HttpContext, services: Any, *, gateway: Callable[[], GatewayState]) -> None:
     """Point the HTTP context at the live services (called once they are open)."""
-    storage, generator, adapters, training = services.storage, services.generator, services.adapters, services.training
+    storage, generator, adapters, training = services.storage, services.generator, services.serving, services.training
     clock = getattr(services, "clock", time.time)
 
     def training_state() -> dict[str, Any]:
