@@ -23,6 +23,7 @@ from bot.domain.safety import OutputFilter
 from bot.engine.generator import Generator
 from bot.engine.threads import serving_threads
 from bot.ops.backup import nightly_backup
+from bot.privacy.service import PrivacyService
 from bot.storage import Storage
 from bot.stories.service import StoryService
 from bot.training.runner import TrainingRunner
@@ -43,6 +44,7 @@ class Services:
     training: TrainingRunner
     stories: StoryService
     trials: TrialService
+    privacy: PrivacyService
     clock: Callable[[], float] = field(default=time.time)
     output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent
 
@@ -137,6 +139,7 @@ async def open_services(
                 stories=StoryService(storage, generator, settings.story, output_filter=output_filter),
                 output_filter=output_filter,
                 trials=trials,
+                privacy=PrivacyService(storage, retention_days=settings.safety.retention_days, adapter_store=store),
             )
     finally:
         await generator.close()
