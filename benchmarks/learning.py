@@ -94,7 +94,7 @@ class Ours:
         # the bot's own composition root: model, generator, storage, adapter store, training runner
         self._stack = contextlib.AsyncExitStack()
         self.services = await self._stack.enter_async_context(open_services(self.settings, in_process_training=True))
-        self.store = self.services.store
+        self.store = self.services.adapter_store
 
     async def generate(self, n: int, seed: int) -> list[Sample]:
         return await self.services.generator.generate(n, seed=seed)

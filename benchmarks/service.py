@@ -127,7 +127,7 @@ async def load(seconds: float, rate: int, seed: int = 0) -> dict:
         async with running_bot(settings, server) as bot:
             s = bot.services
             posting = bot.get_cog("Posting")
-            swap_to = await asyncio.to_thread(make_adapter, s.generator.loaded, s.store, 1)
+            swap_to = await asyncio.to_thread(make_adapter, s.generator.loaded, s.adapter_store, 1)
             message_ids = []
             for _ in range(8):  # real posts (with their token ids) to react to and to train on
                 message_ids.append((await posting.post_to(fd.CHANNEL_ID)).id)
@@ -174,7 +174,7 @@ async def load(seconds: float, rate: int, seed: int = 0) -> dict:
                 swapped = False
                 while (now := time.perf_counter()) < end:
                     if not swapped and now - started > 1.0:
-                        asyncio.create_task(marked("swap", s.adapters.use(swap_to)))  # noqa: RUF006 - ends with the load
+                        asyncio.create_task(marked("swap", s.serving.use(swap_to)))  # noqa: RUF006 - ends with the load
                         swapped = True
                     due = int((now - started) * rate) - sent
                     for _ in range(max(0, due)):

@@ -117,4 +117,4 @@ class Adapters(commands.GroupCog, group_name="adapter", group_description="Manag
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Adapters(settings=s.settings, adapters=s.adapters, storage=s.storage, bot=bot, trials=s.trials))
+    await bot.add_cog(Adapters(settings=s.settings, adapters=s.serving, storage=s.storage, bot=bot, trials=s.trials))

@@ -71,9 +71,7 @@ class Training(commands.Cog):
     ) -> None:
         self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
         self.storage = storage  # for the audit trail
-        self.trials = trials
-        if trials is not None:
-            trials.announce = self._log_channel  # trial starts and decisions go to KILROY_LOG_CHANNEL_ID
+        self.trials = trials  # the nightly run waits while a trial decides
         t = settings.training
         run_at = dt.time(t.train_time.hour, t.train_time.minute, tzinfo=ZoneInfo(t.timezone))
         self.nightly = tasks.loop(time=run_at)(self.run_nightly)

@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app.checks import to_log_channel
 from bot.app.errors import user_message
 from bot.config.settings import Settings
 from bot.domain.safety import Cooldowns, guild_allowed
@@ -97,9 +97,10 @@ class KilroyBot(commands.Bot):
         self.settings = settings
         self.services = services
         self.cooldowns = Cooldowns()
-        self.metrics: Metrics | None = None  # set by run_bot when the HTTP server runs
+        self.metrics: Metrics | None = services.metrics  # when the HTTP server runs
         self._gateway_connected = False  # READY seen on the current socket (on_connect) and no disconnect since
         self._session_ready = False  # guilds loaded (on_ready) or the session resumed
+        services.hooks.plug(gateway=self.gateway_state, announce=self.announce)
 
     def gateway_state(self) -> GatewayState:
         """The gateway as /healthz reports it: connected, ready, heartbeat latency."""
@@ -107,6 +108,10 @@ class KilroyBot(commands.Bot):
         latency = self.latency
         latency_ms = latency * 1000 if latency == latency and latency != float("inf") else None
         return GatewayState(connected, connected and self._session_ready and self.is_ready(), latency_ms)
+
+    async def announce(self, text: str) -> None:
+        """A line in KILROY_LOG_CHANNEL_ID (trial starts and decisions); failures are only logged."""
+        await to_log_channel(self, self.settings.discord, text)
 
     async def on_connect(self) -> None:
         self._gateway_connected = True
@@ -236,84 +241,26 @@ async def handle_app_command_error(interaction: discord.Interaction, error: Base
         log.warning("could not report an error to the user", exc_info=True)
 
 
-class HttpPortError(Exception):
-    """The HTTP server could not listen where the settings say."""
-
-
-@contextlib.asynccontextmanager
-async def http_server(settings: Settings, metrics: Metrics) -> AsyncIterator[Any]:
-    """The HTTP server (health, metrics, dashboard) when KILROY_HTTP_PORT is set; yields its context or None."""
-    if settings.ops.http_port is None:
-        yield None
-        return
-    from bot.http.auth import Sessions
-    from bot.http.server import HttpContext, HttpServer
-
-    ctx = HttpContext(
-        metrics=metrics,
-        token=settings.ops.dashboard_token.get(),
-        secure_cookies=settings.ops.dashboard_secure_cookies,
-        sessions=Sessions(settings.ops.dashboard_session_hours),
-    )
-    server = HttpServer(ctx, settings.ops.http_host, settings.ops.http_port)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise HttpPortError(
-            f"cannot listen on {settings.ops.http_host}:{settings.ops.http_port} ({exc.strerror or exc}): set "
-            "KILROY_HTTP_PORT to a free port, or leave it empty for no HTTP server"
-        ) from exc
-    try:
-        yield ctx
-    finally:
-        await server.stop()
-
-
 async def run_bot(settings: Settings) -> int:
-    """Open the services, log in, run until stopped (Ctrl-C or SIGTERM); close everything cleanly.
+    """Open the bot's services, log in, run until stopped (Ctrl-C or SIGTERM); close everything cleanly.
 
     The HTTP server starts first, so /healthz answers 503 "starting" while the model loads, and stops last.
     """
-    from bot.ops.backup import RunLock
-    from bot.training.lock import TrainingBusy
+    from bot.services import CannotStart, open_bot_services
 
-    metrics = Metrics()
-    lock = RunLock(settings.data_dir)  # `kilroy restore` refuses while this is held
     try:
-        lock.acquire("kilroy run")
-    except TrainingBusy:
-        log.error("another bot already runs on %s (%s); stop it first", settings.data_dir, lock.holder())
-        return 2
-    try:
-        async with http_server(settings, metrics) as ctx:
-            return await _run_bot(settings, metrics, ctx)
-    except HttpPortError as exc:
+        async with open_bot_services(settings) as services, KilroyBot(settings, services) as bot:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
+                    loop.add_signal_handler(sig, lambda: asyncio.create_task(bot.close()))
+            try:
+                await bot.start(settings.discord.token.get())
+            except discord.LoginFailure:
+                log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
+                return 2
+    except CannotStart as exc:
         log.error("%s", exc)
         return 2
-    finally:
-        lock.release()
-
-
-async def _run_bot(settings: Settings, metrics: Metrics, ctx: Any) -> int:
-    from bot.services import open_services
-
-    async with open_services(settings, freeze_heap=True) as services, KilroyBot(settings, services) as bot:
-        if ctx is not None:
-            from bot.http.wiring import attach
-
-            bot.metrics = metrics
-            attach(ctx, services, gateway=bot.gateway_state)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops
-                loop.add_signal_handler(sig, lambda: asyncio.create_task(bot.close()))
-        try:
-            await bot.start(settings.discord.token.get())
-        except discord.LoginFailure:
-            log.error("Discord refused the token: check DISCORD_TOKEN in .env (Bot -> Reset Token)")
-            return 2
-        finally:
-            if ctx is not None:  # the services close next: health and dashboard go back to "starting/stopping"
-                ctx.health = ctx.dashboard = ctx.snapshot = None
     log.info("stopped cleanly")
     return 0

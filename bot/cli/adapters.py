@@ -8,22 +8,18 @@ import json
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from bot.cli.common import CommandFactory
 from bot.config.settings import Settings
-
-if TYPE_CHECKING:
-    from bot.adapters.store import AdapterStore
 
 log = logging.getLogger("kilroy")
 
 
 def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
     """The adapter store from the shell."""
-    from bot.adapters.store import AdapterStore
+    from bot.services import adapter_store
 
-    store = AdapterStore(settings.adapters_dir)
+    store = adapter_store(settings)
     if args.action == "list":
         for info in store.list():
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at)) if info.created_at else "-"
@@ -41,16 +37,17 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         print(f"rolled back; active adapter: {store.rollback()}")
     elif args.action == "trial":
-        return asyncio.run(_adapters_trial(settings, store, args.trial_action))
+        return asyncio.run(_adapters_trial(settings, args.trial_action))
     return 0
 
 
-async def _adapters_trial(settings: Settings, store: AdapterStore, action: str) -> int:
+async def _adapters_trial(settings: Settings, action: str) -> int:
     """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
-    from bot.storage import Storage
+    from bot.services import open_shell_services
     from bot.trials.service import evaluate_trial
 
-    async with Storage.open(settings.db_path) as storage:
+    async with open_shell_services(settings) as services:
+        storage, store = services.storage, services.adapter_store
         trial = await storage.active_trial()
         if action == "show":
             shown = trial or next(iter(await storage.trials(limit=1)), None)

@@ -7,13 +7,10 @@ import asyncio
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.cli.common import CommandFactory
 from bot.config.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("kilroy")
 

@@ -6,13 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
 
 from bot.cli.common import CommandFactory
 from bot.config.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("kilroy")
 

@@ -7,13 +7,10 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from bot.cli.common import CommandFactory
 from bot.config.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("kilroy")
 

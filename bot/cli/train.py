@@ -7,22 +7,18 @@ import asyncio
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.cli.common import CommandFactory, ProgressBar
 from bot.config.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("kilroy")
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     """One training run over the database, through the same lock and promotion sequence as the bot."""
-    from bot.adapters.store import AdapterStore
-    from bot.storage import Storage
-    from bot.training.runner import TrainingBusy, TrainingFailed, TrainingRunner
+    from bot.services import open_shell_services
+    from bot.training.runner import TrainingBusy, TrainingFailed
 
     bar = ProgressBar("training")
 
@@ -34,19 +30,11 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             print("evaluating the candidate...", file=sys.stderr)
 
     async def go() -> int:
-        async with Storage.open(settings.db_path) as storage:
-            # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started
-            # later serves it (a running bot holds the training lock, so this cannot race it)
-            # with A/B trials on, a gate-passing candidate waits for the bot, whose next start puts it on trial
-            runner = TrainingRunner(
-                settings,
-                storage,
-                AdapterStore(settings.adapters_dir),
-                in_process=True,
-                defer_to_trial=settings.trials.share > 0,
-            )
+        # no live model here: a promoted adapter's files are checked and the pointer moves; a bot started later
+        # serves it; with A/B trials on, a gate-passing candidate waits for the bot (bot/services.py)
+        async with open_shell_services(settings) as services:
             try:
-                result = await runner.run("cli", on_progress)
+                result = await services.training.run("cli", on_progress)
             except TrainingBusy as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

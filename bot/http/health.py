@@ -127,3 +127,21 @@ def _gateway_detail(gw: GatewayState) -> str:
     if gw.connected:
         return "connected, not ready yet (waiting for the guilds)"
     return "not connected to the Discord gateway"
+
+
+def adapter_probe(serving: Callable[[], str], pointer: Callable[[], str]) -> Callable[[], Awaitable[Part]]:
+    """The serving adapter is healthy when it is the one the store's pointer names (it loaded and checked)."""
+
+    async def probe() -> Part:
+        name = serving()
+        named = await asyncio.to_thread(pointer)  # reads STATE.json: off the event loop
+        if name != named:
+            return Part(
+                False,
+                f"serving {name!r} but the pointer names {named!r} (it failed to load; see the log, then "
+                f"`kilroy doctor`)",
+                {"name": name, "pointer": named},
+            )
+        return Part(True, f"serving {name}", {"name": name})
+
+    return probe

@@ -12,11 +12,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from bot.domain.safety import OutputFilter
+    from bot.storage import Storage
+    from bot.trials.service import TrialStatus
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +197,25 @@ async def watch_loop_lag(metrics: Metrics, interval: float = 0.25) -> None:
         lag = max(0.0, time.perf_counter() - started - interval)
         metrics.loop_lag.observe(lag)
         metrics.lag_max = max(metrics.lag_max, lag)
+
+
+def snapshot_source(
+    storage: Storage, *, trial_status: Callable[[], Awaitable[TrialStatus | None]], output_filter: OutputFilter
+) -> Callable[[], Awaitable[Snapshot]]:
+    """What a scrape reads: the database's totals, the running trial's arms and decision, the output filter's
+    refusals."""
+
+    async def trial() -> dict[str, Any] | None:
+        status = await trial_status()
+        if status is None or not status.trial.active:
+            return None
+        return {"arms": dict(status.posts), "decision": status.decision.verdict or "undecided"}
+
+    async def snapshot() -> Snapshot:
+        c = await storage.counters()
+        return Snapshot(
+            c.posts, c.reaction_events, c.replies, c.votes, c.last_run, await storage.database_bytes(),
+            trial=await trial(), refused=dict(output_filter.resampled), skipped=output_filter.skipped,
+        )  # fmt: skip
+
+    return snapshot

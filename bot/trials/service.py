@@ -112,7 +112,7 @@ class TrialService:
     ) -> None:
         self.storage, self.adapters, self.generator, self.settings = storage, adapters, generator, settings
         self.clock = clock
-        self.announce = announce  # set by the training cog to write in KILROY_LOG_CHANNEL_ID
+        self.announce = announce  # KILROY_LOG_CHANNEL_ID through the bot, wired in bot/services.py
         self.new_seed: Callable[[], int] = lambda: secrets.randbits(31)  # the arm coin's seed (the simulation fixes it)
 
     @property

@@ -95,12 +95,13 @@ async def test_catch_up_reconciles_missed_reaction(storage, make_settings):
 async def test_forget_me_deletes_records_and_opt_out_holds(cog, storage, make_settings):
     """/forget-me deletes a member's votes (others' stay) and answers truthfully with counts; afterwards their live
     reactions and the catch-up's view of Discord's reactions are ignored."""
+    from bot.privacy.service import PrivacyService
     from cogs.privacy import Privacy
     from tests.support.discord_mocks import interaction, texts
 
     await cog.on_raw_reaction_add(reaction_payload(1, 42))
     await cog.on_raw_reaction_add(reaction_payload(1, 43))
-    privacy = Privacy(settings=make_settings(), storage=storage)
+    privacy = Privacy(privacy=PrivacyService(storage, retention_days=90))
     i = interaction(member(42))
     await privacy.forget_me.callback(privacy, i)
     assert await votes(storage) == [(43, "❤️")]
@@ -111,18 +112,6 @@ async def test_forget_me_deletes_records_and_opt_out_holds(cog, storage, make_se
     await cog.on_raw_reaction_add(reaction_payload(1, 42, "👍"))  # live event after opting out
     assert await storage.reconcile_votes(1, [(42, "❤️"), (43, "❤️")], at=20.0) == 0  # catch-up sees their reaction
     assert await votes(storage) == [(43, "❤️")]
-
-
-async def test_retention_prunes_and_vacuums(storage, make_settings):
-    """The daily retention run deletes raw data of trained posts older than KILROY_RETENTION_DAYS."""
-    from cogs.privacy import Privacy
-
-    await storage.add_post(NewPost(channel_id=500, text="old", adapter="base", created_at=1.0, message_id=2))
-    await storage.add_vote(2, 42, "❤️", at=1.0)
-    await storage.mark_trained([await storage.post_id_by_message(2)], at=2.0, run_id=None)
-    privacy = Privacy(settings=make_settings(KILROY_RETENTION_DAYS="1"), storage=storage, clock=lambda: 3 * 86400.0)
-    assert await privacy.run_retention() == {"reaction_events": 1, "replies": 0}
-    assert await privacy.run_retention() == {"reaction_events": 0, "replies": 0}
 
 
 def reply_message(message_id: int, author_id: int, to: int = 1, *, kind=discord.MessageType.reply, forward=False):

@@ -1,4 +1,4 @@
-"""The scheduled nightly training waits while an A/B trial is deciding; trial events go to the log channel."""
+"""The scheduled nightly training waits while an A/B trial is deciding; a trial outcome reads as such."""
 
 from cogs.training import Training, summary_text
 from tests.cogs.test_training import FakeRunner
@@ -8,7 +8,6 @@ from tests.support.discord_mocks import fake_bot
 class FakeTrials:
     def __init__(self, running):
         self._running = running
-        self.announce = None
 
     async def running(self):
         return self._running
@@ -25,11 +24,8 @@ async def test_nightly_waits_during_a_trial(make_settings):
     assert await idle.run_nightly() is not None and idle.runner.calls == ["nightly"]
 
 
-def test_trial_cog_wires_announcements_and_summary(make_settings):
-    """The training cog gives the trial service its log-channel writer; a trial outcome reads as such."""
-    trials = FakeTrials(running=None)
-    cog = Training(fake_bot(), settings=make_settings(), runner=FakeRunner(), trials=trials)
-    assert trials.announce == cog._log_channel
+def test_trial_outcome_summary():
+    """A run whose candidate went on trial reads as such (the announcements are wired in bot/services.py)."""
     from bot.domain.records import RunResult
 
     text = summary_text(RunResult("done", 1, "v0002", accepted=True, trial=True, reason="gate passed"))

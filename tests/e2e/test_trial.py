@@ -51,7 +51,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
         assert "A/B trial" in server.original_edits[token][-1]["content"]
         trial = await bot.services.storage.active_trial()
         assert trial is not None and trial.candidate == "v0001" and trial.incumbent == "base"
-        assert bot.services.generator.active == "base" and bot.services.store.current() == "base"
+        assert bot.services.generator.active == "base" and bot.services.adapter_store.current() == "base"
         assert any("A/B trial #1 started" in m["content"] for m in server.posts_by_bot())
         first = await _post_and_react(bot, server, 8)
 
@@ -76,7 +76,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
         assert "promoted" in shown, shown
         ended = await bot.services.storage.get_trial(trial.id)
         assert ended.verdict == "promote" and ended.decided_by == "test"
-        assert bot.services.generator.active == "v0001" and bot.services.store.current() == "v0001"
+        assert bot.services.generator.active == "v0001" and bot.services.adapter_store.current() == "v0001"
         assert any("A/B trial #1 ended" in m["content"] for m in server.posts_by_bot())
         (run,) = [r for r in await bot.services.storage.runs() if r.adapter == "v0001"]
         assert run.stage == "promoted"
@@ -102,4 +102,4 @@ async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):
         assert "stopped" in server.webhook_messages[token][0]["content"]
         ended = await bot.services.storage.get_trial(trial.id)
         assert ended.verdict == "stopped" and ended.decided_by == f"user:{fd.OPERATOR_ID}"
-        assert bot.services.generator.active == "base" and bot.services.store.current() == "base"
+        assert bot.services.generator.active == "base" and bot.services.adapter_store.current() == "base"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.http.health import GatewayState, HealthSources, Part, check_health
+from bot.http.health import GatewayState, HealthSources, Part, adapter_probe, check_health
 
 
 def sources(*, gateway=None, db_error=None, db_hang=False, adapter_ok=True):
@@ -61,3 +61,11 @@ async def test_a_crashing_source_is_a_failed_part_not_an_exception():
     s.gateway = lambda: 1 / 0
     report = await check_health(s)
     assert report.failing == ("gateway",)
+
+
+async def test_adapter_probe_fails_when_serving_differs_from_the_pointer():
+    """The pointer names v0003 but it failed to load and v0001 serves: unhealthy, with both names and the fix."""
+    ok = await adapter_probe(lambda: "v0003", lambda: "v0003")()
+    assert ok.ok and ok.extra == {"name": "v0003"}
+    bad = await adapter_probe(lambda: "v0001", lambda: "v0003")()
+    assert not bad.ok and bad.extra == {"name": "v0001", "pointer": "v0003"} and "kilroy doctor" in bad.detail

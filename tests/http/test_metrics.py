@@ -58,3 +58,27 @@ async def test_loop_lag_is_observed():
     task.cancel()
     assert m.lag_max >= 0.04
     assert "kilroy_event_loop_lag_seconds_count" in m.render().decode()
+
+
+async def test_snapshot_source_reads_totals_the_running_trial_and_the_filter(storage):
+    """A scrape's snapshot: the database's totals, a running trial's arms and decision (none once it ended), the
+    output filter's refusals."""
+    from types import SimpleNamespace
+
+    from bot.domain.safety import OutputFilter
+    from bot.http.metrics import snapshot_source
+
+    arms = {"candidate": 3, "incumbent": 4}
+    status = SimpleNamespace(trial=SimpleNamespace(active=True), posts=arms, decision=SimpleNamespace(verdict=None))
+
+    async def trial_status():
+        return status
+
+    output_filter = OutputFilter()
+    output_filter.resampled["blocklist"] += 2
+    output_filter.skipped = 1
+    snapshot = await snapshot_source(storage, trial_status=trial_status, output_filter=output_filter)()
+    assert snapshot.trial == {"arms": {"candidate": 3, "incumbent": 4}, "decision": "undecided"}
+    assert snapshot.refused == {"blocklist": 2} and snapshot.skipped == 1 and snapshot.replies == 0
+    status.trial.active = False
+    assert (await snapshot_source(storage, trial_status=trial_status, output_filter=output_filter)()).trial is None
