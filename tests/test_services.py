@@ -25,7 +25,7 @@ from bot.trials.service import TrialService
 
 pytestmark = pytest.mark.slow  # loads the tiny model
 
-TOKEN = "dashboard-token"
+TOKEN = "services-test-token-of-32-characters-or-more"
 
 
 def free_port() -> int:

@@ -227,9 +227,9 @@ async def test_settings_reach_the_server():
     """KILROY_DASHBOARD_SECURE_COOKIES and KILROY_DASHBOARD_SESSION_HOURS reach the running server."""
     import socket
 
-    from bot.app.bot import http_server
     from bot.config.settings import Settings
     from bot.http.metrics import Metrics
+    from bot.services import _http_server as http_server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
