@@ -135,8 +135,3 @@ def _result(run: TrainingRun, *, promoted: bool, reason: str | None = None) -> R
         reason=reason if reason is not None else (run.message or ""),
         metrics=dict(run.metrics),
     )
-
-
-def with_reason(result: RunResult, extra: str) -> RunResult:
-    """The same result with a note appended to its reason."""
-    return dataclasses.replace(result, reason=f"{result.reason}; {extra}" if result.reason else extra)

@@ -3,7 +3,7 @@ from unittest.mock import AsyncMock, MagicMock
 import discord
 import pytest
 
-from bot.engine.compose import is_postable
+from bot.domain.safety import OutputFilter
 from bot.engine.generator import Sample
 from cogs.posting import Posting
 from tests.support.discord_mocks import fake_bot
@@ -80,8 +80,9 @@ async def test_channel_without_permission_skipped_with_warning(make_cog, storage
     ("text", "ok"),
     [("hello", True), ("", False), ("  \n", False), ("I love Crypto!", False), ("cryptography rocks", True)],
 )
-def test_is_postable(text, ok):
-    assert is_postable(text, ["crypto"]) is ok
+def test_the_output_filter_refuses_empty_and_blocklisted_text(text, ok):
+    """A post needs visible text and no blocklisted word (a word, not a substring)."""
+    assert OutputFilter(("crypto",)).check(text).ok is ok
 
 
 def sent(ch) -> list[str]:

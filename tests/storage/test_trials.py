@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from bot.domain.scoring import Baseline
 from bot.storage import NewPost, Storage, TrialActive, migrations
 
 
@@ -28,7 +29,7 @@ async def _start(s: Storage, **over) -> int:
         alpha=0.05,
         max_posts=100,
         seed=7,
-        baselines={1: (0.5, 1.2)},
+        baselines={1: Baseline(0.5, 1.2)},
         at=10.0,
     )
     args.update(over)
@@ -46,7 +47,7 @@ async def test_trial_and_arms_survive_a_reopen(tmp_path):
     async with Storage.open(path) as s:
         trial = await s.active_trial()
         assert trial is not None and trial.id == tid and trial.candidate == "v2" and trial.seed == 7
-        assert trial.baselines == {1: (0.5, 1.2)}
+        assert trial.baselines == {1: Baseline(0.5, 1.2)}
         assert await s.trial_post_counts(tid) == {"candidate": 1, "incumbent": 1}
         records = await s.post_records(trial_id=tid)
         assert [(r.post.message_id, r.post.arm) for r in records] == [(1, "candidate"), (2, "incumbent")]
