@@ -51,7 +51,7 @@ def summary_text(outcome: RunResult) -> str:
     elif outcome.accepted:
         verdict = "passed the gate but not served"
     else:
-        verdict = "kept, not promoted"
+        verdict = "refused by the gate: kept on disk, never served"
     figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
     return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
 

@@ -90,7 +90,7 @@ class Promoter:
             run = await self._run(run_id)
         name = run.adapter
         assert name is not None, "a committed run names its adapter"
-        if not run.promoted:
+        if not run.accepted:
             await self.storage.set_run_stage(run_id, "kept")
             return _result(run, promoted=False)
         if run.stage == "marked":
@@ -130,7 +130,7 @@ def _result(run: TrainingRun, *, promoted: bool, reason: str | None = None) -> R
         status="done",
         run_id=run.id,
         adapter=run.adapter,
-        accepted=bool(run.promoted),
+        accepted=bool(run.accepted),
         promoted=promoted,
         reason=reason if reason is not None else (run.message or ""),
         metrics=dict(run.metrics),

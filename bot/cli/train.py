@@ -63,7 +63,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
                 if result.promoted
                 else "passed the gate; its A/B trial starts with the bot"
                 if result.accepted and settings.trials.share > 0
-                else "kept but NOT promoted"
+                else "refused by the gate (kept on disk, NOT served)"
             )
             print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
             for key, value in sorted(result.metrics.items()):

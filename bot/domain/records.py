@@ -112,7 +112,7 @@ class TrainingRun:
     started_at: float
     finished_at: float | None
     adapter: str | None
-    promoted: bool | None
+    accepted: bool | None  # the gate's verdict; whether it then served is the stage ('promoted')
     message: str | None
     metrics: dict[str, Any]
     stage: str = "training"

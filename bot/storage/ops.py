@@ -30,7 +30,7 @@ class Counters:
     reaction_events: dict[str, int]  # action ('add' | 'remove') -> human events
     replies: int
     votes: int
-    last_run: dict[str, Any] | None  # the newest finished training run: status, seconds, promoted
+    last_run: dict[str, Any] | None  # the newest finished training run: status, seconds, accepted
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class OpsMixin(StorageBase):
             replies = int(con.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
             votes = int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
             row = con.execute(
-                "SELECT status, started_at, finished_at, promoted, reason FROM training_runs "
+                "SELECT status, started_at, finished_at, accepted, reason FROM training_runs "
                 "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
             ).fetchone()
             last = None
@@ -123,7 +123,7 @@ class OpsMixin(StorageBase):
                 last = {
                     "status": row[0],
                     "seconds": float(row[2]) - float(row[1]),
-                    "promoted": None if row[3] is None else bool(row[3]),
+                    "accepted": None if row[3] is None else bool(row[3]),
                     "reason": row[4],
                     "finished_at": float(row[2]),
                 }
@@ -152,12 +152,13 @@ class OpsMixin(StorageBase):
         )
 
     async def adapter_history(self) -> list[dict[str, Any]]:
-        """The adapter each training run wrote, newest first, with the run's verdict (promoted, gate message)."""
+        """The adapter each training run wrote, newest first, with the gate's verdict (accepted, message) and
+        the promotion stage it reached (promoted, trial, kept, refused)."""
 
         def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = con.execute(
-                "SELECT adapter AS name, id AS run_id, finished_at, promoted, message, reason FROM training_runs "
-                "WHERE adapter IS NOT NULL ORDER BY id DESC"
+                "SELECT adapter AS name, id AS run_id, finished_at, accepted, stage, message, reason "
+                "FROM training_runs WHERE adapter IS NOT NULL ORDER BY id DESC"
             )
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

@@ -27,7 +27,9 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
+    """The gate's verdict: an accepted candidate may be served (or tried); a refused one never is."""
+
+    accepted: bool
     reason: str
 
 

@@ -130,7 +130,7 @@ async def _run_training(
             "run_id": run_id,
             "reason": reason,
             "metrics": metrics,
-            "promoted": decision.promote,
+            "accepted": decision.accepted,
             "gate": decision.reason,
             "data": {"posts": len(examples), "from": fresh[0].post.created_at, "to": fresh[-1].post.created_at},
             "train_config": {
@@ -146,12 +146,16 @@ async def _run_training(
     await storage.commit_run(
         run_id,
         adapter=name,
-        promote=decision.promote,
+        accepted=decision.accepted,
         message=decision.reason,
         metrics=metrics,
         post_ids=[e.post_id for e in examples],
     )
     log.info(
-        "run %d: committed %s (gate: %s, %s)", run_id, name, "pass" if decision.promote else "refused", decision.reason
+        "run %d: committed %s (gate: %s, %s)",
+        run_id,
+        name,
+        "accepted" if decision.accepted else "refused",
+        decision.reason,
     )
-    return RunResult("done", run_id, name, parent, decision.promote, False, decision.reason, metrics)
+    return RunResult("done", run_id, name, parent, decision.accepted, False, decision.reason, metrics)

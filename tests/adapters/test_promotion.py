@@ -40,7 +40,7 @@ async def committed_run(storage: Storage, store: AdapterStore, posts: int = 5) -
     ]
     run_id = await storage.start_run("nightly", at=10.0)
     name = write_version(store)
-    await storage.commit_run(run_id, adapter=name, promote=True, message="gate passed", metrics={}, post_ids=ids)
+    await storage.commit_run(run_id, adapter=name, accepted=True, message="gate passed", metrics={}, post_ids=ids)
     return run_id, name, ids
 
 
@@ -93,7 +93,7 @@ async def test_a_refused_candidate_never_moves_the_pointer(tmp_path):
         ids = [await storage.add_post(NewPost(channel_id=1, text="x", adapter=BASE, created_at=1, message_id=1))]
         run_id = await storage.start_run("nightly", at=2.0)
         name = write_version(store)
-        await storage.commit_run(run_id, adapter=name, promote=False, message="KL too high", metrics={}, post_ids=ids)
+        await storage.commit_run(run_id, adapter=name, accepted=False, message="KL too high", metrics={}, post_ids=ids)
         result = await Promoter(storage, store, swap=Live().swap).apply(run_id)
         assert not result.promoted and not result.accepted and store.current() == BASE
         assert (await storage.get_run(run_id)).stage == "kept"

@@ -44,7 +44,7 @@ async def seed(storage) -> None:
             await storage.add_vote(mid, MEMBER_BASE + member, "❤️", at=now)
     await storage.add_reply(9999, 1005, MEMBER_BASE + 1, length=3, at=now)
     run = await storage.start_run("nightly", at=now - 100)
-    await storage.finish_run(run, status="done", at=now - 40, adapter="v0001", promoted=True, message="gate passed")
+    await storage.finish_run(run, status="done", at=now - 40, adapter="v0001", accepted=True, message="gate passed")
     sid = await storage.start_story(77, instruction="Continue", opening="Once", started_by=MEMBER_BASE + 1, at=now)
     await storage.add_story_line(sid, speaker="human_director", text="A cat sat.", member_id=MEMBER_BASE + 1, at=now)
 

@@ -161,9 +161,9 @@ async def test_forget_member(storage):
 async def test_training_run_rows(storage):
     """Runs open as running and close with their outcome."""
     run = await storage.start_run("test", at=1.0)
-    await storage.finish_run(run, status="done", at=2.0, adapter="v0001", promoted=True, metrics={"kl": 0.1})
+    await storage.finish_run(run, status="done", at=2.0, adapter="v0001", accepted=True, metrics={"kl": 0.1})
     (r,) = await storage.runs()
-    assert (r.status, r.adapter, r.promoted, r.metrics) == ("done", "v0001", True, {"kl": 0.1})
+    assert (r.status, r.adapter, r.accepted, r.metrics) == ("done", "v0001", True, {"kl": 0.1})
 
 
 def test_schema_is_plain_sqlite(tmp_path):
@@ -253,9 +253,32 @@ async def test_migration_rewrites_animated_custom_emoji_keys(tmp_path):
         await storage.add_vote(1, 1, "<a:kilroy:7>", at=1.0)
         await storage.add_vote(1, 2, "<a:kilroy:7>", at=1.0)
         await storage.add_vote(1, 2, "<:kilroy:7>", at=1.0)
-    with sqlite3.connect(path) as db:  # as if 0006 had not run yet
+    with sqlite3.connect(path) as db:  # as if 0006 had not run yet (nor 0007 after it)
+        db.execute("ALTER TABLE training_runs RENAME COLUMN accepted TO promoted")
         db.execute("PRAGMA user_version = 5")
     async with Storage.open(path) as storage:
         rows = await storage.db.execute_fetchall("SELECT member_id, emoji FROM votes ORDER BY member_id")
     assert [tuple(r) for r in rows] == [(1, "<:kilroy:7>"), (2, "<:kilroy:7>")]
     assert len(list(migrations())) >= 6
+
+
+async def test_migration_names_the_gate_verdict_accepted(tmp_path):
+    """training_runs.promoted held the gate's verdict, not whether the adapter served: 0007 renames it `accepted`,
+    keeping every row's value."""
+    import sqlite3
+
+    from bot.storage import Storage, migrations
+
+    path = tmp_path / "k.db"
+    with sqlite3.connect(path) as db:  # a database as version 6 left it
+        for number, sql in migrations():
+            if number <= 6:
+                db.executescript(sql)
+        db.execute("PRAGMA user_version = 6")
+        db.execute(
+            "INSERT INTO training_runs (reason, status, started_at, adapter, promoted, stage) "
+            "VALUES ('nightly', 'done', 1.0, 'v0001', 1, 'kept')"
+        )
+    async with Storage.open(path) as storage:
+        (run,) = await storage.runs()
+    assert run.accepted is True and run.stage == "kept"

@@ -55,7 +55,7 @@ async def test_gate_failure_keeps_adapter_but_not_active(tiny_settings, storage)
     result = await TrainingRunner(settings, storage, store, in_process=True).run("test", now=DAY)
     assert result.status == "done" and not result.promoted and "KL" in result.reason
     assert store.current() == BASE
-    assert store.info(result.adapter).meta["promoted"] is False
+    assert store.info(result.adapter).meta["accepted"] is False
 
 
 async def test_unsettled_posts_are_not_used(tiny_settings, storage):
