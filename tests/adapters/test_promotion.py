@@ -14,6 +14,7 @@ from bot.adapters.promotion import Promoter
 from bot.adapters.store import BASE, AdapterStore
 from bot.storage import NewPost, Storage
 from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.result import Progress
 from bot.training.runner import TrainingFailed, TrainingRunner, child_env
 
 
@@ -229,11 +230,11 @@ async def test_the_worker_trains_with_the_bots_settings_file_not_the_default_env
     monkeypatch.setenv("DISCORD_TOKEN", "also-not-for-the-worker")
     settings = load_settings(prod)
     assert settings.discord.token and settings.training.kl_beta == 0.5
-    events: list[dict] = []
+    events: list[Progress] = []
     async with Storage.open(settings.db_path) as db:
         runner = TrainingRunner(settings, db, AdapterStore(settings.adapters_dir))
         result = await runner.run("nightly", events.append)
-    (seen,) = [e["settings"] for e in events if e.get("event") == "settings"]
+    (seen,) = [e.settings for e in events if e.kind == "settings"]
     assert seen["training"]["kl_beta"] == 0.5 and seen["scoring"]["settle_hours"] == 2
     assert seen["discord"]["token"] is None
     assert result.status == "skipped" and "need 999" in result.reason

@@ -21,7 +21,7 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     result = await runner.run("test", events.append, now=DAY)
     assert result.status == "done" and result.accepted and result.promoted and result.adapter == "v0001"
     assert store.current() == "v0001"
-    assert any(e.get("stage") == "train" for e in events)
+    assert any(e.stage == "train" for e in events)
     import math
 
     assert math.isfinite(result.metrics["loss"]) and result.metrics["kl"] >= 0
