@@ -6,6 +6,7 @@ import pytest
 from bot.storage import NewPost
 from cogs.engagement import Engagement
 from tests.support.discord_mocks import fake_bot, member, reaction_payload
+from tests.support.storage import mark_trained
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ async def test_retention_prunes_and_vacuums(storage, make_settings):
 
     await storage.add_post(NewPost(channel_id=500, text="old", adapter="base", created_at=1.0, message_id=2))
     await storage.add_vote(2, 42, "❤️", at=1.0)
-    await storage.mark_trained([await storage.post_id_by_message(2)], at=2.0, run_id=None)
+    await mark_trained(storage, [await storage.post_id_by_message(2)], at=2.0, run_id=None)
     privacy = Privacy(settings=make_settings(KILROY_RETENTION_DAYS="1"), storage=storage, clock=lambda: 3 * 86400.0)
     assert await privacy.run_retention() == {"reaction_events": 1, "replies": 0}
     assert await privacy.run_retention() == {"reaction_events": 0, "replies": 0}

@@ -3,6 +3,7 @@ import sqlite3
 import pytest
 
 from bot.storage import NewPost, Storage, StoryExists
+from tests.support.storage import get_post, mark_trained, number_of_posts, post_by_message
 
 
 def post(message_id: int, channel: int = 1, at: float = 100.0) -> NewPost:
@@ -35,7 +36,7 @@ async def test_migrations_resume_on_existing_db(tmp_path):
         version = await s.schema_version()
     async with Storage.open(path) as s:
         assert await s.schema_version() == version
-        assert await s.count_posts() == 1
+        assert await number_of_posts(s) == 1
 
 
 async def test_wal_and_foreign_keys(storage):
@@ -50,7 +51,7 @@ async def test_same_message_id_twice_keeps_one_post(storage):
     """Recording the same Discord message twice returns the same post."""
     a = await storage.add_post(post(7))
     b = await storage.add_post(post(7))
-    assert a == b and await storage.count_posts() == 1
+    assert a == b and await number_of_posts(storage) == 1
 
 
 async def test_duplicate_reaction_event_counts_once(storage):
@@ -124,7 +125,7 @@ async def test_post_records_window_and_marking(storage):
         await storage.add_post(post(i, at=at))
     recs = await storage.post_records(created_before=25.0)
     assert [r.post.message_id for r in recs] == [1, 2]
-    await storage.mark_trained([recs[0].post.id], at=40.0, run_id=None)
+    await mark_trained(storage, [recs[0].post.id], at=40.0, run_id=None)
     fresh = await storage.post_records(untrained_only=True)
     assert [r.post.message_id for r in fresh] == [2, 3]
     assert (await storage.post_records(limit=1))[0].post.message_id == 3
@@ -133,7 +134,7 @@ async def test_post_records_window_and_marking(storage):
 async def test_post_keeps_exact_token_ids(storage):
     """A post's sampled ids round-trip exactly."""
     await storage.add_post(post(1))
-    p = await storage.post_by_message(1)
+    p = await post_by_message(storage, 1)
     assert p.prompt_ids == (0,) and p.completion_ids == (5, 6)
 
 
@@ -228,7 +229,7 @@ async def test_a_write_cancelled_at_begin_does_not_wedge_the_connection(tmp_path
         await storage.start_run("next", at=2.0)
         assert not storage.db.in_transaction
     async with Storage.open(path) as storage:
-        post = await storage.get_post(acked)
+        post = await get_post(storage, acked)
         assert post is not None and post.text == "kept"
         assert [r.reason for r in await storage.runs()] == ["next"]  # the cancelled insert never landed
 
