@@ -50,11 +50,6 @@ def bind_log_context(**ids: object) -> None:
     _context.set(_merged(ids))
 
 
-def current_log_context() -> dict[str, object]:
-    """The ids at hand now (a copy)."""
-    return dict(_context.get())
-
-
 class ContextFilter(logging.Filter):
     """Copies the log context's ids into each record; an id passed with `extra=` wins."""
 

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import discord
@@ -22,20 +22,21 @@ from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
     from bot.app.bot import KilroyBot
+    from bot.training.result import Progress
 
 log = logging.getLogger(__name__)
 
 
-def progress_text(event: dict[str, Any]) -> str:
-    """A one-line progress bar from a worker event."""
-    if event.get("event") == "progress":
-        done, total = int(event.get("step", 0)), max(1, int(event.get("of", 1)))
+def progress_text(event: Progress) -> str:
+    """A one-line progress bar from a training event."""
+    if event.kind == "progress":
+        done, total = event.step or 0, max(1, event.of or 1)
         filled = int(20 * done / total)
-        stage = "evaluating" if event.get("stage") == "evaluate" else "training"
-        loss = f" · loss {event['loss']:+.3f}" if "loss" in event else ""
+        stage = "evaluating" if event.stage == "evaluate" else "training"
+        loss = f" · loss {event.loss:+.3f}" if event.loss is not None else ""
         return f"{stage} `{'█' * filled}{'░' * (20 - filled)}` {done}/{total}{loss}"
-    if event.get("event") == "start":
-        return f"training on {event.get('posts')} posts from adapter {event.get('parent')}…"
+    if event.kind == "start":
+        return f"training on {event.posts} posts from adapter {event.parent}…"
     return "preparing…"
 
 
@@ -51,7 +52,7 @@ def summary_text(outcome: RunResult) -> str:
     elif outcome.accepted:
         verdict = "passed the gate but not served"
     else:
-        verdict = "kept, not promoted"
+        verdict = "refused by the gate: kept on disk, never served"
     figures = " · ".join(f"{k} {m[k]:.3f}" for k in ("loss", "kl", "distinct2", "mean_score") if k in m)
     return f"Adapter **{outcome.adapter}**: {verdict}. {outcome.reason}\n{figures}"
 
@@ -121,7 +122,7 @@ class Training(commands.Cog):
         await audit(self.bot, interaction, "/retrain", storage=self.storage, settings=self.settings.discord)
         last_edit = 0.0
 
-        async def on_progress(event: dict[str, Any]) -> None:
+        async def on_progress(event: Progress) -> None:
             nonlocal last_edit
             now = self.clock()
             if now - last_edit < 1.0:  # at most one edit a second

@@ -12,8 +12,15 @@ from collections.abc import Iterator
 import pytest
 
 from bot.adapters.store import AdapterStore
-from bot.logs import bind_log_context, current_log_context, log_context, make_handler
+from bot.logs import CONTEXT_KEYS, ContextFilter, bind_log_context, log_context, make_handler
 from bot.training.nightly import run_training
+
+
+def context_now() -> dict[str, object]:
+    """The ids a line logged now would carry (through the handler's real filter)."""
+    record = logging.LogRecord("probe", logging.INFO, __file__, 0, "probe", None, None)
+    ContextFilter().filter(record)
+    return {k: v for k, v in vars(record).items() if k in CONTEXT_KEYS}
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def test_member_ids_and_unknown_keys_are_refused():
         pass
     with pytest.raises(TypeError):
         bind_log_context(token="secret")
-    assert current_log_context() == {}
+    assert context_now() == {}
 
 
 async def test_tasks_do_not_see_each_others_ids(capture):
@@ -94,7 +101,7 @@ async def test_a_training_runs_lines_carry_its_run_id(capture, make_settings, st
     settings = make_settings()
     with log_context(command="retrain"):
         result = await run_training(settings, storage, AdapterStore(tmp_path / "adapters"), now=0.0, reason="test")
-        assert current_log_context() == {"command": "retrain"}
+        assert context_now() == {"command": "retrain"}
     assert result.status == "skipped" and result.run_id is not None
     line = next(json.loads(x) for x in lines() if "skipped" in x)
     assert line["run"] == result.run_id and line["command"] == "retrain" and line["logger"] == "bot.training.nightly"

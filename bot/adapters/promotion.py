@@ -90,7 +90,7 @@ class Promoter:
             run = await self._run(run_id)
         name = run.adapter
         assert name is not None, "a committed run names its adapter"
-        if not run.promoted:
+        if not run.accepted:
             await self.storage.set_run_stage(run_id, "kept")
             return _result(run, promoted=False)
         if run.stage == "marked":
@@ -130,13 +130,8 @@ def _result(run: TrainingRun, *, promoted: bool, reason: str | None = None) -> R
         status="done",
         run_id=run.id,
         adapter=run.adapter,
-        accepted=bool(run.promoted),
+        accepted=bool(run.accepted),
         promoted=promoted,
         reason=reason if reason is not None else (run.message or ""),
         metrics=dict(run.metrics),
     )
-
-
-def with_reason(result: RunResult, extra: str) -> RunResult:
-    """The same result with a note appended to its reason."""
-    return dataclasses.replace(result, reason=f"{result.reason}; {extra}" if result.reason else extra)

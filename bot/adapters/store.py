@@ -159,9 +159,13 @@ class AdapterStore:
 
     def _meta(self, name: str) -> dict[str, Any]:
         try:
-            return json.loads((self.root / name / META).read_text(encoding="utf-8"))
+            meta = json.loads((self.root / name / META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+        if isinstance(meta, dict) and "promoted" in meta and "accepted" not in meta:
+            # written before "accepted": its "promoted" held the gate's verdict, not whether the adapter served
+            meta["accepted"] = meta.pop("promoted")
+        return meta
 
     def info(self, name: str) -> AdapterInfo:
         """Metadata of one adapter (or of `base`)."""

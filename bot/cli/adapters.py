@@ -25,8 +25,11 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at)) if info.created_at else "-"
             m = info.metrics
             metrics = f"kl={m['kl']:.3f} distinct2={m['distinct2']:.2f}" if "kl" in m else ""
+            accepted = info.meta.get("accepted")  # the gate's verdict; '*' marks the one serving
+            gate = "" if accepted is None else ("gate=accepted " if accepted else "gate=refused  ")
             print(
-                f"{'*' if info.active else ' '} {info.name:<12} {created:<17} parent={info.parent or '-':<8} {metrics}"
+                f"{'*' if info.active else ' '} {info.name:<12} {created:<17} parent={info.parent or '-':<8} "
+                f"{gate}{metrics}"
             )
     elif args.action == "show":
         info = store.info(args.name)

@@ -7,10 +7,13 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.cli.common import CommandFactory, ProgressBar
 from bot.config.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.training.result import Progress
 
 log = logging.getLogger("kilroy")
 
@@ -22,10 +25,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     bar = ProgressBar("training")
 
-    def on_progress(e: dict[str, Any]) -> None:
-        if e.get("event") == "progress" and e.get("stage") == "train":
-            bar.update(e["step"], e["of"], f"loss {e['loss']:+.3f}")
-        elif e.get("event") == "progress" and e.get("stage") == "evaluate":
+    def on_progress(e: Progress) -> None:
+        if e.kind == "progress" and e.stage == "train":
+            bar.update(e.step or 0, e.of or 1, f"loss {e.loss or 0.0:+.3f}")
+        elif e.kind == "progress" and e.stage == "evaluate":
             bar.close()
             print("evaluating the candidate...", file=sys.stderr)
 
@@ -51,7 +54,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
                 if result.promoted
                 else "passed the gate; its A/B trial starts with the bot"
                 if result.accepted and settings.trials.share > 0
-                else "kept but NOT promoted"
+                else "refused by the gate (kept on disk, NOT served)"
             )
             print(f"adapter {result.adapter} (parent {result.parent}): {verdict}: {result.reason}")
             for key, value in sorted(result.metrics.items()):

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bot.domain.scoring import Baseline
+
 BASE = "base"  # the adapter name that means "no adapter": the base model alone
 WEIGHTS = "adapter_model.safetensors"  # an adapter's weights file (PEFT's name); only safetensors ever load
 
@@ -110,7 +112,7 @@ class TrainingRun:
     started_at: float
     finished_at: float | None
     adapter: str | None
-    promoted: bool | None
+    accepted: bool | None  # the gate's verdict; whether it then served is the stage ('promoted')
     message: str | None
     metrics: dict[str, Any]
     stage: str = "training"
@@ -148,7 +150,7 @@ class Trial:
     alpha: float
     max_posts: int
     seed: int
-    baselines: dict[int, tuple[float, float]]
+    baselines: dict[int, Baseline]  # each channel's, frozen when the trial started
     started_at: float
     ended_at: float | None
     verdict: str | None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.domain.safety import OutputFilter
@@ -14,11 +13,6 @@ if TYPE_CHECKING:
     from bot.engine.generator import Generator, Sample
 
 log = logging.getLogger(__name__)
-
-
-def is_postable(text: str, blocklist: Sequence[str]) -> bool:
-    """A post must have visible text, no blocklisted word, no invite link and no URL (the default filter)."""
-    return OutputFilter(tuple(blocklist)).check(text).ok
 
 
 async def compose_post(

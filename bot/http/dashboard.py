@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
 _VERSION = re.compile(r"^v(\d+)$")
 
+STAGE_TEXT = {
+    "committed": "being promoted",
+    "marked": "being promoted",
+    "swapped": "being promoted",
+    "promoted": "promoted (served)",
+    "trial": "on A/B trial",
+    "kept": "kept, never served",
+    "refused": "failed to load, never served",
+}
+"""A run's promotion stage in words: whether its adapter served. The gate's verdict is the separate `accepted`."""
+
 
 @dataclass
 class DashboardDeps:
@@ -175,14 +186,15 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
         m = info.metrics or {}
         h = history.get(info.name, {})
         gate = info.meta.get("gate") or h.get("message") or ("-" if info.name == "base" else "")
-        promoted = h.get("promoted")
+        accepted = h.get("accepted", info.meta.get("accepted"))
         table.append(
             {
                 "name": info.name,
                 "active": info.active,
                 "created": _fmt_time(info.created_at),
                 "parent": info.parent or "-",
-                "promoted": "-" if promoted is None else ("yes" if promoted else "no"),
+                "accepted": "-" if accepted is None else ("yes" if accepted else "no"),
+                "outcome": STAGE_TEXT.get(h.get("stage") or "", "-"),
                 "gate": gate,
                 "kl": _num(m.get("kl")),
                 "distinct2": _num(m.get("distinct2")),
@@ -251,7 +263,8 @@ def _run_row(r: Any) -> dict[str, Any]:
     seconds = None if r.finished_at is None else r.finished_at - r.started_at
     outcome = r.status
     if r.status == "done":
-        outcome = "promoted" if r.promoted else "kept, not promoted"
+        gate = "accepted" if r.accepted else "refused by the gate"
+        outcome = f"{gate}; {STAGE_TEXT.get(r.stage, r.stage)}"
     return {
         "id": r.id,
         "when": _fmt_time(r.started_at),

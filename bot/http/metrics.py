@@ -87,7 +87,7 @@ class _SnapshotCollector(Collector):
         )
         last = run.get("status")
         if last == "done":
-            last = "promoted" if run.get("promoted") else "kept"
+            last = "promoted" if run.get("accepted") else "kept"  # the label predates trials: the gate's verdict
         for name in ("promoted", "kept", "skipped", "failed"):
             outcome.add_metric([name], 1.0 if last == name else 0.0)
         yield outcome

@@ -30,6 +30,7 @@ from bot.training.objective import distinct_n, repeat3
 
 if TYPE_CHECKING:
     from bot.engine.generator import Sample
+    from bot.training.result import Progress
 
 log = logging.getLogger(__name__)
 
@@ -486,8 +487,8 @@ async def simulate(
             if night < nights - 1:
                 emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
 
-                def progress(event: dict[str, Any], night: int = night) -> None:
-                    emit({**event, "night": night})
+                def progress(event: Progress, night: int = night) -> None:
+                    emit({**event.to_json(), "night": night})
 
                 # the bot's path: lock, train (worker process if isolated), gate, promotion sequence
                 run = await services.training.run("simulate", progress, now=start + DAY - 1)

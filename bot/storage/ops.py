@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from bot.domain.scoring import ScoreFormula
 from bot.storage._db import StorageBase
+from bot.storage.scores import scored_cte
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ class Counters:
     reaction_events: dict[str, int]  # action ('add' | 'remove') -> human events
     replies: int
     votes: int
-    last_run: dict[str, Any] | None  # the newest finished training run: status, seconds, promoted
+    last_run: dict[str, Any] | None  # the newest finished training run: status, seconds, accepted
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class OpsMixin(StorageBase):
             replies = int(con.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
             votes = int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
             row = con.execute(
-                "SELECT status, started_at, finished_at, promoted, reason FROM training_runs "
+                "SELECT status, started_at, finished_at, accepted, reason FROM training_runs "
                 "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
             ).fetchone()
             last = None
@@ -122,7 +123,7 @@ class OpsMixin(StorageBase):
                 last = {
                     "status": row[0],
                     "seconds": float(row[2]) - float(row[1]),
-                    "promoted": None if row[3] is None else bool(row[3]),
+                    "accepted": None if row[3] is None else bool(row[3]),
                     "reason": row[4],
                     "finished_at": float(row[2]),
                 }
@@ -151,12 +152,13 @@ class OpsMixin(StorageBase):
         )
 
     async def adapter_history(self) -> list[dict[str, Any]]:
-        """The adapter each training run wrote, newest first, with the run's verdict (promoted, gate message)."""
+        """The adapter each training run wrote, newest first, with the gate's verdict (accepted, message) and
+        the promotion stage it reached (promoted, trial, kept, refused)."""
 
         def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = con.execute(
-                "SELECT adapter AS name, id AS run_id, finished_at, promoted, message, reason FROM training_runs "
-                "WHERE adapter IS NOT NULL ORDER BY id DESC"
+                "SELECT adapter AS name, id AS run_id, finished_at, accepted, stage, message, reason "
+                "FROM training_runs WHERE adapter IS NOT NULL ORDER BY id DESC"
             )
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
@@ -202,32 +204,6 @@ def _filters(since: float, channel_id: int | None, adapter: str | None) -> tuple
     return " AND ".join(where), args
 
 
-def _scores_cte(formula: ScoreFormula, where: str) -> tuple[str, list[Any]]:
-    """SQL for the score formula, per post: each member's vote is the mean of their emoji weights, summed over
-    members, plus reply_weight per replying member. All in SQLite (which releases the GIL), so a year of history
-    is scored without holding the event loop's interpreter lock for long."""
-    cases = " ".join("WHEN ? THEN ?" for _ in formula.emoji_weights)
-    weight = f"CASE v.emoji {cases} ELSE ? END" if cases else "?"
-    weight_args: list[Any] = [x for kv in formula.emoji_weights.items() for x in kv] + [formula.default_emoji_weight]
-    sql = (
-        "WITH member_votes AS ("
-        f"  SELECT v.post_id, AVG({weight}) AS w FROM votes v JOIN posts p ON p.id = v.post_id WHERE {where}"
-        "   GROUP BY v.post_id, v.member_id),"
-        " vote_scores AS (SELECT post_id, SUM(w) AS s, COUNT(*) AS voters FROM member_votes GROUP BY post_id),"
-        " reply_counts AS ("
-        "  SELECT r.post_id, COUNT(DISTINCT r.member_id) AS n FROM replies r JOIN posts p ON p.id = r.post_id"
-        f"  WHERE {where} GROUP BY r.post_id),"
-        " scored AS ("
-        "  SELECT p.id, p.created_at, p.channel_id, p.guild_id, p.message_id, p.adapter, p.kind, p.text,"
-        "   p.arm AS arm,"
-        "   COALESCE(vs.s, 0.0) + ? * COALESCE(rc.n, 0) AS score, COALESCE(vs.voters, 0) AS voters,"
-        "   COALESCE(rc.n, 0) AS repliers"
-        "  FROM posts p LEFT JOIN vote_scores vs ON vs.post_id = p.id LEFT JOIN reply_counts rc ON rc.post_id = p.id"
-        f"  WHERE {where})"
-    )
-    return sql, weight_args
-
-
 def _scored(
     con: sqlite3.Connection,
     formula: ScoreFormula,
@@ -239,11 +215,13 @@ def _scored(
     limit: int | None = None,
 ) -> list[ScoredPost]:
     """Score the posts matching the filters in SQL; member ids never leave the database, only counts do."""
-    where, args = _filters(since, channel_id, adapter)
-    cte, weight_args = _scores_cte(formula, where)
+    cte, args = scored_cte(formula, *_filters(since, channel_id, adapter))
     order_by = "score DESC, id" if order == "top" else "created_at DESC, id DESC"
-    sql = f"{cte} SELECT * FROM scored ORDER BY {order_by}" + ("" if limit is None else f" LIMIT {int(limit)}")
-    rows = con.execute(sql, [*weight_args, *args, *args, formula.reply_weight, *args]).fetchall()
+    sql = (
+        f"{cte} SELECT id, created_at, channel_id, guild_id, message_id, adapter, kind, text, arm, score, voters, "
+        f"repliers FROM scored ORDER BY {order_by}" + ("" if limit is None else f" LIMIT {int(limit)}")
+    )
+    rows = con.execute(sql, args).fetchall()
     return [
         ScoredPost(int(pid), float(at), int(ch), guild, message, str(ad), str(kind), str(text), float(score),
                    int(voters), int(repliers), arm)

@@ -54,23 +54,11 @@ class PostsMixin(StorageBase):
             raise RuntimeError("post insert failed")
         return found
 
-    async def post_by_message(self, message_id: int) -> Post | None:
-        """The post with this Discord message id, or None if it is not ours."""
-        async with self.db.execute("SELECT * FROM posts WHERE message_id = ?", (message_id,)) as cur:
-            row = await cur.fetchone()
-        return _post(cur.description, row) if row else None
-
     async def post_id_by_message(self, message_id: int) -> int | None:
         """Only the id of our post with this message id (what a reaction needs), or None."""
         async with self.db.execute("SELECT id FROM posts WHERE message_id = ?", (message_id,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else None
-
-    async def get_post(self, post_id: int) -> Post | None:
-        """The post with this id."""
-        async with self.db.execute("SELECT * FROM posts WHERE id = ?", (post_id,)) as cur:
-            row = await cur.fetchone()
-        return _post(cur.description, row) if row else None
 
     async def posts_since(self, created_after: float) -> list[Post]:
         """Posts created after a time, oldest first (catch-up after downtime)."""
@@ -79,12 +67,6 @@ class PostsMixin(StorageBase):
         ) as cur:
             rows = await cur.fetchall()
             return [_post(cur.description, r) for r in rows]
-
-    async def count_posts(self) -> int:
-        """How many posts exist."""
-        async with self.db.execute("SELECT COUNT(*) FROM posts") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
     # --- engagement --------------------------------------------------------------------------------------------------
 
@@ -216,16 +198,6 @@ class PostsMixin(StorageBase):
                 for pid, mid, member, at in await cur.fetchall():
                     replies[pid].append(Reply(int(mid), int(member), float(at)))
         return [PostRecord(p, tuple(votes[p.id]), tuple(replies[p.id])) for p in posts]
-
-    async def mark_trained(self, post_ids: Iterable[int], *, at: float, run_id: int | None) -> None:
-        """Mark posts as used by a training run (only after the run has safely finished)."""
-        async with self.transaction():
-            ids = list(post_ids)
-            for chunk in chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                await self.db.execute(
-                    f"UPDATE posts SET trained_at = ?, trained_run = ? WHERE id IN ({marks})", [at, run_id, *chunk]
-                )
 
 
 def _post(description: Any, row: Any) -> Post:

@@ -41,7 +41,7 @@ class RunsMixin(StorageBase):
         run_id: int,
         *,
         adapter: str,
-        promote: bool,
+        accepted: bool,
         message: str,
         metrics: dict[str, Any],
         post_ids: list[int],
@@ -52,9 +52,9 @@ class RunsMixin(StorageBase):
         """
         async with self.transaction():
             await self.db.execute(
-                "UPDATE training_runs SET stage = 'committed', adapter = ?, promoted = ?, message = ?, metrics = ? "
+                "UPDATE training_runs SET stage = 'committed', adapter = ?, accepted = ?, message = ?, metrics = ? "
                 "WHERE id = ? AND stage = 'training'",
-                (adapter, int(promote), message, json.dumps(metrics), run_id),
+                (adapter, int(accepted), message, json.dumps(metrics), run_id),
             )
             for chunk in chunks(post_ids, 500):
                 marks = ",".join("?" * len(chunk))
@@ -111,21 +111,21 @@ class RunsMixin(StorageBase):
         status: str,
         at: float,
         adapter: str | None = None,
-        promoted: bool | None = None,
+        accepted: bool | None = None,
         message: str | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> None:
         """Close a training-run row with its outcome."""
         async with self._write:
             await self.db.execute(
-                "UPDATE training_runs SET status = ?, stage = 'closed', finished_at = ?, adapter = ?, promoted = ?, "
+                "UPDATE training_runs SET status = ?, stage = 'closed', finished_at = ?, adapter = ?, accepted = ?, "
                 "message = ?, "
                 "metrics = ? WHERE id = ?",
                 (
                     status,
                     at,
                     adapter,
-                    None if promoted is None else int(promoted),
+                    None if accepted is None else int(accepted),
                     message,
                     json.dumps(metrics or {}),
                     run_id,
@@ -143,5 +143,5 @@ class RunsMixin(StorageBase):
 def _run(cols: list[str], row: Any) -> TrainingRun:
     d = dict(zip(cols, row, strict=True))
     d["metrics"] = json.loads(d["metrics"] or "{}")
-    d["promoted"] = None if d["promoted"] is None else bool(d["promoted"])
+    d["accepted"] = None if d["accepted"] is None else bool(d["accepted"])
     return TrainingRun(**d)

@@ -58,13 +58,6 @@ class StoriesMixin(PostsMixin):
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    async def add_story_line(
-        self, story_id: int, *, speaker: str, text: str, member_id: int | None, at: float, post_id: int | None = None
-    ) -> int:
-        """Append a line to a story; return its sequence number."""
-        async with self.transaction():
-            return await self._append_lines(story_id, [(speaker, text, member_id, post_id)], at=at)
-
     async def add_story_turn(
         self,
         story_id: int,

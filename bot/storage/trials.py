@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.domain.records import Trial
+from bot.domain.scoring import Baseline
 from bot.storage._db import StorageBase
 
 
@@ -30,7 +31,7 @@ class TrialsMixin(StorageBase):
         alpha: float,
         max_posts: int,
         seed: int,
-        baselines: Mapping[int, tuple[float, float]],
+        baselines: Mapping[int, Baseline],
         at: float,
     ) -> int:
         """Open a trial; return its id. Raises TrialActive if one is running (at most one at a time)."""
@@ -49,7 +50,7 @@ class TrialsMixin(StorageBase):
                     alpha,
                     max_posts,
                     seed,
-                    json.dumps({str(k): list(v) for k, v in baselines.items()}),
+                    json.dumps({str(k): [b.median, b.spread] for k, b in baselines.items()}),
                     at,
                 ),
             )
@@ -102,7 +103,7 @@ def _trial(description: Any, row: Any) -> Trial:
         alpha=float(d["alpha"]),
         max_posts=int(d["max_posts"]),
         seed=int(d["seed"]),
-        baselines={int(k): (float(v[0]), float(v[1])) for k, v in json.loads(d["baselines"] or "{}").items()},
+        baselines={int(k): Baseline(float(v[0]), float(v[1])) for k, v in json.loads(d["baselines"] or "{}").items()},
         started_at=float(d["started_at"]),
         ended_at=d["ended_at"],
         verdict=d["verdict"],

@@ -1,12 +1,12 @@
-"""The evaluation gate: pure decision on a candidate adapter's metrics before promotion."""
+"""The evaluation gate: a pure decision on a candidate's `Evaluation` before it may serve."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.config.settings import TrainingSettings
+from bot.training.result import Evaluation
 
 _T = TrainingSettings  # the class, not an instance: a declared field's class attribute is its default
 
@@ -27,54 +27,51 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
+    """The gate's verdict: an accepted candidate may be served (or tried); a refused one never is."""
+
+    accepted: bool
     reason: str
 
 
-def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: GateConfig) -> Decision:
-    """Promote only if the candidate stays close to the base, keeps its diversity, does not degenerate into
+def decide(evaluation: Evaluation, cfg: GateConfig, *, loss: float = 0.0) -> Decision:
+    """Accept only if the candidate stays close to the base, keeps its diversity, does not degenerate into
     repetitive or long posts, and is not estimated to engage less than the serving adapter.
 
-    candidate: {"kl", "distinct2", "loss"} and optionally "base_distinct2", "repeat3" with "base_repeat3",
-    "mean_tokens" with "base_mean_tokens", and "engagement" (the reward model's estimate on fresh samples);
-    serving: {"distinct2"} and optionally "engagement" (the serving adapter's estimate on the same draw).
-    A check whose inputs are missing is skipped.
+    `loss` is the training's mean loss (a non-finite one means training diverged). The engagement check runs only
+    when both the candidate and the serving adapter have a reward model's estimate.
     """
-    kl, d2, loss = candidate.get("kl", math.nan), candidate.get("distinct2", 0.0), candidate.get("loss", 0.0)
+    kl, cand, serving, base = evaluation.kl, evaluation.candidate, evaluation.serving, evaluation.base
+    d2 = cand.distinct2
     if not math.isfinite(loss) or not math.isfinite(kl):
         return Decision(False, f"training diverged (loss={loss}, kl={kl})")
     if kl > cfg.max_kl:
         return Decision(False, f"KL to base {kl:.3f} exceeds the bound {cfg.max_kl:.3f}")
-    floor = cfg.min_diversity * serving.get("distinct2", 0.0)
+    floor = cfg.min_diversity * serving.distinct2
     if d2 < floor:
         return Decision(
             False,
             f"distinct-2 {d2:.3f} fell below {floor:.3f} ({cfg.min_diversity:.0%} of the serving adapter's "
-            f"{serving.get('distinct2', 0.0):.3f})",
+            f"{serving.distinct2:.3f})",
         )
-    base_floor = cfg.min_base_diversity * candidate.get("base_distinct2", 0.0)
+    base_floor = cfg.min_base_diversity * base.distinct2
     if d2 < base_floor:
         return Decision(
             False,
             f"distinct-2 {d2:.3f} fell below {base_floor:.3f} ({cfg.min_base_diversity:.0%} of the base model's "
-            f"{candidate.get('base_distinct2', 0.0):.3f})",
+            f"{base.distinct2:.3f})",
         )
-    if "repeat3" in candidate and "base_repeat3" in candidate:
-        bound = cfg.max_repeat * max(candidate["base_repeat3"], REPEAT_FLOOR)
-        if candidate["repeat3"] > bound:
-            return Decision(
-                False, f"repeat3 {candidate['repeat3']:.2f} exceeds {cfg.max_repeat:.1f}x the base's ({bound:.2f})"
-            )
-    if "mean_tokens" in candidate and "base_mean_tokens" in candidate:
-        bound = cfg.max_length * candidate["base_mean_tokens"]
-        if candidate["mean_tokens"] > bound:
-            return Decision(
-                False,
-                f"mean length {candidate['mean_tokens']:.1f} tokens exceeds {cfg.max_length:.1f}x the base's "
-                f"({bound:.1f})",
-            )
-    if "engagement" in candidate and "engagement" in serving:
-        gain = candidate["engagement"] - serving["engagement"]
+    bound = cfg.max_repeat * max(base.repeat3, REPEAT_FLOOR)
+    if cand.repeat3 > bound:
+        return Decision(False, f"repeat3 {cand.repeat3:.2f} exceeds {cfg.max_repeat:.1f}x the base's ({bound:.2f})")
+    bound = cfg.max_length * base.mean_tokens
+    if cand.mean_tokens > bound:
+        return Decision(
+            False,
+            f"mean length {cand.mean_tokens:.1f} tokens exceeds {cfg.max_length:.1f}x the base's ({bound:.1f})",
+        )
+    gain = None
+    if cand.engagement is not None and serving.engagement is not None:
+        gain = cand.engagement - serving.engagement
         if gain < cfg.min_engagement:
             return Decision(
                 False,
@@ -83,8 +80,8 @@ def decide(candidate: Mapping[str, float], serving: Mapping[str, float], cfg: Ga
             )
     floor = max(floor, base_floor)
     reason = f"KL {kl:.3f} ≤ {cfg.max_kl:.3f} and distinct-2 {d2:.3f} ≥ {floor:.3f}"
-    if "engagement" in candidate and "engagement" in serving:
-        reason += f"; estimated engagement {candidate['engagement'] - serving['engagement']:+.1%} over serving"
+    if gain is not None:
+        reason += f"; estimated engagement {gain:+.1%} over serving"
     return Decision(True, reason)
 
 

@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
 
 from bot.adapters.store import BASE, AdapterStore
 from bot.config.settings import Settings
@@ -27,11 +26,12 @@ from bot.logs import bind_log_context
 from bot.storage import Storage
 from bot.training.dataset import build_examples
 from bot.training.gate import decide, gate_config
+from bot.training.result import Progress
 from bot.training.reward_model import model_rewards
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[dict[str, Any]], None]
+OnProgress = Callable[[Progress], None]
 
 
 async def run_training(
@@ -41,7 +41,7 @@ async def run_training(
     *,
     now: float | None = None,
     reason: str = "manual",
-    on_progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
 ) -> RunResult:
     """Train one new adapter version from settled, untrained posts; promote it if the gate passes."""
     # in a copy of the caller's context, so that the run id bound below names this run's lines only (bot/logs.py)
@@ -56,7 +56,7 @@ async def _run_training(
     *,
     now: float | None,
     reason: str,
-    on_progress: Progress | None,
+    on_progress: OnProgress | None,
 ) -> RunResult:
     from bot.training.trainer import train_adapter
 
@@ -76,7 +76,7 @@ async def _run_training(
     if len(fresh) < settings.training.min_posts:
         msg = f"only {len(fresh)} settled untrained posts (need {settings.training.min_posts})"
         await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
-        emit({"event": "skipped", "reason": msg})
+        emit(Progress("skipped", reason=msg))
         log.info("run %d skipped: %s", run_id, msg)
         return RunResult("skipped", run_id, reason=msg)
 
@@ -94,7 +94,7 @@ async def _run_training(
                 f"scores (p={reward_model.p_value:.2f} > {settings.training.reward_max_p}); nothing to learn tonight"
             )
             await storage.finish_run(run_id, status="skipped", at=time.time(), message=msg)
-            emit({"event": "skipped", "reason": msg})
+            emit(Progress("skipped", reason=msg))
             log.info("run %d skipped: %s", run_id, msg)
             return RunResult("skipped", run_id, reason=msg, metrics={"reward_p": reward_model.p_value})
     else:
@@ -102,7 +102,7 @@ async def _run_training(
     examples = build_examples(fresh, rewards)
     parent = store.current()
     parent_path = None if parent == BASE else store.path(parent)
-    emit({"event": "start", "run_id": run_id, "posts": len(examples), "parent": parent})
+    emit(Progress("start", run_id=run_id, posts=len(examples), parent=parent))
     tmp = store.new_temp_dir()
     try:
         candidate = await asyncio.to_thread(
@@ -122,15 +122,14 @@ async def _run_training(
             metrics.update(
                 reward_signal=reward_model.signal, reward_p=reward_model.p_value, reward_ridge=reward_model.ridge
             )
-        serving = {k[len("serving_") :]: v for k, v in metrics.items() if k.startswith("serving_")}
-        decision = decide(metrics, serving, gate_config(settings.training))
+        decision = decide(candidate.evaluation, gate_config(settings.training), loss=metrics["loss"])
         meta = {
             "created_at": time.time(),
             "parent": parent,
             "run_id": run_id,
             "reason": reason,
             "metrics": metrics,
-            "promoted": decision.promote,
+            "accepted": decision.accepted,
             "gate": decision.reason,
             "data": {"posts": len(examples), "from": fresh[0].post.created_at, "to": fresh[-1].post.created_at},
             "train_config": {
@@ -146,12 +145,16 @@ async def _run_training(
     await storage.commit_run(
         run_id,
         adapter=name,
-        promote=decision.promote,
+        accepted=decision.accepted,
         message=decision.reason,
         metrics=metrics,
         post_ids=[e.post_id for e in examples],
     )
     log.info(
-        "run %d: committed %s (gate: %s, %s)", run_id, name, "pass" if decision.promote else "refused", decision.reason
+        "run %d: committed %s (gate: %s, %s)",
+        run_id,
+        name,
+        "accepted" if decision.accepted else "refused",
+        decision.reason,
     )
-    return RunResult("done", run_id, name, parent, decision.promote, False, decision.reason, metrics)
+    return RunResult("done", run_id, name, parent, decision.accepted, False, decision.reason, metrics)

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from bot.adapters.promotion import Promoter, StartTrial, Swap
 from bot.adapters.store import AdapterStore
@@ -26,10 +25,11 @@ from bot.domain.records import RunResult
 from bot.logs import log_context
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.result import Progress
 
 log = logging.getLogger(__name__)
 
-OnProgress = Callable[[dict[str, Any]], Awaitable[None] | None]
+OnProgress = Callable[[Progress], Awaitable[None] | None]
 
 __all__ = ["TrainingBusy", "TrainingFailed", "TrainingRunner", "child_env"]
 
@@ -121,7 +121,7 @@ class TrainingRunner:
     async def _in_process(self, reason: str, on_progress: OnProgress | None, now: float | None) -> RunResult:
         from bot.training.nightly import run_training
 
-        def emit(event: dict[str, Any]) -> None:
+        def emit(event: Progress) -> None:
             if on_progress is not None:
                 maybe = on_progress(event)
                 if asyncio.iscoroutine(maybe):  # called from the training thread: plain callbacks only
@@ -165,7 +165,7 @@ class TrainingRunner:
                     sys.stderr.write(line if line.endswith("\n") else line + "\n")
 
         stderr_task = asyncio.create_task(relay())
-        done: dict[str, Any] | None = None
+        done: RunResult | None = None
         error: str | None = None
         run_id: int | None = None  # known once the worker reports its start
 
@@ -174,15 +174,18 @@ class TrainingRunner:
             assert proc.stdout is not None
             async for raw in proc.stdout:
                 try:
-                    event = json.loads(raw)
+                    line = json.loads(raw)
                 except ValueError:
                     continue
-                if event.get("event") == "start":
-                    run_id = event.get("run_id")
-                elif event.get("event") == "done":
-                    done = event
-                elif event.get("event") == "error":
-                    error = event.get("message")
+                if not isinstance(line, dict):
+                    continue
+                event = Progress.from_json(line)
+                if event.kind == "start":
+                    run_id = event.run_id
+                elif event.kind == "done":
+                    done = event.result
+                elif event.kind == "error":
+                    error = event.message
                 if on_progress is not None:
                     maybe = on_progress(event)
                     if asyncio.iscoroutine(maybe):
@@ -213,4 +216,4 @@ class TrainingRunner:
             with log_context(run=run_id):
                 log.error("training worker failed (exit %s): %s", proc.returncode, last)
             raise TrainingFailed(f"training failed (exit {proc.returncode}): {last}")
-        return RunResult.from_event(done)
+        return done

@@ -31,18 +31,21 @@ from bot.training.objective import (
     token_logprobs,
     unlikelihood_loss,
 )
+from bot.training.result import ArmMetrics, Evaluation, Progress
 from bot.training.reward_model import RewardModel, shape_rewards
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[dict[str, Any]], None]
+OnProgress = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trained adapter written to `path` (a temp folder of the store) and its evaluation."""
+    """A trained adapter written to `path` (a temp folder of the store), its evaluation (the gate's input) and its
+    metrics (the evaluation's flat form plus the training's own figures: loss, train_kl, examples, ...)."""
 
     path: Path
+    evaluation: Evaluation
     metrics: dict[str, float]
 
 
@@ -94,7 +97,7 @@ def train_adapter(
     data_dir: Path,
     parent_path: Path | None,
     out_dir: Path,
-    on_progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
     reward_model: RewardModel | None = None,
 ) -> Candidate:
     """Train a new adapter version from `parent_path` (or from scratch) on the examples; evaluate; save to out_dir.
@@ -164,10 +167,10 @@ def train_adapter(
                 opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             kls.append(float(kl.detach().mean()))
-            emit({"event": "progress", "stage": "train", "step": step, "of": total, "epoch": epoch, "loss": losses[-1]})
+            emit(Progress("progress", stage="train", step=step, of=total, epoch=epoch, loss=losses[-1]))
 
-    emit({"event": "progress", "stage": "evaluate", "step": total, "of": total})
-    metrics = evaluate(
+    emit(Progress("progress", stage="evaluate", step=total, of=total))
+    evaluation = evaluate(
         model,
         tok,
         loaded.context_size,
@@ -177,6 +180,7 @@ def train_adapter(
         seed=training.seed,
         reward_model=reward_model,
     )
+    metrics = evaluation.as_metrics()
     metrics.update(
         loss=sum(losses) / len(losses) if losses else float("nan"),
         train_kl=sum(kls) / len(kls) if kls else 0.0,
@@ -185,7 +189,7 @@ def train_adapter(
         seconds=time.perf_counter() - started,
     )
     model.save_pretrained(str(out_dir), selected_adapters=["default"])
-    return Candidate(Path(out_dir), metrics)
+    return Candidate(Path(out_dir), evaluation, metrics)
 
 
 def evaluate(
@@ -198,7 +202,7 @@ def evaluate(
     parent_path: Path | None,
     seed: int,
     reward_model: RewardModel | None = None,
-) -> dict[str, float]:
+) -> Evaluation:
     """Fresh samples of the candidate, the base and the serving adapter, drawn with the same seed: the candidate's
     per-token KL to the base, and each one's distinct-2, repeat3, mean length and (with a reward model) estimated
     relative engagement."""
@@ -238,16 +242,16 @@ def evaluate(
         serving = draw("serving")
         model.set_adapter("default")
         model.delete_adapter("serving")
-    texts = {"": [s.text for s in samples], "serving_": [s.text for s in serving], "base_": [s.text for s in base]}
-    out = {"kl": kl}
-    for prefix, group in texts.items():
-        out[f"{prefix}distinct2"] = distinct_n(group)
-        out[f"{prefix}repeat3"] = repeat3(group)
+
+    def arm(drawn: list[Any]) -> ArmMetrics:
+        texts = [s.text for s in drawn]
+        engagement = None
         if reward_model is not None:
-            out[f"{prefix}engagement"] = sum(reward_model.relative(group)) / max(1, len(group))
-    for prefix, drawn in (("", samples), ("serving_", serving), ("base_", base)):
-        out[f"{prefix}mean_tokens"] = sum(s.tokens for s in drawn) / max(1, len(drawn))
-    return out
+            engagement = sum(reward_model.relative(texts)) / max(1, len(texts))
+        mean_tokens = sum(s.tokens for s in drawn) / max(1, len(drawn))
+        return ArmMetrics(distinct_n(texts), repeat3(texts), mean_tokens, engagement)
+
+    return Evaluation(kl, candidate=arm(samples), serving=arm(serving), base=arm(base))
 
 
 def _scored_samples(

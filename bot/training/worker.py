@@ -3,7 +3,8 @@
 The parent (`TrainingRunner`) holds the training lock, writes its exact Settings as JSON on our stdin, and runs
 the promotion sequence once we exit: here we only train, commit the candidate and record the gate's verdict.
 A crash or an out-of-memory error here kills only this process; the bot keeps serving its adapter.
-Events: {"event": "settings"|"start"|"progress"|"skipped", ...}, then {"event": "done", ...} or {"event": "error"}.
+Events: `bot.training.result.Progress`, one JSON object a line through its codec (`settings`, `start`, `progress`...,
+then `skipped`, `done` or `error`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import Any
+
+from bot.training.result import Progress
 
 
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event, default=str) + "\n")
+def _emit(event: Progress) -> None:
+    sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -48,12 +50,12 @@ async def _main(reason: str, now: float | None) -> int:
     settings = Settings.from_json(json.loads(sys.stdin.read()))
     setup_logging(settings.log_level, settings.ops.log_format)
     share_cores()
-    _emit({"event": "settings", "settings": settings.to_json()})
+    _emit(Progress("settings", settings=settings.to_json()))
     async with Storage.open(settings.db_path) as storage:
         result = await run_training(
             settings, storage, AdapterStore(settings.adapters_dir), now=now, reason=reason, on_progress=_emit
         )
-    _emit(result.as_event())
+    _emit(Progress("done", result=result))
     return 0
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_main(args.reason, args.now))
     except Exception as exc:  # report, then fail: the parent turns this into a message
-        _emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        _emit(Progress("error", message=f"{type(exc).__name__}: {exc}"))
         raise
 
 

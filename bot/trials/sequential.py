@@ -46,13 +46,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bot.domain.scoring import REWARD_CLIP, squash
+from bot.domain.scoring import REWARD_CLIP, Baseline
 
 Arm = Literal["incumbent", "candidate"]
 INCUMBENT: Arm = "incumbent"
@@ -105,32 +104,14 @@ def assign_arm(seed: int, index: int, share: float) -> Arm:
     return CANDIDATE if draw < share else INCUMBENT
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """A channel's reward centre and spread, frozen when the trial starts (so a post's reward never changes)."""
-
-    median: float = 0.0
-    spread: float = 1.0
-
-
 def baselines(history: Mapping[int, Sequence[float]]) -> dict[int, Baseline]:
     """Each channel's centre and spread over its settled scores, as `scoring.normalise_rewards` computes them."""
-    out = {}
-    for channel, scores in history.items():
-        pool = [squash(s) for s in scores]
-        if not pool:
-            continue
-        med = statistics.median(pool)
-        mad = statistics.median(abs(x - med) for x in pool) * 1.4826
-        spread = mad if mad > 1e-6 else (statistics.pstdev(pool) if len(pool) > 1 else 0.0)
-        out[channel] = Baseline(med, spread if spread > 1e-6 else 1.0)
-    return out
+    return {channel: Baseline.of(scores) for channel, scores in history.items() if scores}
 
 
 def trial_reward(score: float, baseline: Baseline | None, clip: float = REWARD_CLIP) -> float:
     """A settled post's reward: squash(score) against its channel's frozen baseline, clipped to ±clip."""
-    b = baseline or Baseline()
-    return max(-clip, min(clip, (squash(score) - b.median) / b.spread))
+    return (baseline or Baseline()).reward(score, clip)
 
 
 @dataclass(frozen=True)

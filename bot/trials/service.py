@@ -35,10 +35,10 @@ from bot.trials.sequential import (
     Baseline,
     Decision,
     TrialConfig,
-    TrialState,
     assign_arm,
     baselines,
     group_scores,
+    run_test,
     trial_reward,
 )
 
@@ -88,12 +88,11 @@ async def evaluate_trial(storage: Storage, settings: Settings, trial: Trial, *, 
     records = await storage.post_records(trial_id=trial.id, created_before=settled_before)
     formula = settings.scoring
     config = TrialConfig(share=trial.share, alpha=trial.alpha, max_posts=trial.max_posts)
-    state = TrialState(config)
-    for r in records:
-        b = trial.baselines.get(r.post.channel_id)
-        base = Baseline(*b) if b else None
-        if state.observe(r.post.arm or "", trial_reward(score_post(r, formula), base, config.clip)):
-            break
+    rewards = (
+        (r.post.arm or "", trial_reward(score_post(r, formula), trial.baselines.get(r.post.channel_id), config.clip))
+        for r in records
+    )  # lazy: the replay stops at the first verdict
+    state = run_test(rewards, config)
     return TrialStatus(trial, await storage.trial_post_counts(trial.id), state.decision())
 
 
@@ -164,7 +163,7 @@ class TrialService:
             alpha=cfg.alpha,
             max_posts=cfg.max_posts,
             seed=self.new_seed(),
-            baselines={c: (b.median, b.spread) for c, b in (await self._baselines(now)).items()},
+            baselines=await self._baselines(now),
             at=now,
         )
         self.generator.pin({incumbent, candidate})

@@ -14,6 +14,7 @@ from bot.adapters.promotion import Promoter
 from bot.adapters.store import BASE, AdapterStore
 from bot.storage import NewPost, Storage
 from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.result import Progress
 from bot.training.runner import TrainingFailed, TrainingRunner, child_env
 
 
@@ -40,7 +41,7 @@ async def committed_run(storage: Storage, store: AdapterStore, posts: int = 5) -
     ]
     run_id = await storage.start_run("nightly", at=10.0)
     name = write_version(store)
-    await storage.commit_run(run_id, adapter=name, promote=True, message="gate passed", metrics={}, post_ids=ids)
+    await storage.commit_run(run_id, adapter=name, accepted=True, message="gate passed", metrics={}, post_ids=ids)
     return run_id, name, ids
 
 
@@ -93,7 +94,7 @@ async def test_a_refused_candidate_never_moves_the_pointer(tmp_path):
         ids = [await storage.add_post(NewPost(channel_id=1, text="x", adapter=BASE, created_at=1, message_id=1))]
         run_id = await storage.start_run("nightly", at=2.0)
         name = write_version(store)
-        await storage.commit_run(run_id, adapter=name, promote=False, message="KL too high", metrics={}, post_ids=ids)
+        await storage.commit_run(run_id, adapter=name, accepted=False, message="KL too high", metrics={}, post_ids=ids)
         result = await Promoter(storage, store, swap=Live().swap).apply(run_id)
         assert not result.promoted and not result.accepted and store.current() == BASE
         assert (await storage.get_run(run_id)).stage == "kept"
@@ -229,11 +230,11 @@ async def test_the_worker_trains_with_the_bots_settings_file_not_the_default_env
     monkeypatch.setenv("DISCORD_TOKEN", "also-not-for-the-worker")
     settings = load_settings(prod)
     assert settings.discord.token and settings.training.kl_beta == 0.5
-    events: list[dict] = []
+    events: list[Progress] = []
     async with Storage.open(settings.db_path) as db:
         runner = TrainingRunner(settings, db, AdapterStore(settings.adapters_dir))
         result = await runner.run("nightly", events.append)
-    (seen,) = [e["settings"] for e in events if e.get("event") == "settings"]
+    (seen,) = [e.settings for e in events if e.kind == "settings"]
     assert seen["training"]["kl_beta"] == 0.5 and seen["scoring"]["settle_hours"] == 2
     assert seen["discord"]["token"] is None
     assert result.status == "skipped" and "need 999" in result.reason

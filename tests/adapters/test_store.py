@@ -108,3 +108,12 @@ def test_listing_is_cached_until_a_version_or_the_pointer_changes(store, monkeyp
     reads.clear()
     store.set_current("v0002")
     assert next(i for i in store.list() if i.active).name == "v0002"
+
+
+def test_an_old_meta_with_promoted_reads_as_accepted(store):
+    """meta.json once wrote the gate's verdict as "promoted"; it reads as "accepted" (what the word means now)."""
+    name = fake_adapter(store)
+    path = store.root / name / "meta.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "promoted": False}))
+    meta = store.info(name).meta
+    assert meta["accepted"] is False and "promoted" not in meta

@@ -3,10 +3,11 @@ from unittest.mock import AsyncMock, MagicMock
 import discord
 import pytest
 
-from bot.engine.compose import is_postable
+from bot.domain.safety import OutputFilter
 from bot.engine.generator import Sample
 from cogs.posting import Posting
 from tests.support.discord_mocks import fake_bot
+from tests.support.storage import number_of_posts, post_by_message
 
 
 class ScriptedGenerator:
@@ -48,7 +49,7 @@ async def test_post_is_sent_and_recorded_with_ids_and_adapter(make_cog, storage)
     cog = make_cog(["hello world"], ch)
     await cog.post_to(500)
     assert sent(ch) == ["hello world"]
-    post = await storage.post_by_message(777)
+    post = await post_by_message(storage, 777)
     assert post.text == "hello world" and post.adapter == "v0003" and post.completion_ids == (5, 6, 0)
     assert post.channel_id == 500 and post.guild_id == 1 and post.params == {"temperature": 1.0}
 
@@ -65,7 +66,7 @@ async def test_gives_up_after_retries_without_posting(make_cog, storage):
     cog = make_cog([""] * 10, ch)
     assert await cog.post_to(500) is None
     ch.send.assert_not_awaited()
-    assert await storage.count_posts() == 0
+    assert await number_of_posts(storage) == 0
 
 
 async def test_channel_without_permission_skipped_with_warning(make_cog, storage, caplog):
@@ -80,8 +81,9 @@ async def test_channel_without_permission_skipped_with_warning(make_cog, storage
     ("text", "ok"),
     [("hello", True), ("", False), ("  \n", False), ("I love Crypto!", False), ("cryptography rocks", True)],
 )
-def test_is_postable(text, ok):
-    assert is_postable(text, ["crypto"]) is ok
+def test_the_output_filter_refuses_empty_and_blocklisted_text(text, ok):
+    """A post needs visible text and no blocklisted word (a word, not a substring)."""
+    assert OutputFilter(("crypto",)).check(text).ok is ok
 
 
 def sent(ch) -> list[str]:
@@ -125,7 +127,7 @@ async def test_a_discord_server_error_does_not_stop_the_schedule(make_cog, stora
     await cog.post_everywhere()  # must not raise
     assert "failed" in caplog.text
     await cog.post_everywhere()
-    assert await storage.post_by_message(778) is not None
+    assert await post_by_message(storage, 778) is not None
 
 
 async def test_a_posting_rounds_json_log_line_names_guild_channel_and_post(make_cog, storage):
@@ -148,7 +150,7 @@ async def test_a_posting_rounds_json_log_line_names_guild_channel_and_post(make_
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
-    post = await storage.post_by_message(4242)
+    post = await post_by_message(storage, 4242)
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["message"].startswith("posted")
     assert (line["guild"], line["channel"], line["post"], line["message_id"]) == (1, 500, post.id, 4242)

@@ -8,6 +8,7 @@ from bot.storage import Storage
 from bot.stories.service import StoryError, StoryService
 from cogs.story import Story
 from tests.support.discord_mocks import interaction, member, texts
+from tests.support.storage import add_story_line, get_post
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +138,7 @@ async def test_long_transcript_sent_as_file(tiny_settings, storage, generator):
     cog = Story(stories=service)
     story = await service.start(500, opening="o" * 900)
     for _ in range(12):
-        await storage.add_story_line(story.id, speaker="human_director", text="y" * 250, member_id=1, at=1.0)
+        await add_story_line(storage, story.id, speaker="human_director", text="y" * 250, member_id=1, at=1.0)
     i = interaction()
     await cog.show.callback(cog, i)
     assert "file" in i.response.send_message.call_args.kwargs
@@ -189,7 +190,7 @@ async def test_failed_turns_leave_nothing_in_the_transcript(tiny_settings, stora
     post_id = (await working.take_turn(1, 5, "the door opens", send=send)).post_id
     transcript = await working.show(1)
     assert transcript.count("the door opens") == 1 and transcript.endswith("machine_director: a cat walks in")
-    post = await storage.get_post(post_id)
+    post = await get_post(storage, post_id)
     assert post.kind == "story" and post.text == "a cat walks in" and post.message_id == 77
 
 
@@ -228,6 +229,6 @@ async def test_forget_me_during_a_turn_keeps_none_of_their_words(tiny_settings, 
     post_id = (await service.take_turn(1, 42, "my secret words", send=send)).post_id
     assert "my secret words" not in await service.show(1)
     assert "my secret words" not in json.dumps(await storage.member_data(42))
-    post = await storage.get_post(post_id)
+    post = await get_post(storage, post_id)
     assert post.prompt == "" and post.prompt_ids == ()
     assert await storage.post_records(untrained_only=True) == []  # a redacted prompt is never trained on

@@ -8,6 +8,7 @@ from bot.app.checks import NotAllowed
 from bot.domain.records import RunResult
 from bot.engine.generator import Generator, SamplingParams
 from bot.engine.model import load_base
+from bot.training.result import Progress
 from bot.training.runner import TrainingBusy, TrainingRunner
 from cogs.training import Training, progress_text
 from tests.support.data import seed_posts
@@ -29,7 +30,7 @@ class FakeRunner:
         self.calls.append(reason)
         for step in (1, 2, 3):
             if on_progress:
-                await on_progress({"event": "progress", "stage": "train", "step": step, "of": 3, "loss": 0.5})
+                await on_progress(Progress("progress", stage="train", step=step, of=3, loss=0.5))
         return RunResult(
             "done",
             7,
@@ -72,7 +73,7 @@ async def test_second_retrain_refused_politely(cog):
 
 
 def test_progress_text_bar():
-    assert "10/20" in progress_text({"event": "progress", "stage": "train", "step": 10, "of": 20, "loss": 0.1})
+    assert "10/20" in progress_text(Progress("progress", stage="train", step=10, of=20, loss=0.1))
 
 
 @pytest.mark.slow

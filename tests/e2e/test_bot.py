@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import fake_discord as fd
 from tests.support.e2e import running_bot, until
+from tests.support.storage import number_of_posts, post_by_message
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ async def post_once(bot) -> int:
 
 
 async def votes(bot, message_id):
-    post = await bot.services.storage.post_by_message(message_id)
+    post = await post_by_message(bot.services.storage, message_id)
     recs = [r for r in await bot.services.storage.post_records() if r.post.id == post.id]
     return sorted((v.member_id, v.emoji) for v in recs[0].votes), recs[0]
 
@@ -34,11 +35,11 @@ async def test_scheduled_post_arrives_and_is_stored(server, e2e_settings):
     async with running_bot(settings, server) as bot:
 
         async def posted():
-            return bool(server.posts_by_bot()) and await bot.services.storage.count_posts() >= 1
+            return bool(server.posts_by_bot()) and await number_of_posts(bot.services.storage) >= 1
 
         await until(posted)
         msg = server.posts_by_bot()[0]
-        post = await bot.services.storage.post_by_message(int(msg["id"]))
+        post = await post_by_message(bot.services.storage, int(msg["id"]))
         assert post is not None and post.text == msg["content"] and post.completion_ids
     # the slash commands were synced to the configured guild at start
     assert any(r.method == "PUT" and f"/guilds/{fd.GUILD_ID}/commands" in r.path for r in server.requests)

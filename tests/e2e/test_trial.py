@@ -8,6 +8,7 @@ import pytest
 from tests.e2e.test_bot import _has
 from tests.support import fake_discord as fd
 from tests.support.e2e import running_bot, until
+from tests.support.storage import post_by_message
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ async def _post_and_react(bot, server, n: int) -> list[str]:
     for _ in range(n):
         message = await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
         assert message is not None
-        post = await bot.services.storage.post_by_message(message.id)
+        post = await post_by_message(bot.services.storage, message.id)
         arms.append(post.arm)
         if post.arm == "candidate":
             for uid in FANS:
@@ -82,7 +83,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
         assert run.stage == "promoted"
         # after the verdict, posts carry no arm
         message = await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
-        assert (await bot.services.storage.post_by_message(message.id)).arm is None
+        assert (await post_by_message(bot.services.storage, message.id)).arm is None
 
 
 async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):

@@ -13,6 +13,7 @@ from bot.http.health import GatewayState, HealthSources, Part
 from bot.http.metrics import Metrics, Snapshot
 from bot.http.server import HttpContext, build_app
 from bot.storage import NewPost
+from tests.support.storage import add_story_line
 
 TOKEN = "s3cret-dashboard-token-of-32-characters-or-more"
 MEMBER_BASE = 712345678901234500  # snowflake-sized, so a leak cannot hide in chart coordinates
@@ -44,9 +45,9 @@ async def seed(storage) -> None:
             await storage.add_vote(mid, MEMBER_BASE + member, "❤️", at=now)
     await storage.add_reply(9999, 1005, MEMBER_BASE + 1, length=3, at=now)
     run = await storage.start_run("nightly", at=now - 100)
-    await storage.finish_run(run, status="done", at=now - 40, adapter="v0001", promoted=True, message="gate passed")
+    await storage.finish_run(run, status="done", at=now - 40, adapter="v0001", accepted=True, message="gate passed")
     sid = await storage.start_story(77, instruction="Continue", opening="Once", started_by=MEMBER_BASE + 1, at=now)
-    await storage.add_story_line(sid, speaker="human_director", text="A cat sat.", member_id=MEMBER_BASE + 1, at=now)
+    await add_story_line(storage, sid, speaker="human_director", text="A cat sat.", member_id=MEMBER_BASE + 1, at=now)
 
 
 def seed_adapters(store) -> None:

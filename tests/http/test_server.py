@@ -259,3 +259,19 @@ def test_short_token_refused_at_start_with_the_fix():
         assert short not in message
     assert Settings.from_env({"KILROY_DASHBOARD_TOKEN": "a" * 32}).ops.dashboard_token.get() == "a" * 32
     assert not Settings.from_env({}).ops.dashboard_token
+
+
+async def test_a_trial_loser_reads_accepted_never_promoted(app_env):
+    """The gate's verdict is `accepted`; only a served adapter reads "promoted". A candidate that passed the gate and
+    lost its A/B trial used to be labelled "promoted" (training_runs.promoted held the gate's verdict)."""
+    client, ctx, _, _ = app_env
+    storage = ctx.dashboard.storage
+    run = await storage.start_run("nightly", at=1.0)
+    await storage.commit_run(run, adapter="v0001", accepted=True, message="gate passed", metrics={}, post_ids=[])
+    await storage.mark_run_trained(run, at=2.0)
+    await storage.set_run_stage(run, "kept")  # the trial kept the incumbent
+    runs = await (await client.get("/runs", headers=BEARER)).text()
+    assert "accepted; kept, never served" in runs and "promoted" not in runs
+    adapters = await (await client.get("/adapters", headers=BEARER)).text()
+    row = re.search(r"<tr><td>v0001.*?</tr>", adapters, re.S)
+    assert row is not None and "kept, never served" in row.group(0) and "promoted" not in row.group(0)

@@ -13,6 +13,7 @@ from bot.ops.backup import BackupError, RunLock, backup, prune, restore, verify
 from bot.storage import NewPost, Storage
 from bot.training.lock import TrainingLock
 from tests.support.adapters import fake_adapter
+from tests.support.storage import number_of_posts
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ async def test_backup_while_a_writer_is_busy_is_consistent(setup, tmp_path):
             for i in range(200):
                 await storage.add_post(NewPost(channel_id=1, text=f"w{i}", adapter="base", created_at=time.time()))
 
-        before = await storage.count_posts()
+        before = await number_of_posts(storage)
         task = asyncio.create_task(writer())
         await asyncio.sleep(0.01)
         await asyncio.to_thread(backup, setup, tmp_path / "b")
@@ -117,7 +118,7 @@ async def test_restore_over_a_corrupt_db_moves_it_aside(setup, tmp_path):
     assert aside and aside[0].read_bytes().startswith(b"garbage")  # moved aside, not deleted
     assert any("STATE.json" in m for m in result["moved_aside"])
     async with Storage.open(setup.db_path) as storage:  # the restored database opens and migrates
-        assert await storage.count_posts() == 5
+        assert await number_of_posts(storage) == 5
 
 
 async def test_restore_refuses_while_a_bot_or_training_holds_its_lock(setup, tmp_path):

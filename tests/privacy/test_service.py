@@ -9,6 +9,7 @@ from bot.privacy.service import PrivacyService
 from bot.storage import NewPost
 from bot.storage.privacy import FORGOTTEN
 from tests.support.adapters import fake_adapter
+from tests.support.storage import mark_trained
 
 M, OTHER = 712345678901234567, 712345678901234999
 
@@ -73,7 +74,7 @@ async def test_retention_prunes_old_trained_raw_data(storage):
     """The daily retention run deletes raw data of trained posts older than KILROY_RETENTION_DAYS."""
     await storage.add_post(NewPost(channel_id=500, text="old", adapter="base", created_at=1.0, message_id=2))
     await storage.add_vote(2, 42, "❤️", at=1.0)
-    await storage.mark_trained([await storage.post_id_by_message(2)], at=2.0, run_id=None)
+    await mark_trained(storage, [await storage.post_id_by_message(2)], at=2.0, run_id=None)
     privacy = PrivacyService(storage, retention_days=1, clock=lambda: 3 * 86400.0)
     assert await privacy.run_retention() == {"reaction_events": 1, "replies": 0}
     assert await privacy.run_retention() == {"reaction_events": 0, "replies": 0}

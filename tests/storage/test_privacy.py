@@ -4,6 +4,7 @@ import sqlite3
 
 from bot.storage import NewPost, Storage
 from bot.storage.privacy import REMOVED
+from tests.support.storage import mark_trained
 
 M = 424242424242424242  # the member who asks to be forgotten (distinctive: a scan cannot hit it by chance)
 OTHER = 7
@@ -112,7 +113,7 @@ async def test_retention_prunes_only_old_trained_raw_data(storage):
         await storage.add_vote(mid, OTHER, "❤️", at=10.0)
         await storage.add_reply(100 + mid, mid, OTHER, at=10.0)
     p1 = await storage.post_id_by_message(1)
-    await storage.mark_trained([p1], at=50.0, run_id=None)
+    await mark_trained(storage, [p1], at=50.0, run_id=None)
     assert await storage.prune(older_than=5.0) == {"reaction_events": 0, "replies": 0}  # nothing old enough
     assert await storage.prune(older_than=20.0) == {"reaction_events": 1, "replies": 1}  # only the trained post's
     await storage.vacuum()

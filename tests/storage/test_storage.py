@@ -3,6 +3,7 @@ import sqlite3
 import pytest
 
 from bot.storage import NewPost, Storage, StoryExists
+from tests.support.storage import get_post, mark_trained, number_of_posts, post_by_message
 
 
 def post(message_id: int, channel: int = 1, at: float = 100.0) -> NewPost:
@@ -35,7 +36,7 @@ async def test_migrations_resume_on_existing_db(tmp_path):
         version = await s.schema_version()
     async with Storage.open(path) as s:
         assert await s.schema_version() == version
-        assert await s.count_posts() == 1
+        assert await number_of_posts(s) == 1
 
 
 async def test_wal_and_foreign_keys(storage):
@@ -50,7 +51,7 @@ async def test_same_message_id_twice_keeps_one_post(storage):
     """Recording the same Discord message twice returns the same post."""
     a = await storage.add_post(post(7))
     b = await storage.add_post(post(7))
-    assert a == b and await storage.count_posts() == 1
+    assert a == b and await number_of_posts(storage) == 1
 
 
 async def test_duplicate_reaction_event_counts_once(storage):
@@ -124,7 +125,7 @@ async def test_post_records_window_and_marking(storage):
         await storage.add_post(post(i, at=at))
     recs = await storage.post_records(created_before=25.0)
     assert [r.post.message_id for r in recs] == [1, 2]
-    await storage.mark_trained([recs[0].post.id], at=40.0, run_id=None)
+    await mark_trained(storage, [recs[0].post.id], at=40.0, run_id=None)
     fresh = await storage.post_records(untrained_only=True)
     assert [r.post.message_id for r in fresh] == [2, 3]
     assert (await storage.post_records(limit=1))[0].post.message_id == 3
@@ -133,7 +134,7 @@ async def test_post_records_window_and_marking(storage):
 async def test_post_keeps_exact_token_ids(storage):
     """A post's sampled ids round-trip exactly."""
     await storage.add_post(post(1))
-    p = await storage.post_by_message(1)
+    p = await post_by_message(storage, 1)
     assert p.prompt_ids == (0,) and p.completion_ids == (5, 6)
 
 
@@ -161,9 +162,9 @@ async def test_forget_member(storage):
 async def test_training_run_rows(storage):
     """Runs open as running and close with their outcome."""
     run = await storage.start_run("test", at=1.0)
-    await storage.finish_run(run, status="done", at=2.0, adapter="v0001", promoted=True, metrics={"kl": 0.1})
+    await storage.finish_run(run, status="done", at=2.0, adapter="v0001", accepted=True, metrics={"kl": 0.1})
     (r,) = await storage.runs()
-    assert (r.status, r.adapter, r.promoted, r.metrics) == ("done", "v0001", True, {"kl": 0.1})
+    assert (r.status, r.adapter, r.accepted, r.metrics) == ("done", "v0001", True, {"kl": 0.1})
 
 
 def test_schema_is_plain_sqlite(tmp_path):
@@ -228,7 +229,7 @@ async def test_a_write_cancelled_at_begin_does_not_wedge_the_connection(tmp_path
         await storage.start_run("next", at=2.0)
         assert not storage.db.in_transaction
     async with Storage.open(path) as storage:
-        post = await storage.get_post(acked)
+        post = await get_post(storage, acked)
         assert post is not None and post.text == "kept"
         assert [r.reason for r in await storage.runs()] == ["next"]  # the cancelled insert never landed
 
@@ -253,9 +254,32 @@ async def test_migration_rewrites_animated_custom_emoji_keys(tmp_path):
         await storage.add_vote(1, 1, "<a:kilroy:7>", at=1.0)
         await storage.add_vote(1, 2, "<a:kilroy:7>", at=1.0)
         await storage.add_vote(1, 2, "<:kilroy:7>", at=1.0)
-    with sqlite3.connect(path) as db:  # as if 0006 had not run yet
+    with sqlite3.connect(path) as db:  # as if 0006 had not run yet (nor 0007 after it)
+        db.execute("ALTER TABLE training_runs RENAME COLUMN accepted TO promoted")
         db.execute("PRAGMA user_version = 5")
     async with Storage.open(path) as storage:
         rows = await storage.db.execute_fetchall("SELECT member_id, emoji FROM votes ORDER BY member_id")
     assert [tuple(r) for r in rows] == [(1, "<:kilroy:7>"), (2, "<:kilroy:7>")]
     assert len(list(migrations())) >= 6
+
+
+async def test_migration_names_the_gate_verdict_accepted(tmp_path):
+    """training_runs.promoted held the gate's verdict, not whether the adapter served: 0007 renames it `accepted`,
+    keeping every row's value."""
+    import sqlite3
+
+    from bot.storage import Storage, migrations
+
+    path = tmp_path / "k.db"
+    with sqlite3.connect(path) as db:  # a database as version 6 left it
+        for number, sql in migrations():
+            if number <= 6:
+                db.executescript(sql)
+        db.execute("PRAGMA user_version = 6")
+        db.execute(
+            "INSERT INTO training_runs (reason, status, started_at, adapter, promoted, stage) "
+            "VALUES ('nightly', 'done', 1.0, 'v0001', 1, 'kept')"
+        )
+    async with Storage.open(path) as storage:
+        (run,) = await storage.runs()
+    assert run.accepted is True and run.stage == "kept"

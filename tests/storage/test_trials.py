@@ -4,7 +4,9 @@ import sqlite3
 
 import pytest
 
+from bot.domain.scoring import Baseline
 from bot.storage import NewPost, Storage, TrialActive, migrations
+from tests.support.storage import post_by_message
 
 
 def _post(message_id: int, *, trial_id=None, arm=None, at: float = 100.0) -> NewPost:
@@ -28,7 +30,7 @@ async def _start(s: Storage, **over) -> int:
         alpha=0.05,
         max_posts=100,
         seed=7,
-        baselines={1: (0.5, 1.2)},
+        baselines={1: Baseline(0.5, 1.2)},
         at=10.0,
     )
     args.update(over)
@@ -46,11 +48,11 @@ async def test_trial_and_arms_survive_a_reopen(tmp_path):
     async with Storage.open(path) as s:
         trial = await s.active_trial()
         assert trial is not None and trial.id == tid and trial.candidate == "v2" and trial.seed == 7
-        assert trial.baselines == {1: (0.5, 1.2)}
+        assert trial.baselines == {1: Baseline(0.5, 1.2)}
         assert await s.trial_post_counts(tid) == {"candidate": 1, "incumbent": 1}
         records = await s.post_records(trial_id=tid)
         assert [(r.post.message_id, r.post.arm) for r in records] == [(1, "candidate"), (2, "incumbent")]
-        assert (await s.post_by_message(3)).arm is None
+        assert (await post_by_message(s, 3)).arm is None
 
 
 async def test_only_one_trial_runs_and_a_verdict_is_final(storage):
@@ -80,7 +82,7 @@ async def test_trial_migration_applies_over_an_older_database(tmp_path):
     con.close()
     async with Storage.open(path) as s:
         assert await s.schema_version() >= 3
-        old = await s.post_by_message(5)
+        old = await post_by_message(s, 5)
         assert old is not None and old.trial_id is None and old.arm is None
 
 

@@ -21,7 +21,7 @@ async def test_one_run_trains_commits_and_promotes(tiny_settings, storage):
     result = await runner.run("test", events.append, now=DAY)
     assert result.status == "done" and result.accepted and result.promoted and result.adapter == "v0001"
     assert store.current() == "v0001"
-    assert any(e.get("stage") == "train" for e in events)
+    assert any(e.stage == "train" for e in events)
     import math
 
     assert math.isfinite(result.metrics["loss"]) and result.metrics["kl"] >= 0
@@ -55,7 +55,7 @@ async def test_gate_failure_keeps_adapter_but_not_active(tiny_settings, storage)
     result = await TrainingRunner(settings, storage, store, in_process=True).run("test", now=DAY)
     assert result.status == "done" and not result.promoted and "KL" in result.reason
     assert store.current() == BASE
-    assert store.info(result.adapter).meta["promoted"] is False
+    assert store.info(result.adapter).meta["accepted"] is False
 
 
 async def test_unsettled_posts_are_not_used(tiny_settings, storage):
