@@ -278,6 +278,9 @@ async def run_bot(settings: Settings) -> int:
     except TrainingBusy:
         log.error("another bot already runs on %s (%s); stop it first", settings.data_dir, lock.holder())
         return 2
+    from bot.ops.restore import recover_at_start
+
+    recover_at_start(settings)  # a restore killed midway is finished (journal written) or undone, before opening
     try:
         async with http_server(settings, metrics) as ctx:
             return await _run_bot(settings, metrics, ctx)
