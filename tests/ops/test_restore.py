@@ -116,6 +116,11 @@ def _symlinked_folder(b: Path, outside: Path, keep_files: bool) -> None:
     """adapters/v0001 in the backup is a link to a folder elsewhere (issue 23, item 2)."""
     import shutil
 
+    if keep_files:  # a mirror of the backup's own files elsewhere: every checksum still matches
+        shutil.copytree(b / "adapters" / "v0001", outside / "mirror")
+        shutil.rmtree(b / "adapters" / "v0001")
+        (b / "adapters" / "v0001").symlink_to(outside / "mirror", target_is_directory=True)
+        return
     shutil.rmtree(b / "adapters" / "v0001")
     (b / "adapters" / "v0001").symlink_to(outside / "victim", target_is_directory=True)
     if not keep_files:
@@ -127,6 +132,11 @@ def _symlinked_file(b: Path, outside: Path) -> None:
     (outside / "copy.json").write_bytes(meta.read_bytes())  # the same bytes: the checksum matches
     meta.unlink()
     meta.symlink_to(outside / "copy.json")
+
+
+def _symlinked_db(b: Path, outside: Path) -> None:
+    (b / "kilroy.db").rename(outside / "x.db")  # the same bytes elsewhere: the checksum matches
+    (b / "kilroy.db").symlink_to(outside / "x.db")
 
 
 def _damaged_db(b: Path) -> None:
@@ -165,7 +175,7 @@ TAMPERING = {
     "symlinked folder, files dropped": lambda b, o: _symlinked_folder(b, o, keep_files=False),
     "symlinked folder, files kept": lambda b, o: _symlinked_folder(b, o, keep_files=True),
     "symlinked file": _symlinked_file,
-    "symlinked database": lambda b, o: (b / "kilroy.db").unlink() or (b / "kilroy.db").symlink_to(o / "x.db"),
+    "symlinked database": lambda b, o: _symlinked_db(b, o),
     "not a SQLite database": lambda b, o: _not_sqlite(b),
     "damaged database": lambda b, o: _damaged_db(b),
 }
