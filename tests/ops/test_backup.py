@@ -229,3 +229,21 @@ async def test_backup_files_are_owner_only_whatever_the_umask(setup, tmp_path):
     entries = [tmp_path / "new", *(tmp_path / "new").rglob("*")]
     modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in entries}
     assert modes and all(m == (0o700 if (tmp_path / k).is_dir() else 0o600) for k, m in modes.items()), modes
+
+
+async def test_the_live_database_and_adapters_folder_are_created_owner_only(tmp_path):
+    """Issue 23, item 5: the live database was created 0644 and the adapters folder 0755 (umask 022)."""
+    import os
+
+    from bot.adapters.store import AdapterStore
+
+    old = os.umask(0o022)
+    try:
+        store = AdapterStore(tmp_path / "live" / "adapters")
+        async with Storage.open(tmp_path / "live" / "data" / "kilroy.db"):
+            pass
+    finally:
+        os.umask(old)
+    assert store.root.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "live" / "data").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "live" / "data" / "kilroy.db").stat().st_mode & 0o777 == 0o600
