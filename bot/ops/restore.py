@@ -288,7 +288,9 @@ def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
 
 
 def _undo(p: dict[str, Path]) -> None:
-    p["staged_db"].unlink(missing_ok=True)
+    """Remove what a failed staging wrote (the live install was not touched)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{p['staged_db']}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(p["staged"], ignore_errors=True)
 
 

@@ -282,6 +282,8 @@ def test_a_restore_killed_after_any_step_is_the_old_install_or_the_new(make_sett
         recover(settings)  # what the next `kilroy run` does first
         now = state(settings)
         assert now in (old, new), f"killed after {kill_at!r}: a mix of old and new"
+        raw = b"".join(p.read_bytes() for p in Path(settings.data_dir).glob("kilroy.db*") if "replaced" not in p.name)
+        assert b"M's own words" not in raw, f"killed after {kill_at!r}: the forgotten member is back"
         seen.add("old" if now == old else "new")
         checks = {c.name: c for c in (doctor.database_check(settings), doctor.adapters_check(settings),
                                       doctor.backups_check(settings))}  # fmt: skip
