@@ -197,16 +197,17 @@ class PrivacyMixin(StorageBase):
                 (mid,),
                 ("story_id", "channel_id", "opening", "at"),
             ),
-            # the machine's answers whose prompts hold the member's lines or opening (the same rule forget uses)
+            # the machine's answers whose prompts hold the member's lines or opening (the same rule forget uses);
+            # only which ones: a prompt holds other members' lines of the story too
             "story_prompts": (
-                """SELECT p.message_id, p.prompt, p.created_at FROM posts p WHERE p.redacted = 0 AND p.id IN (
+                """SELECT p.message_id, p.created_at FROM posts p WHERE p.redacted = 0 AND p.id IN (
                        SELECT m.post_id FROM story_lines m JOIN story_lines h ON h.story_id = m.story_id
                        WHERE h.member_id = ? AND m.post_id IS NOT NULL AND m.seq > h.seq
                        UNION
                        SELECT m.post_id FROM story_lines m JOIN stories s ON s.id = m.story_id
                        WHERE s.started_by = ? AND s.opening_custom = 1 AND m.post_id IS NOT NULL) ORDER BY p.id""",
                 (mid, mid),
-                ("message_id", "prompt", "at"),
+                ("message_id", "at"),
             ),
             "audit": (
                 "SELECT action, detail, at FROM audit_log WHERE actor_id = ? OR instr(detail, ?) > 0 ORDER BY id",
