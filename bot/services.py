@@ -226,6 +226,9 @@ async def open_bot_services(settings: Settings) -> AsyncIterator[Services]:
     except TrainingBusy as exc:
         raise CannotStart(f"another bot already runs on {settings.data_dir} ({lock.holder()}); stop it first") from exc
     try:
+        from bot.ops.restore import recover_at_start
+
+        recover_at_start(settings)  # a restore killed midway is finished (journal written) or undone, before opening
         metrics = Metrics()
         async with _http_server(settings, metrics) as ctx, open_services(settings, freeze_heap=True) as services:
             if ctx is None:

@@ -105,7 +105,8 @@ class AdapterStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():  # owner-only when we create it (members' ids may sit in meta.json); else as found
+            self.root.mkdir(parents=True, mode=0o700)
         self._listing: tuple[tuple[int, int], list[AdapterInfo]] | None = None
 
     # --- names and paths ---------------------------------------------------------------------------------------------

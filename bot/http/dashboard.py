@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.http import charts
-from bot.http.auth import hash_member
 from bot.storage.ops import day_of
 
 if TYPE_CHECKING:
@@ -222,8 +221,8 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
         "audit": [
             {
                 "when": _fmt_time(e["at"]),
-                # an operator's Discord id is shown only as a keyed hash; dashboard actions have none
-                "who": "dashboard" if e["actor_id"] is None else f"member {hash_member(int(e['actor_id']), deps.key)}",
+                # an operator's Discord id is shown only as their label (the keyed hash trial decisions hold too)
+                "who": e["actor"],
                 "action": e["action"],
                 "detail": e["detail"],
             }

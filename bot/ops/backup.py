@@ -1,12 +1,14 @@
-"""Backups that restore: the database, the adapters the pointer's history names, STATE.json, and a manifest.
+"""Backups: the database, the adapters the pointer's history names, STATE.json, and a manifest; and their checks.
 
 `backup()` runs while the bot runs: the database is copied with SQLite's online backup API (a consistent snapshot
 even while gateway events write), and the adapter folders are immutable once committed. Everything is written into
-a temporary folder renamed into place last, so a backup folder either is complete or does not exist.
+a temporary folder renamed into place last, only after the copy passed `PRAGMA integrity_check`, so a backup folder
+either is complete and sound or does not exist. Files are created 0600 and folders 0700 whatever the umask: a
+backup holds members' ids and words.
 
-`restore()` checks the manifest (every file's SHA-256 and size) and `PRAGMA integrity_check` before touching
-anything, refuses while a bot or a training holds its lock, and moves what it replaces aside (`*.replaced-<time>`)
-rather than deleting it.
+`verify()` checks a backup before anything is restored from it (see `bot/ops/restore.py`): every name in the
+manifest is a plain relative name of the expected layout, nothing in the folder is a link or a special file, every
+listed file is present with its checksum, and the database is a Kilroy database that passes `integrity_check`.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot.adapters.store import BASE, validate_name
+from bot.adapters.store import BASE, AdapterError, validate_name
 from bot.config.settings import Settings
-from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.lock import TrainingLock
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,15 @@ DB_NAME = "kilroy.db"
 STATE = "STATE.json"
 FORMAT = 1
 RUN_LOCK = ".kilroy-run.lock"
+PARTIAL = ".partial"
 
 
 class BackupError(Exception):
-    """A backup cannot be written or restored; the message says why and what to do."""
+    """A backup cannot be written or restored; the message says why and what to do (exit 2: bad input)."""
+
+
+class DamagedDatabase(BackupError):
+    """The live database is damaged or not a database: nothing was written (exit 1)."""
 
 
 class RunLock(TrainingLock):
@@ -59,18 +67,97 @@ class BackupResult:
     seconds: float
 
 
+# --- private files -------------------------------------------------------------------------------------------------
+
+
+def private_dir(path: Path) -> None:
+    """Make a folder 0700 (its parents as the umask says)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def copy_private(src: Path, dst: Path, *, expect: str | None = None) -> str:
+    """Copy one regular file (never through a link) to a new 0600 file, fsynced; return its SHA-256.
+
+    With `expect`, a copy whose checksum differs is removed and refused: what is copied is exactly what was checked,
+    even if the source changes in between.
+    """
+    h = hashlib.sha256()
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BackupError(f"{src} is not a regular file")
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            while block := os.read(fd, 1 << 20):
+                h.update(block)
+                os.write(out, block)
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    digest = h.hexdigest()
+    if expect is not None and digest != expect:
+        dst.unlink()
+        raise BackupError(f"{src} changed while it was copied (checksum differs from the manifest)")
+    return digest
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a new 0600 text file, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)  # O_TRUNC on an existing file keeps its old mode
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _files(root: Path) -> Iterator[Path]:
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            yield p
+def _entries(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry under `root` with its lstat, never following a link."""
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top) / name
+            yield path, path.lstat()
+
+
+# --- the database --------------------------------------------------------------------------------------------------
+
+
+def check_database(path: Path, *, what: str) -> tuple[int, int]:
+    """(schema version, posts) of a Kilroy database that passes integrity_check; DamagedDatabase otherwise."""
+    from bot.storage import migrations
+
+    # immutable: read without locks or a -wal/-shm file, so checking never changes the folder it is in
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        result = [r[0] for r in con.execute("PRAGMA integrity_check")]
+        if result != ["ok"]:
+            raise DamagedDatabase(f"{what} fails integrity_check: {'; '.join(result[:5])}")
+        schema = int(con.execute("PRAGMA user_version").fetchone()[0])
+        posts = int(con.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
+    except sqlite3.DatabaseError as exc:  # 'file is not a database', 'no such table: posts', a damaged page
+        raise DamagedDatabase(f"{what} is not a readable Kilroy database ({exc})") from exc
+    finally:
+        con.close()
+    latest = max(n for n, _ in migrations())
+    if schema > latest:
+        raise BackupError(f"{what} has schema {schema}, newer than this Kilroy knows ({latest}); use a newer Kilroy")
+    return schema, posts
+
+
+# --- backup --------------------------------------------------------------------------------------------------------
 
 
 def _named_adapters(adapters_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -92,48 +179,78 @@ def _named_adapters(adapters_dir: Path) -> tuple[dict[str, Any], list[str]]:
     return state, names
 
 
+def _copy_adapter(src: Path, dst: Path) -> None:
+    """Copy a committed adapter folder; a link inside it is refused (the store never serves one either)."""
+    private_dir(dst)
+    for path, st in _entries(src):
+        rel = path.relative_to(src)
+        if stat.S_ISLNK(st.st_mode):
+            raise BackupError(f"{path} is a symbolic link; adapters never hold links: move it away, then back up")
+        if stat.S_ISDIR(st.st_mode):
+            private_dir(dst / rel)
+        elif stat.S_ISREG(st.st_mode):
+            copy_private(path, dst / rel)
+        else:
+            raise BackupError(f"{path} is not a regular file")
+
+
 def backup(settings: Settings, dest: Path) -> BackupResult:
-    """Write a consistent snapshot into the new folder `dest` (it must not exist yet)."""
+    """Write a consistent, checked snapshot into the new folder `dest` (it must not exist yet, or be empty)."""
     started = time.perf_counter()
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} already exists and is not empty; choose a new folder")
     if not Path(settings.db_path).is_file():
         raise BackupError(f"no database at {settings.db_path}; nothing to back up (check KILROY_DB_PATH)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    if not dest.parent.exists():
+        private_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}{PARTIAL}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)
+    os.chmod(tmp, 0o700)
     try:
         # the pointer first: adapters it names are committed (immutable) folders, so copying them later is safe
         state, names = _named_adapters(Path(settings.adapters_dir))
-        source = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)
-        target = sqlite3.connect(tmp / DB_NAME)
+        db = tmp / DB_NAME
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # SQLite would create it 0644
         try:
-            # online backup: copies pages in steps, restarting if a writer changes the source meanwhile
-            source.backup(target, pages=1024, sleep=0.005)
-            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no -wal beside it
-            schema = int(target.execute("PRAGMA user_version").fetchone()[0])
-            posts = int(target.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
-        finally:
-            target.close()
-            source.close()
-        (tmp / "adapters").mkdir()
+            source = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)
+            target = sqlite3.connect(db)
+            try:
+                # online backup: copies pages in steps, restarting if a writer changes the source meanwhile
+                source.backup(target, pages=1024, sleep=0.005)
+                target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no -wal beside it
+            finally:
+                target.close()
+                source.close()
+            # the copy is checked before the backup counts: a damaged database never replaces a good backup
+            schema, posts = check_database(db, what=str(settings.db_path))
+        except (sqlite3.DatabaseError, DamagedDatabase) as exc:
+            what = exc if isinstance(exc, DamagedDatabase) else f"{settings.db_path} cannot be read ({exc})"
+            raise DamagedDatabase(
+                f"{what}. Nothing was written and older backups are kept: restore the last good one "
+                "(`kilroy restore PATH`, the bot stopped), or repair the database (sqlite3 .recover)"
+            ) from exc
+        private_dir(tmp / "adapters")
         for name in names:
-            shutil.copytree(Path(settings.adapters_dir) / name, tmp / "adapters" / name)
-        (tmp / "adapters" / STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        files = {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in _files(tmp)}
+            _copy_adapter(Path(settings.adapters_dir) / name, tmp / "adapters" / name)
+        write_private(tmp / "adapters" / STATE, json.dumps(state, indent=2))
+        files = {}
+        for path, st in _entries(tmp):
+            if stat.S_ISREG(st.st_mode):
+                files[path.relative_to(tmp).as_posix()] = {"sha256": _sha256(path), "bytes": st.st_size}
         manifest = {
             "format": FORMAT,
             "created_at": time.time(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "schema_version": schema,
             "posts": posts,
+            "integrity": "ok",
             "current": state.get("current") or BASE,
             "adapters": names,
             "files": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        write_private(tmp / MANIFEST, json.dumps(manifest, indent=2))
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)
@@ -145,122 +262,152 @@ def backup(settings: Settings, dest: Path) -> BackupResult:
     return BackupResult(dest, len(files), total, names, time.perf_counter() - started)
 
 
-def verify(src: Path) -> dict[str, Any]:
-    """Check a backup folder: manifest, every checksum, and the database's integrity; return the manifest."""
-    src = Path(src)
+# --- verify --------------------------------------------------------------------------------------------------------
+
+
+def plain_name(rel: object) -> PurePosixPath | None:
+    """`rel` as a relative path if it is a plain one ('a/b', no '..', '.', empty part, backslash or NUL); else None."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return None
+    p = PurePosixPath(rel)
+    if p.is_absolute() or rel != p.as_posix() or any(part in ("", ".", "..") for part in p.parts):
+        return None
+    return p
+
+
+def _adapter_name(name: object) -> str | None:
     try:
-        manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+        return validate_name(name) if isinstance(name, str) and name != BASE else None  # type: ignore[arg-type]
+    except AdapterError:
+        return None
+
+
+def _check_state(path: Path) -> list[str]:
+    """STATE.json of a backup names adapters only by plain names."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"adapters/{STATE}: not valid JSON ({exc})"]
+    if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
+        return [f"adapters/{STATE}: not a pointer state"]
+    bad = [n for n in [state.get("current", BASE), *state.get("history", [])] if n != BASE and not _adapter_name(n)]
+    return [f"adapters/{STATE}: {str(n)[:80]!r} is not a plain adapter name" for n in bad]
+
+
+def verify(src: Path) -> dict[str, Any]:
+    """Check a backup folder completely (names, links, checksums, the database); return its manifest.
+
+    Reads only: nothing in the backup or the live install changes. Raises BackupError naming every problem.
+    """
+    src = Path(src).resolve()  # the operator's own path may be a link (`latest -> nightly-...`); nothing inside
+    if not src.is_dir():
+        raise BackupError(f"{src} is not a folder")
+    manifest_path = src / MANIFEST
+    try:
+        if stat.S_ISLNK(manifest_path.lstat().st_mode):
+            raise BackupError(f"{manifest_path} is a symbolic link; a backup holds none")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BackupError(f"{src} has no {MANIFEST}: not a Kilroy backup (or an unfinished one)") from exc
-    except ValueError as exc:
-        raise BackupError(f"{src / MANIFEST} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise BackupError(f"{src / MANIFEST} has an unknown format; this Kilroy reads format {FORMAT}")
-    problems = []
-    for rel, info in sorted(manifest["files"].items()):
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    known = isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    if not known or not isinstance(manifest.get("files"), dict):
+        raise BackupError(f"{manifest_path} has an unknown format; this Kilroy reads format {FORMAT}")
+    problems: list[str] = []
+    adapters = manifest.get("adapters", [])
+    if not isinstance(adapters, list):
+        problems.append("adapters: not a list")
+        adapters = []
+    for name in adapters:
+        if not _adapter_name(name):
+            problems.append(f"adapters: {str(name)[:80]!r} is not a plain adapter name")
+    names = {n for n in adapters if _adapter_name(n)}
+    current = manifest.get("current", BASE)
+    if current != BASE and not _adapter_name(current):
+        problems.append(f"current: {str(current)[:80]!r} is not a plain adapter name")
+    files: dict[str, Any] = manifest["files"]
+    for rel, info in sorted(files.items(), key=lambda kv: str(kv[0])):
+        p = plain_name(rel)
+        if p is None:
+            problems.append(f"{str(rel)[:120]!r}: not a plain relative name inside the backup")
+        elif not (
+            rel in (DB_NAME, f"adapters/{STATE}")
+            or (len(p.parts) >= 3 and p.parts[0] == "adapters" and p.parts[1] in names)
+        ):
+            problems.append(f"{rel}: not a file a backup holds (kilroy.db, adapters/STATE.json, a listed adapter)")
+        elif not isinstance(info, dict):
+            problems.append(f"{rel}: no checksum")
+    for path, st in _entries(src):
+        rel = path.relative_to(src).as_posix()
+        if stat.S_ISLNK(st.st_mode):
+            problems.append(f"{rel}: a symbolic link (a backup holds none)")
+        elif stat.S_ISDIR(st.st_mode):
+            parts = rel.split("/")
+            if parts[0] != "adapters" or (len(parts) == 2 and parts[1] not in names):
+                problems.append(f"{rel}: a folder the manifest does not list")
+        elif not stat.S_ISREG(st.st_mode):
+            problems.append(f"{rel}: not a regular file")
+        elif rel != MANIFEST and rel not in files:
+            problems.append(f"{rel}: not in the manifest")
+    for name in sorted(names):
+        folder = src / "adapters" / name
+        if not folder.is_dir() or folder.is_symlink():
+            problems.append(f"adapters/{name}: listed in the manifest but missing")
+        elif not any(str(r).startswith(f"adapters/{name}/") for r in files):
+            problems.append(f"adapters/{name}: listed in the manifest without any file")
+    if DB_NAME not in files:
+        problems.append(f"{DB_NAME}: not in the manifest")
+    if problems:  # stop here: nothing below may read a file through a bad name or a link
+        raise BackupError("the backup does not match its manifest:\n  " + "\n  ".join(problems))
+    for rel, info in sorted(files.items()):
         path = src / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
-            problems.append(f"{rel}: a path outside the backup")
-        elif not path.is_file():
+        if not path.is_file():
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != info.get("bytes") or _sha256(path) != info.get("sha256"):
             problems.append(f"{rel}: checksum differs (the file changed or is damaged)")
-    extra = sorted(str(p.relative_to(src)) for p in _files(src) if str(p.relative_to(src)) not in manifest["files"])
-    problems += [f"{rel}: not in the manifest" for rel in extra]
-    if DB_NAME not in manifest["files"]:
-        problems.append(f"{DB_NAME}: not in the manifest")
+    if not problems and f"adapters/{STATE}" in files:
+        problems += _check_state(src / "adapters" / STATE)
     if problems:
         raise BackupError("the backup does not match its manifest:\n  " + "\n  ".join(problems))
-    # immutable: read without locks or a -wal/-shm file, so verifying never changes the backup folder
-    con = sqlite3.connect(f"file:{src / DB_NAME}?mode=ro&immutable=1", uri=True)
     try:
-        result = [r[0] for r in con.execute("PRAGMA integrity_check")]
-    except sqlite3.DatabaseError as exc:
-        raise BackupError(f"{DB_NAME} in the backup is not a readable database: {exc}") from exc
-    finally:
-        con.close()
-    if result != ["ok"]:
-        raise BackupError(f"{DB_NAME} in the backup fails integrity_check: {'; '.join(result[:5])}")
+        check_database(src / DB_NAME, what=f"{DB_NAME} in the backup")
+    except DamagedDatabase as exc:
+        raise BackupError(str(exc)) from exc
     return manifest
 
 
-@contextlib.contextmanager
-def _exclusive(settings: Settings) -> Iterator[None]:
-    """Hold the bot's run lock and the training lock, or refuse naming the holder."""
-    run, training = RunLock(settings.data_dir), TrainingLock(settings.adapters_dir)
-    try:
-        run.acquire("kilroy restore")
-    except TrainingBusy:
-        raise BackupError(
-            f"a Kilroy bot is running on this data ({run.holder() or 'unknown'}); stop it first, then restore"
-        ) from None
-    try:
-        try:
-            training.acquire("kilroy restore")
-        except TrainingBusy:
-            raise BackupError(
-                f"a training holds the lock ({training.holder() or 'unknown'}); wait for it, then restore"
-            ) from None
-        try:
-            yield
-        finally:
-            training.release()
-    finally:
-        run.release()
-
-
-def restore(settings: Settings, src: Path) -> dict[str, Any]:
-    """Verify `src`, then put its database, adapters and pointer in place; replaced files are moved aside."""
-    src = Path(src)
-    manifest = verify(src)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    db = Path(settings.db_path)
-    adapters = Path(settings.adapters_dir)
-    with _exclusive(settings):
-        db.parent.mkdir(parents=True, exist_ok=True)
-        adapters.mkdir(parents=True, exist_ok=True)
-        moved: list[str] = []
-        for suffix in ("", "-wal", "-shm"):
-            old = Path(f"{db}{suffix}")
-            if old.exists():
-                aside = old.with_name(f"{old.name}.replaced-{stamp}")
-                os.replace(old, aside)
-                moved.append(str(aside))
-        aside_dir = adapters / f".replaced-{stamp}"
-        for entry in [adapters / STATE, *(adapters / n for n in manifest.get("adapters", []))]:
-            if entry.exists():
-                aside_dir.mkdir(exist_ok=True)
-                os.replace(entry, aside_dir / entry.name)
-                moved.append(str(aside_dir / entry.name))
-        tmp_db = db.with_name(f".{db.name}.restoring")
-        shutil.copy2(src / DB_NAME, tmp_db)
-        os.replace(tmp_db, db)
-        for name in manifest.get("adapters", []):
-            validate_name(name)
-            tmp = adapters / f".tmp-restore-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src / "adapters" / name, tmp)
-            os.replace(tmp, adapters / name)
-        if (src / "adapters" / STATE).is_file():
-            tmp_state = adapters / f".{STATE}.restoring"
-            shutil.copy2(src / "adapters" / STATE, tmp_state)
-            os.replace(tmp_state, adapters / STATE)
-    log.info(
-        "restored %s (%d posts, serving %s); moved aside: %s",
-        src,
-        manifest.get("posts", 0),
-        manifest.get("current"),
-        moved or "nothing",
-    )
-    return {**manifest, "moved_aside": moved}
+# --- automatic backups ---------------------------------------------------------------------------------------------
 
 
 def prune(backup_dir: Path, keep: int) -> list[Path]:
-    """Delete the oldest automatic backups (`nightly-*`) beyond `keep`; return those removed."""
+    """Delete the oldest automatic backups (`nightly-*`) beyond `keep`; return those removed.
+
+    The newest backup whose database passed its integrity check is never removed, even when newer ones are not
+    (older Kilroy versions wrote backups without checking).
+    """
     found = sorted(p for p in Path(backup_dir).glob("nightly-*") if (p / MANIFEST).is_file())
     removed = found[:-keep] if keep > 0 else []
+    good = [p for p in found if _checked(p)]
+    if good and good[-1] in removed:
+        removed.remove(good[-1])
     for p in removed:
         shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+def _checked(backup_dir: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((backup_dir / MANIFEST).read_text(encoding="utf-8")).get("integrity") == "ok"
+    return False
+
+
+def clean_partials(backup_dir: Path) -> list[Path]:
+    """Remove the unfinished `.nightly-*.partial` folders a killed backup left (they hold a database copy)."""
+    removed = []
+    for p in Path(backup_dir).glob(f".nightly-*{PARTIAL}"):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
     return removed
 
 
@@ -269,7 +416,11 @@ def nightly_backup(settings: Settings) -> Path | None:
     root = settings.ops.backup_dir
     if root is None:
         return None
+    if not Path(root).exists():
+        private_dir(Path(root))
+    for p in clean_partials(Path(root)):
+        log.info("removed an unfinished backup %s", p)
     dest = Path(root) / f"nightly-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
-    backup(settings, dest)
+    backup(settings, dest)  # raises on a damaged database: then nothing is pruned
     prune(Path(root), settings.ops.backup_keep)
     return dest

@@ -160,6 +160,39 @@ def adapters_check(s: Settings) -> Check:
     return Check("adapters", True, f"{len(good)} version(s) well-formed; serving {pointer}")
 
 
+def backups_check(s: Settings) -> Check:
+    """The backup folder (KILROY_BACKUP_DIR) and what it holds are readable by this user only; no half restore."""
+    from bot.ops.restore import pending
+
+    interrupted = pending(s)
+    if interrupted is not None:
+        return Check("backups", False, interrupted, "start the bot (`kilroy run`), or run `kilroy restore` again")
+    root = s.ops.backup_dir
+    if root is None:
+        return Check("backups", True, "KILROY_BACKUP_DIR is not set: no nightly backups (`kilroy backup PATH` works)")
+    root = Path(root)
+    if not root.exists():
+        return Check("backups", True, f"{root} does not exist yet; the first nightly backup creates it 0700")
+    # a backup holds members' ids and words: nobody but this user may read it, at any level
+    open_to_others = [
+        p for p in [root, *root.iterdir(), *root.glob("*/*")] if not p.is_symlink() and p.stat().st_mode & 0o077
+    ]
+    mode = f"{root.stat().st_mode & 0o777:04o}"
+    backups = sorted(p.name for p in root.glob("nightly-*"))
+    newest = f"; newest {backups[-1]}" if backups else ""
+    if open_to_others:
+        shown = ", ".join(f"{p.relative_to(root) if p != root else p.name} ({p.stat().st_mode & 0o777:04o})"
+                          for p in open_to_others[:3])  # fmt: skip
+        return Check(
+            "backups",
+            False,
+            f"{root} (mode {mode}) is readable by other users: {shown}"
+            + (f" and {len(open_to_others) - 3} more" if len(open_to_others) > 3 else ""),
+            f"chmod -R go-rwx {root}",
+        )
+    return Check("backups", True, f"{root}: mode {mode}, owner only; {len(backups)} nightly backup(s){newest}")
+
+
 def model_check(s: Settings) -> Check:
     """The base model is available offline (tiny built, local folder present, or hub files cached)."""
     name = s.model.name
@@ -264,6 +297,7 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
     data_dir_check,
     database_check,
     adapters_check,
+    backups_check,
     model_check,
     disk_check,
     torch_check,

@@ -10,9 +10,12 @@ connection inside a transaction, every later write failed, and acknowledged post
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -57,16 +60,38 @@ async def _finish(aw: Awaitable[T]) -> T:
     return result
 
 
+def create_private(path: Path) -> None:
+    """Create the database file owner-only (0600; its -wal and -shm take the same mode), its folder 0700, unless
+    they exist: SQLite alone creates 0644, readable by every local user. Existing files keep the operator's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class StorageBase:
     """The shared connection, the write lock, the transaction helper, migrations."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self._write = asyncio.Lock()
+        self._privacy_key = b""  # random per database (table privacy_key), loaded by privacy.py after migrating
+        self._opted_out_hashes: set[str] = set()  # mirrors the opt_outs table: live events check it without a query
+
+    def member_hash(self, member_id: int) -> str:
+        """The keyed hash that stands for a member in the opt-out table."""
+        return hmac.new(self._privacy_key, str(int(member_id)).encode(), hashlib.sha256).hexdigest()
+
+    def member_label(self, member_id: int) -> str:
+        """How an operator or moderator is stored and shown where an id would be (trial decisions, the audit trail's
+        'who'): a short keyed hash, the same everywhere, that names nobody outside this database."""
+        digest = hmac.new(self._privacy_key, f"label:{int(member_id)}".encode(), hashlib.sha256).hexdigest()
+        return f"member {digest[:12]}"
 
     def _opted_out(self, member_id: int) -> bool:
-        """True for a member who asked to be forgotten (privacy.py overrides this; nothing of theirs is recorded)."""
-        return False
+        """True for a member who asked to be forgotten: nothing of theirs is recorded. Writers call it again under
+        the write lock, where `forget_member` also updates the set, so a check and its write see one state."""
+        return self.member_hash(member_id) in self._opted_out_hashes
 
     async def _shutdown(self) -> None:
         """Finish background writes before the connection closes; aggregates that queue writes extend this."""
@@ -96,7 +121,7 @@ class StorageBase:
     async def open(cls, path: Path | str) -> AsyncIterator[Self]:
         """Open (creating if needed), migrate, and close on exit."""
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(path))
         db = await aiosqlite.connect(str(path), isolation_level=None)
         storage: Self | None = None
         try:

@@ -82,9 +82,12 @@ class PostsMixin(StorageBase):
         post = await self.post_id_by_message(message_id)
         if post is None:
             return 0
-        wanted = {(m, e) for m, e in current if not self._opted_out(m)}
+        current = list(current)
         changed = 0
         async with self.transaction():
+            # the opt-out under the write lock, as forget_member writes it: checked before waiting for the lock,
+            # a forget landing in between was missed and the member's vote written back
+            wanted = {(m, e) for m, e in current if not self._opted_out(m)}
             # read inside the transaction: a live reaction landing between read and write cannot be undone
             async with self.db.execute("SELECT member_id, emoji FROM votes WHERE post_id = ?", (post,)) as cur:
                 have = {(int(r[0]), str(r[1])) for r in await cur.fetchall()}

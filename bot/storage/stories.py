@@ -8,6 +8,7 @@ import aiosqlite
 
 from bot.domain.records import NewPost, Story, StoryLine
 from bot.storage.posts import PostsMixin
+from bot.storage.privacy import REMOVED
 
 
 class StoriesMixin(PostsMixin):
@@ -47,6 +48,9 @@ class StoriesMixin(PostsMixin):
         `opening_custom` says the opening is the starter's own words (forget-me then removes it).
         """
         async with self._write:
+            if started_by is not None and self._opted_out(started_by):
+                # they used /forget-me: the story starts, with nothing of theirs in it
+                started_by, opening = None, REMOVED if opening_custom else opening
             try:
                 cur = await self.db.execute(
                     "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at, guild_id, "
@@ -77,8 +81,6 @@ class StoriesMixin(PostsMixin):
                 raise StoryEnded(story_id)
             if member_id is not None and self._opted_out(member_id):
                 # they used /forget-me while the answer was being written: keep the story's shape, not their words
-                from bot.storage.privacy import REMOVED
-
                 human_text, member_id = REMOVED, None
                 answer = dataclasses.replace(answer, prompt="", prompt_ids=())
                 post_id = await self._insert_post(answer)

@@ -9,6 +9,7 @@ from typing import Any
 from bot.domain.records import Trial
 from bot.domain.scoring import Baseline
 from bot.storage._db import StorageBase
+from bot.storage.privacy import FORGOTTEN
 
 
 class TrialActive(Exception):
@@ -74,9 +75,24 @@ class TrialsMixin(StorageBase):
         async with self.db.execute("SELECT * FROM trials ORDER BY id DESC LIMIT ?", (limit,)) as cur:
             return [_trial(cur.description, r) for r in await cur.fetchall()]
 
-    async def end_trial(self, trial_id: int, *, verdict: str, decided_by: str, summary: str, at: float) -> bool:
-        """Close a running trial with its verdict; False if it had already ended (a verdict is final)."""
+    async def end_trial(
+        self,
+        trial_id: int,
+        *,
+        verdict: str,
+        decided_by: str,
+        summary: str,
+        at: float,
+        member_id: int | None = None,
+    ) -> bool:
+        """Close a running trial with its verdict; False if it had already ended (a verdict is final).
+
+        `member_id`: the operator who decided; stored as their label (a keyed hash), never the id, and as a
+        forgotten member if they used /forget-me (checked under the write lock, as forget writes).
+        """
         async with self._write:
+            if member_id is not None:
+                decided_by = FORGOTTEN if self._opted_out(member_id) else self.member_label(member_id)
             cur = await self.db.execute(
                 "UPDATE trials SET ended_at = ?, verdict = ?, decided_by = ?, summary = ? "
                 "WHERE id = ? AND ended_at IS NULL",

@@ -279,8 +279,15 @@ class TrialService:
         # a crash in between leaves a trial that re-decides the same way on the next start
         if verdict in PROMOTING:
             await self.adapters.use(trial.candidate)  # load, health-check, swap, pointer last
-        if not await self.storage.end_trial(trial.id, verdict=verdict, decided_by=by, summary=summary, at=self.clock()):
+        # an operator ('user:<id>') is stored and logged as their label, never the id (see Storage.end_trial)
+        member = int(by[5:]) if by.startswith("user:") and by[5:].isdigit() else None
+        if not await self.storage.end_trial(
+            trial.id, verdict=verdict, decided_by=by, summary=summary, at=self.clock(), member_id=member
+        ):
             return  # someone else closed it first
+        if member is not None:
+            ended = await self.storage.get_trial(trial.id)
+            by = ended.decided_by if ended is not None and ended.decided_by else "an operator"
         if trial.run_id is not None:  # the run's promotion sequence ends with the trial
             await self.storage.set_run_stage(trial.run_id, "promoted" if verdict in PROMOTING else "kept")
         self.generator.pin(set())

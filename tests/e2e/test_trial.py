@@ -102,5 +102,6 @@ async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):
         await until(lambda: _has(server.webhook_messages, token), timeout=30)
         assert "stopped" in server.webhook_messages[token][0]["content"]
         ended = await bot.services.storage.get_trial(trial.id)
-        assert ended.verdict == "stopped" and ended.decided_by == f"user:{fd.OPERATOR_ID}"
+        # the operator is stored as their label (a keyed hash), never the id (issue 23, item 4)
+        assert ended.verdict == "stopped" and ended.decided_by == bot.services.storage.member_label(fd.OPERATOR_ID)
         assert bot.services.generator.active == "base" and bot.services.adapter_store.current() == "base"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -9,7 +10,9 @@ import time
 
 import pytest
 
-from bot.ops.backup import BackupError, RunLock, backup, prune, restore, verify
+from bot.cli.main import main
+from bot.ops.backup import BackupError, DamagedDatabase, RunLock, backup, nightly_backup, prune, verify
+from bot.ops.restore import restore
 from bot.storage import NewPost, Storage
 from bot.training.lock import TrainingLock
 from tests.support.adapters import fake_adapter
@@ -101,7 +104,7 @@ async def test_verify_runs_integrity_check(setup, tmp_path):
 
     manifest["files"]["kilroy.db"] = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BackupError, match=r"integrity|not a readable database"):
+    with pytest.raises(BackupError, match=r"integrity|not a readable (Kilroy )?database"):
         verify(tmp_path / "b")
 
 
@@ -114,7 +117,7 @@ async def test_restore_over_a_corrupt_db_moves_it_aside(setup, tmp_path):
     assert count_posts(setup.db_path) == 5
     assert json.loads((setup.adapters_dir / "STATE.json").read_text())["current"] == "v0002"
     assert (setup.adapters_dir / "v0002" / "adapter_model.safetensors").is_file()
-    aside = list(setup.db_path.parent.glob("kilroy.db.replaced-*"))
+    aside = list(setup.db_path.parent.glob("kilroy.db.replaced-*Z"))  # not its -wal or -shm
     assert aside and aside[0].read_bytes().startswith(b"garbage")  # moved aside, not deleted
     assert any("STATE.json" in m for m in result["moved_aside"])
     async with Storage.open(setup.db_path) as storage:  # the restored database opens and migrates
@@ -137,3 +140,111 @@ async def test_prune_keeps_the_newest(setup, tmp_path):
     removed = prune(tmp_path / "nightly", keep=2)
     assert [p.name for p in removed] == ["nightly-20260101T000000Z"]
     assert len(list((tmp_path / "nightly").iterdir())) == 2
+
+
+def damage(db) -> None:
+    """Break the posts table's root page: the file still opens, integrity_check fails."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'posts'").fetchone()[0]
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    raw = bytearray(db.read_bytes())
+    raw[(root - 1) * page_size : (root - 1) * page_size + 16] = b"\x0d\x00\x00\xff\xff" + b"\xff" * 11
+    db.write_bytes(bytes(raw))
+
+
+def cli(settings, *args):
+    import os
+
+    env = {"KILROY_DATA_DIR": str(settings.data_dir), "KILROY_ADAPTERS_DIR": str(settings.adapters_dir)}
+    os.environ.update(env)
+    try:
+        return main(["--env-file", "/nonexistent", *args])
+    finally:
+        for k in env:
+            os.environ.pop(k)
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [damage, lambda db: db.write_text("not a database at all\n" * 200)],
+    ids=["damaged database", "not a SQLite file"],
+)
+async def test_backup_of_a_bad_database_exits_1_and_writes_nothing(setup, tmp_path, capsys, breakage):
+    """Regression (issue 23, item 7): a damaged database was backed up as if sound (found only at restore time,
+    after good backups rotated out); a file that is not SQLite ended in a raw sqlite3.DatabaseError traceback."""
+    breakage(setup.db_path)
+    assert cli(setup, "backup", str(tmp_path / "bad")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and "older backups are kept" in err
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
+
+
+async def test_the_last_good_backup_is_never_pruned_for_a_bad_one(setup, tmp_path):
+    """A nightly backup of a damaged database fails before pruning; and prune spares the newest checked backup."""
+    root = tmp_path / "nightly"
+    settings = setup.__class__.from_env(
+        {"KILROY_DATA_DIR": str(setup.data_dir), "KILROY_ADAPTERS_DIR": str(setup.adapters_dir),
+         "KILROY_MODEL": "gpt2", "KILROY_BACKUP_DIR": str(root), "KILROY_BACKUP_KEEP": "1"}
+    )  # fmt: skip
+    good = nightly_backup(settings)
+    damage(setup.db_path)
+    await asyncio.sleep(1.1)  # a new second: a new nightly name
+    with pytest.raises(DamagedDatabase):
+        nightly_backup(settings)
+    assert [p.name for p in root.iterdir()] == [good.name]
+    # an unchecked (older Kilroy) backup newer than the good one: keep=1 still spares the good one
+    legacy = root / "nightly-29990101T000000Z"
+    shutil.copytree(good, legacy)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    manifest.pop("integrity")
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    assert prune(root, keep=1) == []
+
+
+async def test_a_killed_backups_partial_folder_is_removed_at_the_next_run(setup, tmp_path):
+    """Regression (issue 23, item 5): kill -9 during the nightly backup left `.nightly-*.partial/` (a database
+    copy) that no later run or pruning removed."""
+    root = tmp_path / "nightly"
+    partial = root / ".nightly-20260101T000000Z.partial"
+    partial.mkdir(parents=True)
+    shutil.copy(setup.db_path, partial / "kilroy.db")
+    settings = setup.__class__.from_env(
+        {"KILROY_DATA_DIR": str(setup.data_dir), "KILROY_ADAPTERS_DIR": str(setup.adapters_dir),
+         "KILROY_MODEL": "gpt2", "KILROY_BACKUP_DIR": str(root)}
+    )  # fmt: skip
+    dest = nightly_backup(settings)
+    assert sorted(p.name for p in root.iterdir()) == [dest.name]
+
+
+async def test_backup_files_are_owner_only_whatever_the_umask(setup, tmp_path):
+    """Regression (issue 23, item 5): backups were written 0644/0755, readable by every local user."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        backup(setup, tmp_path / "new" / "b")
+    finally:
+        os.umask(old)
+    entries = [tmp_path / "new", *(tmp_path / "new").rglob("*")]
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in entries}
+    assert modes and all(m == (0o700 if (tmp_path / k).is_dir() else 0o600) for k, m in modes.items()), modes
+
+
+async def test_the_live_database_and_adapters_folder_are_created_owner_only(tmp_path):
+    """Issue 23, item 5: the live database was created 0644 and the adapters folder 0755 (umask 022)."""
+    import os
+
+    from bot.adapters.store import AdapterStore
+
+    old = os.umask(0o022)
+    try:
+        store = AdapterStore(tmp_path / "live" / "adapters")
+        async with Storage.open(tmp_path / "live" / "data" / "kilroy.db"):
+            pass
+    finally:
+        os.umask(old)
+    assert store.root.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "live" / "data").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "live" / "data" / "kilroy.db").stat().st_mode & 0o777 == 0o600

@@ -118,3 +118,17 @@ def test_cli_exit_status_json_and_no_traceback(env_file, capsys, tmp_path):
     assert main(["--env-file", bad, "doctor", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is False and {c["name"] for c in data["checks"]} >= {"settings", "database", "adapters", "model"}
+
+
+def test_backup_folder_permissions_reported(env_file, tmp_path):
+    """Issue 23, item 5: the doctor reports the backup folder's permissions, and fails it when others can read."""
+    root = tmp_path / "backups"
+    checks = by_name(doctor.run_checks(env_file(KILROY_BACKUP_DIR=str(root))))
+    assert checks["backups"].ok and "does not exist yet" in checks["backups"].detail
+    (root / "nightly-20260101T000000Z").mkdir(parents=True, mode=0o700)
+    os.chmod(root, 0o700)
+    checks = by_name(doctor.run_checks(env_file(KILROY_BACKUP_DIR=str(root))))
+    assert checks["backups"].ok and "mode 0700" in checks["backups"].detail
+    os.chmod(root, 0o755)
+    checks = by_name(doctor.run_checks(env_file(KILROY_BACKUP_DIR=str(root))))
+    assert not checks["backups"].ok and "0755" in checks["backups"].detail and "chmod" in checks["backups"].fix

@@ -129,3 +129,70 @@ async def test_audit_trail_newest_first(storage):
         ("/adapter use", 2, "v0002"),
         ("/retrain", 1, ""),
     ]
+
+
+async def test_no_forgotten_text_stays_in_the_database_files(tmp_path):
+    """Regression (issue 23, item 9): in WAL mode a forgotten story line stayed readable in kilroy.db-wal after
+    forget_member and VACUUM, until the connection closed. Read the files while the connection is still open."""
+    path = tmp_path / "k.db"
+    async with Storage.open(path) as storage:
+        await seed(storage)
+        await storage.forget_member(M, at=10.0)
+        await storage.vacuum()
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("k.db")]
+        held = [p.name for p in files if b"My secret" in p.read_bytes()]
+        assert held == []
+
+
+async def test_my_data_lists_trial_decisions_runs_and_prompts(storage):
+    """/my-data lists every place the member's id, label or words are held: trial decisions (as the label),
+    training runs naming them, the audit trail, and story answers whose prompts hold their lines."""
+    await seed(storage)
+    tid = await storage.start_trial(candidate="v2", incumbent="v1", run_id=None, share=0.5, alpha=0.05,
+                                    max_posts=10, seed=1, baselines={}, at=1.0)  # fmt: skip
+    await storage.end_trial(tid, verdict="stopped", decided_by=f"user:{M}", summary="", at=2.0, member_id=M)
+    data = await storage.member_data(M)
+    assert [t["trial_id"] for t in data["trial_decisions"]] == [str(tid)]
+    assert [r["reason"] for r in data["training_runs"]] == [f"/retrain by {M}"]
+    assert [p["message_id"] for p in data["story_prompts"]] == ["2", "3"]  # which answers, not others' words
+    assert (await storage.get_trial(tid)).decided_by == storage.member_label(M) == data["label"]
+    assert str(M) not in storage.member_label(M)
+
+
+async def test_an_operators_id_is_stored_as_a_label_and_forgotten(tmp_path):
+    """Regression (issue 23, item 4): trials.decided_by held 'user:<id>' (shown raw, kept after forget-me), and a
+    forgotten operator's audit rows read as 'dashboard'. Old 'user:<id>' rows get the label when opened."""
+    path = tmp_path / "k.db"
+    async with Storage.open(path) as storage:
+        args = dict(candidate="v2", incumbent="v1", run_id=None, share=0.5, alpha=0.05, max_posts=10, seed=1,
+                    baselines={}, at=1.0)  # fmt: skip
+        old = await storage.start_trial(**args)
+        await storage.end_trial(old, verdict="stopped", decided_by=f"user:{M}", summary="", at=2.0)  # an old row
+        await storage.add_audit("/adapter trial stop", actor_id=M, guild_id=9, at=2.0)
+        await storage.add_audit("rollback", actor_id=None, guild_id=None, detail="dashboard: ok", at=3.0)
+    async with Storage.open(path) as storage:
+        label = storage.member_label(M)
+        assert (await storage.get_trial(old)).decided_by == label
+        assert [e["actor"] for e in await storage.audit_entries()] == ["dashboard", label]
+        await storage.forget_member(M, at=4.0)
+        assert (await storage.get_trial(old)).decided_by == "[a forgotten member]"
+        assert [e["actor"] for e in await storage.audit_entries()] == ["dashboard", "[a forgotten member]"]
+        new = await storage.start_trial(**args)
+        await storage.end_trial(new, verdict="stopped", decided_by=f"user:{M}", summary="", at=5.0, member_id=M)
+        assert (await storage.get_trial(new)).decided_by == "[a forgotten member]"
+        await storage.add_audit("/retrain", actor_id=M, guild_id=9, detail=f"by {M}", at=6.0)
+        assert (await storage.audit_entries())[0]["actor"] == "[a forgotten member]"
+    assert rows_holding(path, [M, label]) == []
+
+
+async def test_the_database_file_is_created_owner_only(tmp_path):
+    """Issue 23, item 5: SQLite alone creates kilroy.db 0644 (every local user reads members' words)."""
+    path = tmp_path / "new" / "k.db"
+    async with Storage.open(path) as storage:
+        await storage.add_post(post(1))
+        assert {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()} == {
+            "k.db": 0o600,
+            "k.db-wal": 0o600,
+            "k.db-shm": 0o600,
+        }
+    assert path.parent.stat().st_mode & 0o777 == 0o700

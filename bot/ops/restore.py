@@ -1,0 +1,354 @@
+"""`kilroy restore`: a checked backup put in place all or nothing, with the opt-outs recorded since re-applied.
+
+The order, each step safe to be killed after:
+1. `verify()` the whole backup (bot/ops/backup.py). A refusal changes nothing, in the backup or the install.
+2. Take the bot's run lock and the training lock; finish or undo an earlier interrupted restore.
+3. Stage beside the live files: the database as `.kilroy.db.restoring-<stamp>`, the adapters and STATE.json in
+   `adapters/.restoring-<stamp>/`, each file copied with its checksum checked again. In the staged database,
+   every member the live database records as opted out is forgotten again and their opt-out recorded: a restore
+   never brings back a member who used /forget-me after the backup was taken.
+4. Write the journal `.kilroy.db.restore.json` (fsynced, renamed into place): the point of no return.
+5. Swap, by renames only: the live database (its -wal and -shm first) and each replaced adapter moved aside
+   (`kilroy.db.replaced-<stamp>`, `adapters/.replaced-<stamp>/`), the staged ones renamed in, STATE.json last.
+6. Remove the journal.
+
+Killed before 4, the install is untouched and the next start (`kilroy run`, `kilroy restore`) removes the staged
+copies. Killed after 4, the next start walks the swap to its end from the journal. Either way it is the old
+install or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bot.adapters.store import AdapterStore, validate_name
+from bot.config.settings import Settings
+from bot.ops.backup import (
+    DB_NAME,
+    STATE,
+    BackupError,
+    RunLock,
+    check_database,
+    copy_private,
+    private_dir,
+    verify,
+    write_private,
+)
+from bot.storage.privacy import FORGOTTEN
+from bot.training.lock import TrainingBusy, TrainingLock
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[str], None]
+
+
+def _paths(settings: Settings, stamp: str) -> dict[str, Path]:
+    db, adapters = Path(settings.db_path), Path(settings.adapters_dir)
+    return {
+        "db": db,
+        "staged_db": db.with_name(f".{db.name}.restoring-{stamp}"),
+        "aside_db": db.with_name(f"{db.name}.replaced-{stamp}"),
+        "journal": db.with_name(f".{db.name}.restore.json"),
+        "adapters": adapters,
+        "staged": adapters / f".restoring-{stamp}",
+        "aside": adapters / f".replaced-{stamp}",
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(settings: Settings) -> Iterator[None]:
+    """Hold the bot's run lock and the training lock, or refuse naming the holder."""
+    run, training = RunLock(settings.data_dir), TrainingLock(settings.adapters_dir)
+    try:
+        run.acquire("kilroy restore")
+    except TrainingBusy:
+        raise BackupError(
+            f"a Kilroy bot is running on this data ({run.holder() or 'unknown'}); stop it first, then restore"
+        ) from None
+    try:
+        try:
+            training.acquire("kilroy restore")
+        except TrainingBusy:
+            raise BackupError(
+                f"a training holds the lock ({training.holder() or 'unknown'}); wait for it, then restore"
+            ) from None
+        try:
+            yield
+        finally:
+            training.release()
+    finally:
+        run.release()
+
+
+# --- opt-outs ------------------------------------------------------------------------------------------------------
+
+
+def live_opt_outs(db: Path, scratch: Path) -> tuple[bytes, set[str]] | None:
+    """(privacy key, opted-out hashes) of the live database, or None when there is none or it cannot be read.
+
+    Read from a copy (with its -wal, so recent opt-outs count): opening the live file would create -wal and -shm
+    files beside it, and the live install must stay as it was until the swap.
+    """
+    if not db.is_file():
+        return None
+    scratch.mkdir(mode=0o700)
+    try:
+        for suffix in ("", "-wal"):
+            if Path(f"{db}{suffix}").is_file():
+                shutil.copyfile(f"{db}{suffix}", scratch / f"live.db{suffix}")
+        con = sqlite3.connect(scratch / "live.db")
+        try:
+            key = con.execute("SELECT key FROM privacy_key WHERE id = 1").fetchone()
+            hashes = {str(r[0]) for r in con.execute("SELECT member_hash FROM opt_outs")}
+        finally:
+            con.close()
+        return (str(key[0]).encode() if key else b""), hashes
+    except sqlite3.DatabaseError as exc:
+        log.warning("restore: the live database cannot be read (%s); its opt-outs cannot be re-applied", exc)
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_MEMBER_COLUMNS = (
+    ("votes", "member_id"),
+    ("reaction_events", "member_id"),
+    ("replies", "member_id"),
+    ("story_lines", "member_id"),
+    ("stories", "started_by"),
+    ("audit_log", "actor_id"),
+)
+
+
+def reapply_opt_outs(staged_db: Path, live: tuple[bytes, set[str]]) -> tuple[dict[str, int], list[int]]:
+    """Forget again, in the staged database, every member the live one records as opted out; carry the opt-outs.
+
+    Returns the counts and the members forgotten (their ids are scrubbed from the staged adapters' metadata too).
+    The staged database is migrated to this version's schema on the way (the next start would do it anyway).
+    """
+    key, hashes = live
+    result: dict[str, int] = {"members forgotten": 0, "opt-outs carried": 0, "opt-outs not carried": 0}
+    box: dict[str, Any] = {}
+    forgotten: list[int] = []
+
+    async def work() -> None:
+        from bot.storage import Storage
+
+        async with Storage.open(staged_db) as storage:
+            ids: set[int] = set()
+            for table, column in _MEMBER_COLUMNS:
+                async with storage.db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL") as c:
+                    ids |= {int(r[0]) for r in await c.fetchall()}
+            for mid in sorted(ids):
+                if hmac.new(key, str(mid).encode(), hashlib.sha256).hexdigest() in hashes:
+                    await storage.forget_member(mid)
+                    forgotten.append(mid)
+            result["members forgotten"] = len(forgotten)
+            async with storage.db.execute("SELECT key FROM privacy_key WHERE id = 1") as c:
+                row = await c.fetchone()
+            if row is not None and str(row[0]).encode() == key:  # one database lineage: the hashes mean the same
+                async with storage.transaction():
+                    for digest in sorted(hashes):
+                        await storage.db.execute(
+                            "INSERT INTO opt_outs (member_hash, at) VALUES (?, 0) ON CONFLICT DO NOTHING", (digest,)
+                        )
+                result["opt-outs carried"] = len(hashes)
+            else:  # another database: hashes under another key name nobody here; their members were forgotten above
+                result["opt-outs not carried"] = len(hashes)
+            await storage.checkpoint()
+        con = sqlite3.connect(staged_db)  # one self-contained file again: no -wal may follow it into place
+        try:
+            con.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            con.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="kilroy-restore-optouts")  # callable from inside a running loop
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return result, forgotten
+
+
+# --- restore -------------------------------------------------------------------------------------------------------
+
+
+def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> dict[str, Any]:
+    """Verify `src`, then put its database, adapters and pointer in place, all or nothing (see the module doc)."""
+    step = on_step or (lambda name: None)
+    src = Path(src).resolve()
+    manifest = verify(src)
+    names = [validate_name(n) for n in manifest.get("adapters", [])]
+    with exclusive(settings):
+        recovered = recover(settings)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        p = _paths(settings, stamp)
+        if not p["db"].parent.exists():
+            private_dir(p["db"].parent)
+        if not p["adapters"].exists():
+            private_dir(p["adapters"])
+        files = manifest["files"]
+        try:
+            copy_private(src / DB_NAME, p["staged_db"], expect=files[DB_NAME]["sha256"])
+            check_database(p["staged_db"], what="the staged database")
+            step("stage database")
+            live = live_opt_outs(p["db"], p["db"].with_name(f".{p['db'].name}.optouts-{stamp}"))
+            reapplied, forgotten = reapply_opt_outs(p["staged_db"], live) if live is not None else (None, [])
+            step("re-apply opt-outs")
+            private_dir(p["staged"])
+            for rel in sorted(r for r in files if r.startswith("adapters/")):
+                target = p["staged"] / rel.removeprefix("adapters/")
+                private_dir(target.parent)
+                copy_private(src / rel, target, expect=files[rel]["sha256"])
+            staged_store = AdapterStore(p["staged"])
+            for mid in forgotten:  # as /forget-me does for the live adapters
+                staged_store.scrub(str(mid), FORGOTTEN)
+            step("stage adapters")
+        except BaseException:
+            _undo(p)
+            raise
+        journal = {"stamp": stamp, "source": str(src), "adapters": names, "state": f"adapters/{STATE}" in files}
+        tmp = p["journal"].with_name(p["journal"].name + ".tmp")
+        write_private(tmp, json.dumps(journal))
+        os.replace(tmp, p["journal"])
+        _fsync_dir(p["journal"].parent)
+        step("journal")
+        moved = _swap(settings, journal, step)
+    log.info(
+        "restored %s (%d posts, serving %s); opt-outs re-applied: %s; moved aside: %s",
+        src,
+        manifest.get("posts", 0),
+        manifest.get("current"),
+        reapplied if reapplied is not None else "none (no readable live database)",
+        moved or "nothing",
+    )
+    return {**manifest, "moved_aside": moved, "opt_outs": reapplied, "recovered": recovered}
+
+
+def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
+    """The renames of a journaled restore, each skipped when already done: run again, it finishes the swap."""
+    p = _paths(settings, str(journal["stamp"]))
+    moved: list[str] = []
+    if p["staged_db"].exists():
+        # the -wal and -shm first: an old -wal beside the new database would be replayed into it
+        for suffix in ("-wal", "-shm", ""):
+            live = Path(f"{p['db']}{suffix}")
+            if live.exists():
+                os.replace(live, Path(f"{p['aside_db']}{suffix}"))
+                moved.append(f"{p['aside_db']}{suffix}")
+                step(f"move aside {DB_NAME}{suffix}")
+        os.replace(p["staged_db"], p["db"])
+        _fsync_dir(p["db"].parent)
+        step("database in place")
+    entries = [validate_name(n) for n in journal.get("adapters", [])] + ([STATE] if journal.get("state") else [])
+    for name in entries:  # STATE.json last: the pointer moves after the adapters it names are there
+        staged, live = p["staged"] / name, p["adapters"] / name
+        if not staged.exists():
+            continue
+        if live.exists() or live.is_symlink():
+            private_dir(p["aside"])
+            os.replace(live, p["aside"] / name)
+            moved.append(str(p["aside"] / name))
+            step(f"move aside {name}")
+        os.replace(staged, live)
+        _fsync_dir(p["adapters"])
+        step(f"{name} in place")
+    p["journal"].unlink(missing_ok=True)
+    _fsync_dir(p["journal"].parent)
+    shutil.rmtree(p["staged"], ignore_errors=True)
+    step("done")
+    return moved
+
+
+def _undo(p: dict[str, Path]) -> None:
+    """Remove what a failed staging wrote (the live install was not touched)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{p['staged_db']}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(p["staged"], ignore_errors=True)
+
+
+def recover(settings: Settings) -> str | None:
+    """Finish (journal written) or undo (no journal) a restore that was interrupted; say what was done, or None.
+
+    Call with the run lock and the training lock held (`kilroy restore` and `kilroy run` do, at start).
+    """
+    db, adapters = Path(settings.db_path), Path(settings.adapters_dir)
+    journal_path = db.with_name(f".{db.name}.restore.json")
+    if journal_path.exists():
+        try:
+            journal = json.loads(journal_path.read_text(encoding="utf-8"))
+            stamp = str(journal["stamp"])
+            if not stamp.replace("T", "").replace("Z", "").isdigit():
+                raise ValueError(f"bad stamp {stamp[:40]!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackupError(f"{journal_path} is damaged ({exc}); move it away and restore again") from exc
+        _swap(settings, journal, lambda name: None)
+        message = f"finished an interrupted restore of {journal.get('source')} (stamp {stamp})"
+        log.warning("%s", message)
+        return message
+    leftovers = [*db.parent.glob(f".{db.name}.restoring-*"), *db.parent.glob(f".{db.name}.optouts-*")]
+    if adapters.is_dir():
+        leftovers += list(adapters.glob(".restoring-*"))
+    if not leftovers:
+        return None
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    message = "undid an unfinished restore: removed its staged copies (the install had not been touched)"
+    log.warning("%s", message)
+    return message
+
+
+def pending(settings: Settings) -> str | None:
+    """What an interrupted restore left, for `kilroy doctor`; None when there is nothing."""
+    db, adapters = Path(settings.db_path), Path(settings.adapters_dir)
+    if db.with_name(f".{db.name}.restore.json").exists():
+        return "an interrupted restore (journal written): the next `kilroy run` or `kilroy restore` finishes it"
+    staged = list(db.parent.glob(f".{db.name}.restoring-*"))
+    if adapters.is_dir():
+        staged += list(adapters.glob(".restoring-*"))
+    if staged:
+        return "staged copies of an unfinished restore (the install is the old one): the next start removes them"
+    return None
+
+
+def recover_at_start(settings: Settings) -> str | None:
+    """For `kilroy run`, holding the run lock: take the training lock briefly and recover; never raises."""
+    lock = TrainingLock(settings.adapters_dir)
+    try:
+        with lock.hold("kilroy run (restore check)"):
+            return recover(settings)
+    except TrainingBusy:
+        log.warning("a training holds its lock; an interrupted restore, if any, is finished at the next start")
+    except Exception:
+        log.exception("could not finish or undo an interrupted restore; see `kilroy doctor`")
+    return None
