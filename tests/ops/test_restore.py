@@ -22,6 +22,7 @@ from bot.ops.backup import BackupError, backup, verify
 from bot.ops.restore import recover, restore
 from bot.storage import NewPost, Storage
 from tests.support.adapters import fake_adapter
+from tests.support.storage import add_story_line
 
 M = 626262626262626262  # the member who asks to be forgotten after the backup
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ async def add_posts(settings, first: int, n: int, *, member: int | None = None) 
         if member is not None:
             await storage.add_vote(100 + first, member, "❤️", at=1.0)
             story = await storage.start_story(5, instruction="i", opening="o", started_by=None, at=1.0)
-            await storage.add_story_line(story, speaker="human_director", text="M's own words", member_id=member,
+            await add_story_line(storage, story, speaker="human_director", text="M's own words", member_id=member,
                                          at=2.0)  # fmt: skip
 
 
