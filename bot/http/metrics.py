@@ -87,8 +87,8 @@ class _SnapshotCollector(Collector):
         )
         last = run.get("status")
         if last == "done":
-            last = "promoted" if run.get("accepted") else "kept"  # the label predates trials: the gate's verdict
-        for name in ("promoted", "kept", "skipped", "failed"):
+            last = "accepted" if run.get("accepted") else "refused"  # the gate's verdict, whatever then served
+        for name in ("accepted", "refused", "skipped", "failed"):
             outcome.add_metric([name], 1.0 if last == name else 0.0)
         yield outcome
         yield GaugeMetricFamily(

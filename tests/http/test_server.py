@@ -52,7 +52,7 @@ async def test_metrics_names_are_prefixed_and_count_the_database(app_env):
         "kilroy_generation_seconds_count 1.0",
         "kilroy_generation_tokens_count 2.0",
         "kilroy_replies_total 1.0",
-        'kilroy_last_training_outcome{outcome="promoted"} 1.0',
+        'kilroy_last_training_outcome{outcome="accepted"} 1.0',
         'kilroy_serving_adapter_info{name="base"} 1.0',
         "kilroy_gateway_connected 1.0",
         "kilroy_event_loop_lag_seconds_bucket",
