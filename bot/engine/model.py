@@ -115,7 +115,7 @@ def choose_precision(
     device: str,
     *,
     cuda_bf16: bool = False,
-    unsupported: Callable[[str, str], str | None] = bnb_unsupported,
+    unsupported: Callable[[str, str], str | None] | None = None,
 ) -> Precision:
     """Resolve KILROY_QUANTIZATION for `device` ("cpu" | "cuda"): `auto` per the benchmark, an explicit mode only
     where the installed bitsandbytes runs it (else ModelLoadError naming its version and the fix).
@@ -123,6 +123,7 @@ def choose_precision(
     The compute dtype follows the device: bf16 on a CUDA GPU that supports it, fp32 everywhere else (bf16 compute
     is slow on CPUs without bf16 instructions).
     """
+    unsupported = unsupported or bnb_unsupported  # looked up per call: a test may replace the probe
     compute = "bfloat16" if device == "cuda" and cuda_bf16 else "float32"
     if requested == "auto":
         if device != "cuda":
