@@ -4,9 +4,10 @@
                                       [--lift]
 
 Every (shape, mode) runs in fresh child processes, loaded through the bot's own path (`load_base`, device "cpu"):
-- serve: resident memory the loaded model adds to the process (RSS after load minus RSS after the imports) and its
-  parameter footprint; tokens/s at batch 1 and 8 (no stop token, no decoding guard: the model's cost); the time to
-  load an adapter from disk into the Generator and to switch between two resident ones;
+- serve: resident memory the loaded model adds to the process (RSS after its first generations minus RSS after
+  the imports) and its parameter footprint; tokens/s at batch 1 and 8 (no stop at a newline, no decoding guard:
+  the model's cost); the time to load an adapter from disk into the Generator and to switch between two resident
+  ones;
 - train: a night's training through `train_adapter` on 64 posts (synthetic ids and rewards, 32 tokens each; the
   default batch of 16, so 4 steps, then the gate's samples): peak resident memory above the imports (ru_maxrss), and
   seconds per step (between consecutive progress events).
@@ -92,14 +93,17 @@ async def serve_child(model_dir: str, mode: str, tokens: int, adapters: list[str
 
     before = _imports()
     loaded = load_base(ModelSettings(name=model_dir, quantization=mode), Path(tempfile.mkdtemp()), device="cpu")
-    resident = rss() - before
     model = loaded.model
     embedding = sum(p.numel() * p.element_size() for p in model.transformer.wte.parameters())
+    rate_b1 = await _rate(loaded, 1, tokens)
+    # after a generation, not right after the load: safetensors are memory-mapped, so fp32 weights only become
+    # resident once a forward pass touches them (a 4-bit load quantizes, and so touches, everything at once)
+    resident = rss() - before
     out = {
         "resident_bytes": resident,
         "footprint_bytes": model.get_memory_footprint(),
         "embedding_bytes": embedding,
-        "tokens_per_s_b1": await _rate(loaded, 1, tokens),
+        "tokens_per_s_b1": rate_b1,
         "tokens_per_s_b8": await _rate(loaded, 8, tokens),
     }
     g = Generator(loaded, SamplingParams(max_new_tokens=4), keep_loaded=3)
