@@ -11,8 +11,10 @@ Every (shape, mode) runs in fresh child processes, loaded through the bot's own 
 - train: a night's training through `train_adapter` on 64 posts (synthetic ids and rewards, 32 tokens each; the
   default batch of 16, so 4 steps, then the gate's samples): peak resident memory above the imports (ru_maxrss), and
   seconds per step (between consecutive progress events).
-On the tiny model, also the per-token KL between the fp32 and the 4-bit base carrying the same adapter (one trained
-on each base by the train children), summed over the whole vocabulary at every position of 32 samples.
+First, per shape, tokens/s of every mode loaded side by side in one process with their calls interleaved (16 new
+tokens, two rounds): the fair speed comparison on a shared machine. On the tiny model, also the per-token KL
+between the fp32 and the 4-bit base carrying the same adapter (one trained on each base by the train children),
+summed over the whole vocabulary at every position of 32 samples.
 GPT-2's 124M shape has random weights (the shape sets the cost) and the tiny model's tokenizer.
 
 `--lift` also runs `kilroy simulate --audience realistic --seeds 5` per mode on the tiny model (long: 5-20 minutes
@@ -116,6 +118,45 @@ async def serve_child(model_dir: str, mode: str, tokens: int, adapters: list[str
     out["adapter_load_s"] = statistics.median(loads)
     out["adapter_switch_s"] = statistics.median(switches)
     return out
+
+
+def speed_child(model_dir: str, modes: list[str], tokens: int, rounds: int = 2) -> dict:
+    """Tokens/s of every mode loaded side by side in one process, calls interleaved round by round: on a shared
+    machine each mode then meets the same load, which one child per mode, run one after another, does not."""
+    import torch
+
+    from bot.config.settings import ModelSettings
+    from bot.engine.generator import SamplingParams, sample_batch
+    from bot.engine.model import load_base
+
+    _imports()
+    tmp = Path(tempfile.mkdtemp())
+    loaded = {m: load_base(ModelSettings(name=model_dir, quantization=m), tmp, device="cpu") for m in modes}
+    params = SamplingParams(max_new_tokens=tokens, top_k=0, top_p=1.0, no_repeat_ngram=0)
+
+    def rate(m: str, n: int) -> float:
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        out = sample_batch(
+            loaded[m].model,
+            loaded[m].tokenizer,
+            prompt="",
+            n=n,
+            params=params,
+            stop_at_newline=False,
+            context_size=loaded[m].context_size,
+            adapter="x",
+        )
+        return sum(s.tokens for s in out) / (time.perf_counter() - start)
+
+    for m in modes:  # warm up
+        rate(m, 1)
+    rates: dict = {m: {"b1": [], "b8": []} for m in modes}
+    for _ in range(rounds):
+        for m in modes:
+            rates[m]["b1"].append(rate(m, 1))
+            rates[m]["b8"].append(rate(m, 8))
+    return {m: {k: statistics.median(v) for k, v in r.items()} for m, r in rates.items()}
 
 
 def train_child(model_dir: str, mode: str, posts: int, tokens: int, out_dir: str) -> dict:
@@ -274,6 +315,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=32, help="new tokens per sample and tokens per training post")
     p.add_argument("--posts", type=int, default=64, help="posts in the night's training (default 64)")
     p.add_argument("--lift", action="store_true", help="also run simulate --seeds 5 per mode (long)")
+    p.add_argument("--interleaved-only", action="store_true", help="only the interleaved tokens/s (a few minutes)")
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -283,6 +325,8 @@ def main() -> None:
             result = asyncio.run(serve_child(rest[0], rest[1], int(rest[2]), rest[3].split(",")))
         elif kind == "train":
             result = train_child(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4])
+        elif kind == "speed":
+            result = speed_child(rest[0], rest[1].split(","), int(rest[2]))
         else:
             result = kl_child(rest[0], rest[1], int(rest[2]))
         print(json.dumps(result))
@@ -296,7 +340,14 @@ def main() -> None:
     started = time.perf_counter()
     dirs = _model_dirs(tmp, shapes)
     results: dict = {"shapes": {}, "tokens": args.tokens, "posts": args.posts}
+    results["interleaved"] = {}
     for shape, model_dir in dirs.items():
+        # 16 new tokens: three 124M models generating side by side on 2 cores take minutes otherwise
+        speeds = _child("speed", model_dir, ",".join(modes), "16")
+        results["interleaved"][shape] = speeds
+        print(f"{shape} interleaved: {json.dumps(speeds)}", file=sys.stderr)
+        if args.interleaved_only:
+            continue
         adapters = _adapters(model_dir, tmp / f"adapters-{shape}")
         rows = {}
         for mode in modes:
@@ -349,6 +400,13 @@ def _print(results: dict) -> None:
                     f"  {shape} {mode}/fp32: footprint {ratios[0]:.2f}x, resident {ratios[1]:.2f}x, train peak "
                     f"{ratios[2]:.2f}x, tokens/s {ratios[3]:.2f}x (b1) {ratios[4]:.2f}x (b8), s/step {ratios[5]:.2f}x"
                 )
+    for shape, speeds in results.get("interleaved", {}).items():
+        fp32 = speeds.get("none")
+        for mode, r in speeds.items():
+            ratio = (
+                f" ({r['b1'] / fp32['b1']:.2f}x, {r['b8'] / fp32['b8']:.2f}x fp32)" if fp32 and mode != "none" else ""
+            )
+            print(f"{shape} {mode} interleaved: tokens/s {r['b1']:.1f} (b1) {r['b8']:.1f} (b8){ratio}")
     for name, kl in results.get("kl_tiny", {}).items():
         print(
             f"tiny, {name}: per-token KL(fp32 base+adapter || 4-bit base+adapter) {kl['kl_with_adapter']:.4f}; "
