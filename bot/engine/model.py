@@ -102,7 +102,7 @@ class Precision:
 # 4-bit NF4 holds the parameters in 0.40x fp32's bytes, but the process is no smaller as loaded (the memory-mapped
 # fp32 checkpoint stays resident), a night's training peaks as high (activations and logits), and with the modes
 # interleaved in one process it generated at 0.2-0.5x fp32's tokens/s (8-bit 0.3-0.4x); a bf16 model ran at
-# 0.3-0.6x (CPUs without bf16 instructions). So fp32 on CPU. On CUDA, 4-bit NF4 with bf16 compute
+# about 0.5x (CPUs without bf16 instructions). So fp32 on CPU. On CUDA, 4-bit NF4 with bf16 compute
 # is QLoRA's setting: the weights in 0.4x the GPU memory.
 AUTO_CPU_REASON = (
     "auto on CPU: full precision (fp32), measured fastest there; 4-bit NF4 holds the weights in 0.40x the bytes "
