@@ -101,12 +101,12 @@ class Precision:
 # `auto` follows benchmarks/quantization.py (table in benchmarks/README.md). On CPU (2 cores, GPT-2's 124M shape)
 # 4-bit NF4 holds the parameters in 0.40x fp32's bytes, but the process is no smaller as loaded (the memory-mapped
 # fp32 checkpoint stays resident), a night's training peaks as high (activations and logits), and with the modes
-# interleaved in one process it generated at 0.2-0.5x fp32's tokens/s (8-bit 0.3-0.4x); a bf16 model ran at
+# interleaved in one process it generated at 0.2-0.7x fp32's tokens/s (8-bit 0.3-0.6x); a bf16 model ran at
 # about 0.5x (CPUs without bf16 instructions). So fp32 on CPU. On CUDA, 4-bit NF4 with bf16 compute
 # is QLoRA's setting: the weights in 0.4x the GPU memory.
 AUTO_CPU_REASON = (
     "auto on CPU: full precision (fp32), measured fastest there; 4-bit NF4 holds the weights in 0.40x the bytes "
-    "but generated at 0.2-0.5x the tokens/s and did not shrink the process (benchmarks/quantization.py); "
+    "but generated at 0.2-0.7x the tokens/s and did not shrink the process (benchmarks/quantization.py); "
     "set KILROY_QUANTIZATION=4bit to run the quantized model anyway"
 )
 AUTO_CUDA_REASON = "auto on CUDA: 4-bit NF4, double quantization (QLoRA's setting: 0.4x the memory)"
