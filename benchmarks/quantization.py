@@ -380,8 +380,8 @@ def _print(results: dict) -> None:
         fp32 = rows.get("none")
         for mode, r in rows.items():
             print(
-                f"{shape:6} {mode:5} {r['footprint_bytes'] / mb:8.1f}MB {r['resident_bytes'] / mb:7.1f}MB "
-                f"{r['train_peak_bytes'] / mb:8.1f}MB {r['tokens_per_s_b1']:9.1f} {r['tokens_per_s_b8']:9.1f} "
+                f"{shape:6} {mode:5} {r['footprint_bytes'] / mb:7.1f}MiB {r['resident_bytes'] / mb:6.1f}MiB "
+                f"{r['train_peak_bytes'] / mb:7.1f}MiB {r['tokens_per_s_b1']:9.1f} {r['tokens_per_s_b8']:9.1f} "
                 f"{r['train_step_s']:7.2f} {r['adapter_load_s'] * 1000:8.1f} {r['adapter_switch_s'] * 1000:9.1f}"
             )
         if fp32:
