@@ -145,7 +145,9 @@ class ModelSettings:
         "KILROY_QUANTIZATION",
         "auto",
         choices=("auto", "4bit", "8bit", "none"),
-        help="auto (4-bit NF4 on CUDA, full precision on CPU), 4bit, 8bit (both need CUDA) or none.",
+        help="auto (4-bit NF4 on CUDA; on CPU full precision, measured fastest there), 4bit, 8bit or none. 4bit and "
+        "8bit run on CPU and CUDA wherever the installed bitsandbytes does (0.50.2 does both); `kilroy doctor` says "
+        "what auto picks.",
     )
     lora_rank: int = setting("KILROY_LORA_RANK", 8, lo=1, hi=256, help="LoRA rank of new adapters.")
     lora_alpha: int = setting("KILROY_LORA_ALPHA", 16, lo=1, hi=1024, help="LoRA alpha of new adapters.")

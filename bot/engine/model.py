@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ class LoadedModel:
     device: str
     quantization: str  # "4bit" | "8bit" | "none"
     name: str
+    compute_dtype: str = "float32"  # the dtype the layers compute in: "float32" | "bfloat16"
+    reason: str = ""  # why this precision (auto's choice, or the setting)
 
     @property
     def context_size(self) -> int:
@@ -46,16 +50,114 @@ def resolve_model_path(name: str, data_dir: Path) -> str:
     return name
 
 
-def choose_quantization(requested: str, cuda: bool) -> str:
-    """Resolve `auto` and refuse quantization that needs CUDA on a machine without it."""
+def _bnb_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bitsandbytes")
+    except Exception:
+        return "?"
+
+
+def bnb_unsupported(mode: str, device: str) -> str | None:
+    """None when the installed bitsandbytes runs `mode` ("4bit" | "8bit") layers on `device`; else why not.
+
+    A probe, not a version table: one 64x64 quantized layer is built on the device and run once (milliseconds), so
+    the answer is whatever this bitsandbytes build really does on this machine.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed"
+    try:
+        import bitsandbytes as bnb
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if mode == "4bit":
+                layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+            else:
+                layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+            layer = layer.to(device)  # quantizes the weights on the device
+            with torch.no_grad():
+                out = layer(torch.randn(2, 64, device=device))
+        if not bool(torch.isfinite(out).all()):
+            raise RuntimeError("the probe layer returned non-finite values")
+    except Exception as exc:
+        return f"bitsandbytes {_bnb_version()} cannot run {mode} layers on {device} ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the base model is held: its quantization, the dtype its layers compute in, and why."""
+
+    quantization: str  # "4bit" | "8bit" | "none"
+    compute_dtype: str  # "float32" | "bfloat16"
+    reason: str
+
+
+# `auto` follows benchmarks/quantization.py (table in benchmarks/README.md). On CPU (2 cores, GPT-2's 124M shape)
+# 4-bit NF4 holds the parameters in 0.40x fp32's bytes, but the process is no smaller as loaded (the memory-mapped
+# fp32 checkpoint stays resident), a night's training peaks as high (activations and logits), and with the modes
+# interleaved in one process it generated at 0.2-0.7x fp32's tokens/s (8-bit 0.3-0.6x); a bf16 model ran at
+# about 0.5x (CPUs without bf16 instructions). So fp32 on CPU. On CUDA, 4-bit NF4 with bf16 compute
+# is QLoRA's setting: the weights in 0.4x the GPU memory.
+AUTO_CPU_REASON = (
+    "auto on CPU: full precision (fp32), measured fastest there; 4-bit NF4 holds the weights in 0.40x the bytes "
+    "but generated at 0.2-0.7x the tokens/s and did not shrink the process (benchmarks/quantization.py); "
+    "set KILROY_QUANTIZATION=4bit to run the quantized model anyway"
+)
+AUTO_CUDA_REASON = "auto on CUDA: 4-bit NF4, double quantization (QLoRA's setting: 0.4x the memory)"
+
+
+def choose_precision(
+    requested: str,
+    device: str,
+    *,
+    cuda_bf16: bool = False,
+    unsupported: Callable[[str, str], str | None] | None = None,
+) -> Precision:
+    """Resolve KILROY_QUANTIZATION for `device` ("cpu" | "cuda"): `auto` per the benchmark, an explicit mode only
+    where the installed bitsandbytes runs it (else ModelLoadError naming its version and the fix).
+
+    The compute dtype follows the device: bf16 on a CUDA GPU that supports it, fp32 everywhere else (bf16 compute
+    is slow on CPUs without bf16 instructions).
+    """
+    unsupported = unsupported or bnb_unsupported  # looked up per call: a test may replace the probe
+    compute = "bfloat16" if device == "cuda" and cuda_bf16 else "float32"
     if requested == "auto":
-        return "4bit" if cuda else "none"
-    if requested in ("4bit", "8bit") and not cuda:
-        raise ModelLoadError(
-            f"KILROY_QUANTIZATION={requested} needs a CUDA GPU (bitsandbytes), and none is available; "
-            "set KILROY_QUANTIZATION=auto (full precision on CPU) or none"
-        )
-    return requested
+        if device != "cuda":
+            return Precision("none", compute, AUTO_CPU_REASON)
+        problem = unsupported("4bit", device)
+        if problem is None:
+            return Precision("4bit", compute, AUTO_CUDA_REASON)
+        return Precision("none", compute, f"auto on CUDA would take 4-bit NF4, but {problem}: full precision")
+    if requested in ("4bit", "8bit"):
+        problem = unsupported(requested, device)
+        if problem is not None:
+            raise ModelLoadError(
+                f"KILROY_QUANTIZATION={requested}: {problem}; upgrade it (pip install -U bitsandbytes: 0.50.2 runs "
+                "4-bit and 8-bit on CPU and CUDA) or set KILROY_QUANTIZATION=auto or none"
+            )
+    return Precision(requested, compute, f"KILROY_QUANTIZATION={requested}")
+
+
+def keep_4bit_weights_unpacked(model: Any) -> None:
+    """Hold bitsandbytes' 4-bit layers in training mode, whatever mode the rest of the model is in.
+
+    On a CPU with AVX-512 BF16, a 4-bit layer in eval mode repacks its weights in place for faster inference on
+    its first gradient-free call, and a backward pass through the repacked weights then fails. The trainer keeps
+    the model in eval mode (GPT-2's dropout off) and samples before and after its steps, so it calls this.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.train()
 
 
 def _announce_download(path: str) -> None:
@@ -77,12 +179,15 @@ def _announce_download(path: str) -> None:
 
 
 def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = None) -> LoadedModel:
-    """Load the base model and tokenizer as `settings` asks, quantized on CUDA when asked or `auto`."""
+    """Load the base model and tokenizer as `settings` asks: on CUDA when there is one (unless `device` is "cpu"),
+    quantized as KILROY_QUANTIZATION resolves there (see choose_precision)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cuda = torch.cuda.is_available() and device != "cpu"
-    quant = choose_quantization(settings.quantization, cuda)
+    run_device = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+    cuda_bf16 = run_device == "cuda" and torch.cuda.is_bf16_supported()
+    precision = choose_precision(settings.quantization, run_device, cuda_bf16=cuda_bf16)
+    quant, compute = precision.quantization, getattr(torch, precision.compute_dtype)
     path = resolve_model_path(settings.name, data_dir)
     kwargs: dict[str, Any] = {}
     if quant in ("4bit", "8bit"):
@@ -92,12 +197,15 @@ def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = N
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_compute_dtype=compute,
                 bnb_4bit_use_double_quant=True,
             )
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["device_map"] = {"": 0}
+            # LLM.int8() casts fp32 inputs to fp16 and says so at WARNING on every matmul, thousands per post
+            logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+        # the quantized weights are made where they will run; the tied embedding and layer norms stay fp32
+        kwargs["device_map"] = {"": 0} if run_device == "cuda" else "cpu"
     _announce_download(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -109,15 +217,26 @@ def load_base(settings: ModelSettings, data_dir: Path, *, device: str | None = N
         ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    run_device = "cuda" if cuda else "cpu"
     if quant == "none":
         model.to(run_device)
     model.eval()
-    if quant == "none" and run_device == "cpu":
-        log.info("no CUDA GPU: running %s in full precision (fp32) on CPU, without quantization", settings.name)
-    else:
-        log.info("running %s on %s with quantization=%s", settings.name, run_device, quant)
-    return LoadedModel(model=model, tokenizer=tokenizer, device=run_device, quantization=quant, name=settings.name)
+    log.info(
+        "running %s on %s: quantization=%s, compute %s (%s)",
+        settings.name,
+        run_device,
+        quant,
+        precision.compute_dtype,
+        precision.reason,
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=run_device,
+        quantization=quant,
+        name=settings.name,
+        compute_dtype=precision.compute_dtype,
+        reason=precision.reason,
+    )
 
 
 def lora_config(settings: ModelSettings) -> Any:

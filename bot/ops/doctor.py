@@ -245,34 +245,35 @@ def disk_check(s: Settings) -> Check:
 
 
 def torch_check(s: Settings) -> Check:
-    """torch (and CUDA, bitsandbytes) found; which precision `auto` picks."""
+    """torch (and CUDA, bitsandbytes) found; which precision KILROY_QUANTIZATION resolves to here, and why."""
     if importlib.util.find_spec("torch") is None:
         return Check("torch", False, "torch is not installed", "pip install torch==2.13.0 (see README, Install)")
     import torch
 
-    from bot.engine.model import choose_quantization
+    from bot.engine.model import ModelLoadError, choose_precision
 
     cuda = torch.cuda.is_available()
-    bnb = importlib.util.find_spec("bitsandbytes") is not None
-    try:
-        picked = choose_quantization(s.model.quantization, cuda)
-    except Exception as exc:
-        return Check("torch", False, str(exc), "set KILROY_QUANTIZATION=auto")
+    device = "cuda" if cuda else "cpu"
     where = f"CUDA ({torch.cuda.get_device_name(0)})" if cuda else "CPU only"
-    precision = {"none": "full precision", "4bit": "4-bit NF4", "8bit": "8-bit"}.get(picked, picked)
-    if picked in ("4bit", "8bit") and not bnb:
-        return Check(
-            "torch",
-            False,
-            f"torch {torch.__version__}, {where}, but bitsandbytes is missing",
-            "pip install bitsandbytes, or set KILROY_QUANTIZATION=none",
-        )
+    try:
+        picked = choose_precision(s.model.quantization, device, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    except ModelLoadError as exc:
+        return Check("torch", False, f"torch {torch.__version__}, {where}: {exc}", "set KILROY_QUANTIZATION=auto")
+    precision = {"none": "full precision", "4bit": "4-bit NF4", "8bit": "8-bit"}.get(picked.quantization)
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
     return Check(
         "torch",
         True,
-        f"torch {torch.__version__}, {where}, bitsandbytes {'found' if bnb else 'absent'}; "
-        f"KILROY_QUANTIZATION={s.model.quantization} -> {precision}",
+        f"torch {torch.__version__}, {where}, bitsandbytes {_bnb_version() if bnb else 'absent'}; "
+        f"KILROY_QUANTIZATION={s.model.quantization} -> {precision}, compute {picked.compute_dtype} "
+        f"({picked.reason})",
     )
+
+
+def _bnb_version() -> str:
+    from importlib.metadata import version
+
+    return version("bitsandbytes")
 
 
 def http_check(s: Settings) -> Check:

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
 from bot.engine.generator import SamplingParams, sample_batch
-from bot.engine.model import load_base, lora_config
+from bot.engine.model import keep_4bit_weights_unpacked, load_base, lora_config
 from bot.training.dataset import TrainingExample
 from bot.training.objective import (
     IGNORE,
@@ -117,6 +117,8 @@ def train_adapter(
     loaded = load_base(model_settings, data_dir)
     base, tok = loaded.model, loaded.tokenizer
     if loaded.quantization != "none":
+        # QLoRA's preparation: base weights frozen, every non-quantized weight (embedding, layer norms) in fp32.
+        # No gradient checkpointing: a night's batches of short posts hold little activation memory
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     if parent_path is not None:
         # continue from the serving adapter: each night is a small step from yesterday, anchored to the base
@@ -125,10 +127,14 @@ def train_adapter(
         model = get_peft_model(base, lora_config(model_settings))
     # eval mode during training too: GPT-2's dropout would make policy and reference log-probs disagree
     model.eval()
+    keep_4bit_weights_unpacked(model)  # we sample before and after the steps: no in-place repacking for inference
     device = next(model.parameters()).device
     if reward_model is not None and training.reward_samples > 0:
         examples = list(examples) + _scored_samples(model, tok, loaded.context_size, generation, training, reward_model)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loaded.device == "cuda" else contextlib.nullcontext()
+    # the compute dtype follows the device (bot/engine/model.py): bf16 autocast only where the GPU supports it; the
+    # LoRA weights and AdamW's state stay fp32 either way (peft makes adapter weights fp32)
+    bf16 = loaded.device == "cuda" and loaded.compute_dtype == "bfloat16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)

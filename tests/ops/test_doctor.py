@@ -132,3 +132,16 @@ def test_backup_folder_permissions_reported(env_file, tmp_path):
     os.chmod(root, 0o755)
     checks = by_name(doctor.run_checks(env_file(KILROY_BACKUP_DIR=str(root))))
     assert not checks["backups"].ok and "0755" in checks["backups"].detail and "chmod" in checks["backups"].fix
+
+
+def test_quantization_line_says_what_was_chosen_and_why(env_file, monkeypatch):
+    """The torch line names the bitsandbytes version, what KILROY_QUANTIZATION resolves to here, and the reason;
+    a mode this bitsandbytes cannot run fails with its version and the fix."""
+    checks = by_name(doctor.run_checks(env_file(KILROY_QUANTIZATION="4bit")))
+    assert checks["torch"].ok and "4bit -> 4-bit NF4, compute float32" in checks["torch"].detail
+    assert "bitsandbytes 0." in checks["torch"].detail
+    auto = by_name(doctor.run_checks(env_file()))["torch"].detail
+    assert "auto -> " in auto and ("measured" in auto or "CUDA" in auto)
+    monkeypatch.setattr("bot.engine.model.bnb_unsupported", lambda mode, device: f"bitsandbytes 0.1 cannot run {mode}")
+    refused = by_name(doctor.run_checks(env_file(KILROY_QUANTIZATION="8bit")))["torch"]
+    assert not refused.ok and "bitsandbytes 0.1" in refused.detail and "KILROY_QUANTIZATION" in refused.fix
