@@ -8,6 +8,7 @@ import pytest
 from tests.e2e.test_bot import _has, post_once
 from tests.support import fake_discord as fd
 from tests.support.e2e import running_bot, until
+from tests.support.storage import post_by_message
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ async def test_a_night_on_4bit_posts_retrains_swaps_and_rolls_back(server, e2e_s
         assert "v0001" in server.original_edits[token][-1]["content"]
         assert "promoted and now serving" in server.original_edits[token][-1]["content"]
         assert bot.services.generator.active == "v0001"
-        post = await bot.services.storage.post_by_message(await post_once(bot))
+        post = await post_by_message(bot.services.storage, await post_once(bot))
         assert post.adapter == "v0001" and post.completion_ids
 
         _, token = await server.slash(fd.OPERATOR_ID, "adapter", "rollback")

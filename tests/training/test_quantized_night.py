@@ -46,4 +46,4 @@ async def test_4bit_night_refused_by_the_gate_says_why(tiny_settings, storage):
     await seed_posts(settings, storage)
     result = await TrainingRunner(settings, storage, store, in_process=True).run("test", now=DAY)
     assert result.status == "done" and not result.promoted and "KL to base" in result.reason
-    assert store.current() == BASE and store.info(result.adapter).meta["promoted"] is False
+    assert store.current() == BASE and store.info(result.adapter).meta["accepted"] is False
