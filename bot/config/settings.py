@@ -91,6 +91,8 @@ class SamplingParams:
 @dataclass(frozen=True)
 class GenerationSettings(SamplingParams):
     prompt: str = ""
+    best_of: int = 8  # candidates a scheduled post draws in one batch; the reward model's favourite is sent (1: off)
+    best_of_explore: float = 0.0  # share of best-of-N posts that send a random postable candidate instead
 
 
 @dataclass(frozen=True)
@@ -406,6 +408,8 @@ class _Reader:
             repetition_penalty=self.number("KILROY_REPETITION_PENALTY", g.repetition_penalty, low=0.5, high=3),
             no_repeat_ngram=self.integer("KILROY_NO_REPEAT_NGRAM", g.no_repeat_ngram, low=0, high=16),
             prompt=self.env.get("KILROY_POST_PROMPT", g.prompt) or "",
+            best_of=self.integer("KILROY_BEST_OF", g.best_of, low=1, high=64),
+            best_of_explore=self.number("KILROY_BEST_OF_EXPLORE", g.best_of_explore, low=0, high=1),
         )
         s = d.scoring
         scoring = ScoringSettings(
