@@ -187,6 +187,10 @@ class TrialSettings:
     share: float = 0.5  # 0 turns trials off: a gate-passing candidate is swapped in at once
     alpha: float = 0.05
     max_posts: int = 5000
+    # guard: a gate-passing candidate serves at once, the one before it keeps `1 - share` of posts, and it is rolled
+    # back if the live posts show it worse; training never waits. trial: it serves only after winning the trial,
+    # and nightly training waits meanwhile
+    mode: str = "guard"
 
 
 @dataclass(frozen=True)
@@ -492,6 +496,7 @@ class _Reader:
             share=self.number("KILROY_AB_SHARE", tr.share, low=0, high=0.95),
             alpha=self.number("KILROY_AB_ALPHA", tr.alpha, low=0.001, high=0.5),
             max_posts=self.integer("KILROY_AB_MAX_POSTS", tr.max_posts, low=10),
+            mode=self.choice("KILROY_AB_MODE", tr.mode, ("guard", "trial")),
         )
         port = self.get("KILROY_HTTP_PORT", None, _parse_port, "a TCP port (1-65535)", "8080")
         backup_dir = self.raw("KILROY_BACKUP_DIR")
