@@ -63,6 +63,13 @@ class AudienceSpec:
     taste_spread: float = 0.0  # members' word weights scatter around the audience's: weight·lognormal(0, spread)
     fatigue: float = 0.0  # affinity lost per unit of bigram overlap with a recently seen post
     fatigue_window: int = 64  # how many recent posts a member remembers
+    # preferences outside the reward model's words-plus-style class (issue 21): an ordered word pair written together
+    # ("hot take": weight), and a preferred length (+length_weight at length_ideal words, falling off as a Gaussian
+    # of width length_width)
+    phrases: Mapping[str, float] = field(default_factory=dict)
+    length_ideal: float = 0.0
+    length_width: float = 4.0
+    length_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> AudienceSpec:
@@ -94,6 +101,18 @@ class AudienceSpec:
             raise AudienceError("'taste_spread' and 'fatigue' must be at least 0")
         if window < 1:
             raise AudienceError("'fatigue_window' must be at least 1")
+        phrases = data.get("phrases", {})
+        if not isinstance(phrases, Mapping) or not all(
+            isinstance(v, int | float) and len(str(k).split()) == 2 for k, v in phrases.items()
+        ):
+            raise AudienceError("'phrases' must map two-word phrases to numbers")
+        try:
+            length = (float(data.get("length_ideal", 0.0)), float(data.get("length_width", cls.length_width)))
+            length_weight = float(data.get("length_weight", 0.0))
+        except (TypeError, ValueError) as exc:
+            raise AudienceError(f"audience spec has a bad number: {exc}") from exc
+        if length[0] < 0 or length[1] <= 0:
+            raise AudienceError("'length_ideal' must be at least 0 and 'length_width' above 0")
         return cls(
             name=str(data.get("name", name)),
             members=members,
@@ -107,6 +126,10 @@ class AudienceSpec:
             taste_spread=spread,
             fatigue=fatigue,
             fatigue_window=window,
+            phrases={" ".join(str(k).lower().split()): float(v) for k, v in phrases.items()},
+            length_ideal=length[0],
+            length_width=length[1],
+            length_weight=length_weight,
         )
 
     @classmethod
@@ -130,9 +153,15 @@ class AudienceSpec:
 
 
 def _affinity(text: str, likes: Mapping[str, float], dislikes: Mapping[str, float], spec: AudienceSpec) -> float:
-    words = set(_WORD.findall(text.lower()))
+    seq = _WORD.findall(text.lower())
+    words = set(seq)
     a = sum(w for word, w in likes.items() if word in words)
     a -= sum(w for word, w in dislikes.items() if word in words)
+    if spec.phrases:
+        pairs = {f"{x} {y}" for x, y in itertools.pairwise(seq)}
+        a += sum(w for phrase, w in spec.phrases.items() if phrase in pairs)
+    if spec.length_weight:
+        a += spec.length_weight * math.exp(-0.5 * ((len(seq) - spec.length_ideal) / spec.length_width) ** 2)
     if "?" in text:
         a += spec.question_weight
     if any(ord(c) > 0x2000 for c in text):
