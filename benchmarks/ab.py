@@ -10,6 +10,11 @@ Poisson(u) human reactions, Poisson(0.1·u) replying members (weight 2) and Pois
 scores are skewed, tied, often zero and sometimes negative. The expected score is 1.17·m; a candidate "20% better"
 has every rate multiplied by 1.2 (its expected score is 20% higher), "20% worse" by 0.8.
 
+The guard (KILROY_AB_MODE=guard, the default) serves the candidate at once and rolls it back on the test's `keep`
+verdict, so its error rates are the `keep` column: `guard_false_alarm_rate` (A/A trials rolled back),
+`guard_caught_20` (-20% adapters rolled back within the budget) and the posts that took (median and 90th
+percentile, both arms together).
+
 Scenarios (m): `sparse` 0.3 (about 3 posts in 4 get nothing), `typical` 1.5 (the `realistic` audience: ~40 members
 reacting 3-5% of the time), `busy` 5. The JSON figures are for `--scenario` (default typical).
 
