@@ -1,7 +1,7 @@
 -- Best-of-N posting (issue 21): every candidate drawn for a post, with the reward model's prediction. The candidates
 -- are plain samples of the policy (the sent one is not), so nightly training learns from all of them.
 
-CREATE TABLE post_candidates (
+CREATE TABLE IF NOT EXISTS post_candidates (
     post_id         INTEGER NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
     idx             INTEGER NOT NULL,               -- draw order within the batch
     text            TEXT NOT NULL,
