@@ -10,6 +10,11 @@ Poisson(u) human reactions, Poisson(0.1·u) replying members (weight 2) and Pois
 scores are skewed, tied, often zero and sometimes negative. The expected score is 1.17·m; a candidate "20% better"
 has every rate multiplied by 1.2 (its expected score is 20% higher), "20% worse" by 0.8.
 
+The guard (KILROY_AB_MODE=guard, the default) serves the candidate at once and rolls it back on the test's `keep`
+verdict, so its error rates are the `keep` column: `guard_false_alarm_rate` (A/A trials rolled back),
+`guard_caught_20` (-20% adapters rolled back within the budget) and the posts that took (median and 90th
+percentile, both arms together).
+
 Scenarios (m): `sparse` 0.3 (about 3 posts in 4 get nothing), `typical` 1.5 (the `realistic` audience: ~40 members
 reacting 3-5% of the time), `busy` 5. The JSON figures are for `--scenario` (default typical).
 
@@ -108,12 +113,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def condition(m: float, lift: float, trials: int, config: TrialConfig, seed0: int, *, naive: bool = False) -> dict:
     """Run `trials` trials of one condition; the share of each verdict and the posts to a decision."""
     verdicts: dict[str, int] = {"promote": 0, "keep": 0, "futile": 0}
-    posts = []
+    posts, kept_posts = [], []
     naive_promoted = 0
     for i in range(trials):
         verdict, n, naive_hit = one_trial(seed0 + i, m, lift, config, naive=naive)
         verdicts[verdict] += 1
         posts.append(n)
+        if verdict == "keep":
+            kept_posts.append(n)
         naive_promoted += naive_hit
     promoted = verdicts["promote"]
     return {
@@ -121,6 +128,10 @@ def condition(m: float, lift: float, trials: int, config: TrialConfig, seed0: in
         "promoted": promoted / trials,
         "promoted_ci": wilson(promoted, trials),
         "kept_worse": verdicts["keep"] / trials,
+        "kept_worse_ci": wilson(verdicts["keep"], trials),
+        # the guard (KILROY_AB_MODE=guard) rolls back on a `keep`: posts to a rollback, and their 90th percentile
+        "median_posts_kept": statistics.median(kept_posts) if kept_posts else None,
+        "p90_posts_kept": sorted(kept_posts)[int(0.9 * (len(kept_posts) - 1))] if kept_posts else None,
         "futile": verdicts["futile"] / trials,
         "median_posts": statistics.median(posts),
         "median_posts_decided": statistics.median([p for p in posts if p < config.max_posts] or [config.max_posts]),
@@ -176,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         "power_20": head["+20%"]["promoted"],
         "median_posts_to_decision": head["+20%"]["median_posts"],
         "worse_promoted_rate": head["-20%"]["promoted"],
+        # the guard: a serving adapter rolled back although no worse (A/A), and a -20% adapter rolled back
+        "guard_false_alarm_rate": head["A/A"]["kept_worse"],
+        "guard_false_alarm_ci": list(head["A/A"]["kept_worse_ci"]),
+        "guard_caught_20": head["-20%"]["kept_worse"],
+        "guard_caught_20_ci": list(head["-20%"]["kept_worse_ci"]),
+        "guard_median_posts_to_catch_20": head["-20%"]["median_posts_kept"],
+        "guard_p90_posts_to_catch_20": head["-20%"]["p90_posts_kept"],
         "trials": head["A/A"]["trials"] + head["+20%"]["trials"] + head["-20%"]["trials"],
         "scenario": args.scenario,
         "max_posts": config.max_posts,

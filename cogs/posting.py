@@ -18,6 +18,7 @@ from bot.engine.compose import compose_post
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
 from bot.storage import NewPost, Storage
+from bot.training.reward_model import REWARD_MODEL_FILE, RewardModelFile
 from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
@@ -38,8 +39,11 @@ class Posting(commands.Cog):
         generator: Generator,
         trials: TrialService | None = None,
         output_filter: OutputFilter | None = None,
+        reward_model: RewardModelFile | None = None,
     ) -> None:
         self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
+        # the nightly run's latest reward model, which ranks best-of-N candidates
+        self.reward_model = reward_model or RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE)
         self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
         self.trials = trials
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
@@ -98,20 +102,26 @@ class Posting(commands.Cog):
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
         choice = await self.trials.choose() if self.trials is not None else None  # an A/B trial's arm, if any
+        g = self.settings.generation
+        model = await self.reward_model.current() if g.best_of > 1 else None
         try:
-            sample = await compose_post(
+            picked = await compose_post(
                 self.generator,
-                prompt=self.settings.generation.prompt,
+                prompt=g.prompt,
                 output_filter=self.output_filter,
                 tries=self.settings.safety.filter_retries,
                 adapter=choice.adapter if choice else None,
+                best_of=g.best_of,
+                scorer=model.scores if model is not None else None,
+                explore=g.best_of_explore,
             )
         except GeneratorBusy:
             log.warning("generation queue full; skipping this round's post in channel %s", channel_id)
             return None
-        if sample is None:
+        if picked is None:
             log.warning("no postable text for channel %s this round", channel_id)
             return None
+        sample = picked.sample
         try:
             message = await channel.send(sample.text, allowed_mentions=NO_MENTIONS)  # type: ignore[union-attr]
         except discord.Forbidden:
@@ -129,6 +139,8 @@ class Posting(commands.Cog):
                 choice,
             )
         )
+        if model is not None:  # every candidate is a sample of the policy: training learns from them all
+            await self.storage.add_candidates(post_id, picked.candidates, chosen=picked.chosen)
         bind_log_context(post=post_id, message_id=message.id, adapter=sample.adapter)
         log.info("posted %d in channel %s (adapter %s)", post_id, channel_id, sample.adapter)
         return message

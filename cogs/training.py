@@ -90,8 +90,9 @@ class Training(commands.Cog):
         except Exception:  # an error escaping here would stop the nightly loop for good
             log.exception("nightly training skipped: could not read the A/B trial's state")
             return None
-        if trial is not None:
-            # a trial needs its posts to pile up; a new candidate every night would restart it forever
+        if trial is not None and self.settings.trials.mode != "guard":
+            # a trial needs its posts to pile up; a new candidate every night would restart it forever (a guard
+            # does not: the newest candidate takes over its candidate arm and the evidence carries on)
             log.info("nightly training waits: A/B trial #%d is still deciding", trial.id)
             return None
         try:

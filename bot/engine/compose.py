@@ -1,10 +1,13 @@
-"""Composing a scheduled post: sample, pass every text through the output filter, resample a bounded number of
-times, then skip."""
+"""Composing a scheduled post: sample a batch of candidates, pass every text through the output filter, send the one
+the reward model scores highest (best-of-N), resample a bounded number of times, then skip."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.domain.safety import OutputFilter
@@ -14,17 +17,96 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# predicted scores of a batch of texts (the reward model's `predict`, in score units); the engine knows no more of it
+Scorer = Callable[[Sequence[str]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One of the N samples drawn for a post: its ids, the reward model's prediction, whether it could be sent."""
+
+    text: str
+    completion_ids: tuple[int, ...]
+    predicted: float | None  # None without a reward model
+    postable: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The sample to send (its text neutralised by the filter) and every candidate it was picked from."""
+
+    sample: Sample
+    candidates: tuple[Candidate, ...]
+    chosen: int  # index into candidates
+    explored: bool = False  # picked at random among the postable ones, not by the reward model
+
+
+def pick(
+    samples: Sequence[Sample],
+    output_filter: OutputFilter,
+    *,
+    scorer: Scorer | None = None,
+    explore: float = 0.0,
+    rng: random.Random | None = None,
+) -> Choice | None:
+    """Best-of-N over one batch: the postable sample with the highest predicted score, or None if none is postable.
+
+    Without a scorer it is the first postable sample (every sample is then a plain draw of the policy). With
+    probability `explore` the pick is uniform among the postable ones instead: a reranker that only exploits its
+    reward model never shows the audience what the model does not yet know.
+    """
+    if scorer is None or len(samples) < 2:
+        # a plain draw: the first postable sample (the ones after it are never checked, nor counted as refused)
+        for s in samples:
+            verdict = output_filter.check_generated(s.text)
+            if verdict.ok:
+                candidates = (Candidate(s.text, tuple(s.completion_ids), None, True),)
+                return Choice(dataclasses.replace(s, text=verdict.text), candidates, 0)
+        return None
+    verdicts = [output_filter.check_generated(s.text) for s in samples]
+    ok = [i for i, v in enumerate(verdicts) if v.ok]
+    if not ok:
+        return None
+    predicted = [float(p) for p in scorer([s.text for s in samples])]
+    explored = False
+    if explore > 0 and (rng or random).random() < explore:
+        chosen, explored = (rng or random).choice(ok), True
+    else:
+        chosen = max(ok, key=lambda i: (predicted[i], -i))  # ties: the earliest draw
+    candidates = tuple(
+        Candidate(s.text, tuple(s.completion_ids), p, v.ok)
+        for s, p, v in zip(samples, predicted, verdicts, strict=True)
+    )
+    sample = dataclasses.replace(samples[chosen], text=verdicts[chosen].text)
+    return Choice(sample, candidates, chosen, explored)
+
 
 async def compose_post(
-    generator: Generator, *, prompt: str, output_filter: OutputFilter, tries: int = 3, adapter: str | None = None
-) -> Sample | None:
-    """A sample (written by `adapter`, default the serving one) that passed the filter (its text neutralised), or None
-    after `tries` batches without one."""
+    generator: Generator,
+    *,
+    prompt: str,
+    output_filter: OutputFilter,
+    tries: int = 3,
+    adapter: str | None = None,
+    best_of: int = 1,
+    scorer: Scorer | None = None,
+    explore: float = 0.0,
+) -> Choice | None:
+    """A choice among `best_of` samples drawn in one batch (written by `adapter`, default the serving one) that
+    passed the filter, or None after `tries` batches without one. With `best_of` 1 (or no scorer) it is the first
+    postable sample of a batch of two, as before best-of-N."""
+    if best_of <= 1:
+        scorer = None  # best-of-N off: a plain draw of the policy, as before
+    n = max(2, best_of) if scorer is not None else 2  # without a reward model, N draws would choose nothing
     for attempt in range(tries):
-        for sample in await generator.generate(2, prompt=prompt, adapter=adapter):
-            verdict = output_filter.check_generated(sample.text)
-            if verdict.ok:
-                return dataclasses.replace(sample, text=verdict.text)
+        choice = pick(
+            await generator.generate(n, prompt=prompt, adapter=adapter),
+            output_filter,
+            scorer=scorer if best_of > 1 else None,
+            explore=explore,
+        )
+        if choice is not None:
+            return choice
         log.info("no postable sample (attempt %d of %d)", attempt + 1, tries)
     output_filter.gave_up()
     log.warning("skipped a post: the output filter refused %d batches of samples", tries)

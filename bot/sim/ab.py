@@ -3,7 +3,9 @@
 The nights loop of `bot/sim/nights.py`, with trials on as in the bot: a night's candidate that passes the gate
 goes on a trial (`TrialService`, the bot's own service) instead of being served; each post of a trial is written
 by the arm the trial's coin gives it and records that arm; the audience reacts; once posts settle the sequential
-test decides, and the next night trains only if no trial is still deciding (the bot's rule). Each trial's verdict
+test decides. With KILROY_AB_MODE=guard (the default) the candidate serves at once, its predecessor is the anchor
+arm, every night trains, and a newer candidate takes over the guard's candidate arm; with `trial`, the next night
+trains only if no trial is still deciding. Each trial's verdict
 is compared with what the audience's *expected* engagement says was right: the mean expected score
 (`Community.expected_scores`: the analytic reaction probabilities, no sampling noise) of `eval_samples` fresh
 samples of each arm.
@@ -150,15 +152,17 @@ async def simulate_ab(
                     rec.verdict, rec.ended_night = status.trial.verdict, night
                     night_json["promoted"] = status.trial.verdict in PROMOTING
                     night_json["trial"]["right"] = rec.right
-            # the night: train only when no trial is still deciding (the bot's rule)
-            if night < nights - 1 and await storage.active_trial() is None:
+            # the night: a guard never holds training back; a superiority trial does until it decides (the bot's rule)
+            guard = settings.trials.mode == "guard"
+            if night < nights - 1 and (guard or await storage.active_trial() is None):
                 emit({"event": "night", "night": night, "stage": "training"})
                 run = await services.training.run("simulate --ab", None, now=start + DAY - 1)
                 night_json["gate"] = run.reason
                 if run.trial:
                     started = await storage.active_trial()
                     assert started is not None
-                    rec = TrialRecord(started.id, started.candidate, started.incumbent, night)
+                    rec = trials.get(started.id) or TrialRecord(started.id, started.candidate, started.incumbent, night)
+                    rec.candidate = started.candidate  # a guard's candidate arm moves to the newest candidate
                     rec.expected = {
                         started.candidate: await expected(started.candidate),
                         started.incumbent: await expected(started.incumbent),

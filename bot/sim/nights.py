@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config.settings import Settings
+from bot.domain.safety import OutputFilter
 from bot.domain.scoring import ScoreFormula, score_post
 from bot.storage import NewPost, PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3
+from bot.training.reward_model import REWARD_MODEL_FILE, RewardModel, RewardModelFile
 
 if TYPE_CHECKING:
+    from bot.engine.compose import Choice
     from bot.engine.generator import Sample
     from bot.training.result import Progress
 
@@ -61,6 +64,13 @@ class AudienceSpec:
     taste_spread: float = 0.0  # members' word weights scatter around the audience's: weight·lognormal(0, spread)
     fatigue: float = 0.0  # affinity lost per unit of bigram overlap with a recently seen post
     fatigue_window: int = 64  # how many recent posts a member remembers
+    # preferences outside the reward model's words-plus-style class (issue 21): an ordered word pair written together
+    # ("hot take": weight), and a preferred length (+length_weight at length_ideal words, falling off as a Gaussian
+    # of width length_width)
+    phrases: Mapping[str, float] = field(default_factory=dict)
+    length_ideal: float = 0.0
+    length_width: float = 4.0
+    length_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> AudienceSpec:
@@ -92,6 +102,18 @@ class AudienceSpec:
             raise AudienceError("'taste_spread' and 'fatigue' must be at least 0")
         if window < 1:
             raise AudienceError("'fatigue_window' must be at least 1")
+        phrases = data.get("phrases", {})
+        if not isinstance(phrases, Mapping) or not all(
+            isinstance(v, int | float) and len(str(k).split()) == 2 for k, v in phrases.items()
+        ):
+            raise AudienceError("'phrases' must map two-word phrases to numbers")
+        try:
+            length = (float(data.get("length_ideal", 0.0)), float(data.get("length_width", cls.length_width)))
+            length_weight = float(data.get("length_weight", 0.0))
+        except (TypeError, ValueError) as exc:
+            raise AudienceError(f"audience spec has a bad number: {exc}") from exc
+        if length[0] < 0 or length[1] <= 0:
+            raise AudienceError("'length_ideal' must be at least 0 and 'length_width' above 0")
         return cls(
             name=str(data.get("name", name)),
             members=members,
@@ -105,6 +127,10 @@ class AudienceSpec:
             taste_spread=spread,
             fatigue=fatigue,
             fatigue_window=window,
+            phrases={" ".join(str(k).lower().split()): float(v) for k, v in phrases.items()},
+            length_ideal=length[0],
+            length_width=length[1],
+            length_weight=length_weight,
         )
 
     @classmethod
@@ -128,9 +154,15 @@ class AudienceSpec:
 
 
 def _affinity(text: str, likes: Mapping[str, float], dislikes: Mapping[str, float], spec: AudienceSpec) -> float:
-    words = set(_WORD.findall(text.lower()))
+    seq = _WORD.findall(text.lower())
+    words = set(seq)
     a = sum(w for word, w in likes.items() if word in words)
     a -= sum(w for word, w in dislikes.items() if word in words)
+    if spec.phrases:
+        pairs = {f"{x} {y}" for x, y in itertools.pairwise(seq)}
+        a += sum(w for phrase, w in spec.phrases.items() if phrase in pairs)
+    if spec.length_weight:
+        a += spec.length_weight * math.exp(-0.5 * ((len(seq) - spec.length_ideal) / spec.length_width) ** 2)
     if "?" in text:
         a += spec.question_weight
     if any(ord(c) > 0x2000 for c in text):
@@ -285,15 +317,19 @@ async def publish_night(
     start: float,
     first_id: int,
     rng: random.Random,
+    choices: Sequence[Choice] | None = None,
 ) -> list[PostRecord]:
     """Post a night's samples (spread over 12 hours, across the channels), let the audience react, and return the
-    night's records as scoring will read them."""
+    night's records as scoring will read them. With `choices` (best-of-N, one per sample), each post's candidates
+    are recorded as the bot records them."""
     community = audience if isinstance(audience, Community) else audience.community(rng)
     for i, smp in enumerate(samples):
         at = start + i * (12 * 3600.0 / max(1, len(samples)))
-        await storage.add_post(
+        post_id = await storage.add_post(
             NewPost.from_sample(smp, channel_id=CHANNELS[i % len(CHANNELS)], created_at=at, message_id=first_id + i)
         )
+        if choices is not None and choices[i].candidates[0].predicted is not None:
+            await storage.add_candidates(post_id, choices[i].candidates, chosen=choices[i].chosen)
         await react(storage, community, first_id + i, smp.text, at + 300, rng)
     return await storage.post_records(created_after=start - 1, created_before=start + DAY)
 
@@ -336,6 +372,11 @@ class NightResult:
     kl: float = 0.0  # served adapter's mean per-token KL to the base on the evaluation samples, nats
     repeat3: float = 0.0
     mean_tokens: float = 0.0
+    # best-of-N: `expected_score`, `repeat3`, `distinct2` and `mean_tokens` are of the posts as picked; these are of
+    # the adapter's plain samples, and `kl_rerank` is the pick's KL bound per token (log N - (N-1)/N per post)
+    expected_adapter: float = 0.0
+    kl_rerank: float = 0.0
+    reranked: bool = False
 
 
 @dataclass
@@ -378,6 +419,9 @@ class SimulationResult:
                     "kl": n.kl,
                     "repeat3": n.repeat3,
                     "mean_tokens": n.mean_tokens,
+                    "expected_adapter": n.expected_adapter,
+                    "kl_rerank": n.kl_rerank,
+                    "reranked": n.reranked,
                     "promoted": n.promoted,
                     "gate": n.gate,
                     "samples": list(n.samples[:5]),
@@ -454,35 +498,56 @@ async def simulate(
     community = audience.community(random.Random(f"{audience.name}/{seed}"))
     result = SimulationResult(audience.name, seed)
     message_id = 1
+    best_of = settings.generation.best_of
+    pick_rng = random.Random(f"pick/{seed}")
+    output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
+    reward_file = RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE)
     async with open_services(settings, in_process_training=not isolated) as services:
         storage, generator, loaded = services.storage, services.generator, services.generator.loaded
         for night in range(nights):
             start = EPOCH + night * DAY
             emit({"event": "night", "night": night, "stage": "posting", "adapter": generator.active})
-            samples = await generator.generate(
-                posts_per_night, prompt=settings.generation.prompt, seed=seed * 7919 + night
+            # the bot's posting path (bot/engine/compose.py): N candidates a post, the reward model's favourite sent
+            model = await reward_file.current() if best_of > 1 else None
+            group = max(2, best_of) if model is not None else 2  # no model yet: the first postable of two
+            drawn = await generator.generate(
+                posts_per_night * group, prompt=settings.generation.prompt, seed=seed * 7919 + night
             )
-            records = await publish_night(storage, community, samples, start=start, first_id=message_id, rng=rng)
+            choices = _pick_all(drawn, group, output_filter, model, settings, pick_rng)
+            samples = [c.sample for c in choices]
+            records = await publish_night(
+                storage, community, samples, start=start, first_id=message_id, rng=rng, choices=choices
+            )
             message_id += len(samples)
             texts = [smp.text for smp in samples]
             mean = sum(score_post(r, formula) for r in records) / max(1, len(records))
-            # the honest metric: fresh samples of the served adapter, scored without the reactions' noise
+            # the honest metric: fresh samples of the served adapter, scored without the reactions' noise; with
+            # best-of-N, `eval_samples` posts picked as the bot picks them (N fresh samples each)
             held = await generator.generate(
-                max(2, eval_samples), prompt=settings.generation.prompt, seed=seed * 7919 + 104_729
+                max(2, eval_samples) * (max(2, best_of) if model is not None else 1),
+                prompt=settings.generation.prompt,
+                seed=seed * 7919 + 104_729,
             )
-            held_texts = [s.text for s in held]
-            kl = await asyncio.to_thread(kl_to_base, _served_model(generator), loaded.tokenizer, held)
+            plain = held[: max(2, eval_samples)] if model is None else held[:: max(2, best_of)]
+            picked = plain if model is None else [c.sample for c in _pick_all(held, best_of, output_filter, model)]
+            picked_texts = [s.text for s in picked]
+            kl = await asyncio.to_thread(kl_to_base, _served_model(generator), loaded.tokenizer, plain)
+            mean_tokens = statistics.fmean(s.tokens for s in picked)
+            kl_rerank = rerank_kl(best_of) / max(1.0, mean_tokens) if model is not None else 0.0
             night_result = NightResult(
                 night,
                 mean,
                 len(records),
                 generator.active,
-                distinct_n(held_texts),
+                distinct_n(picked_texts),
                 samples=tuple(texts),
-                expected_score=statistics.fmean(community.expected_scores(held_texts, formula)),
-                kl=kl,
-                repeat3=repeat3(held_texts),
-                mean_tokens=statistics.fmean(s.tokens for s in held),
+                expected_score=statistics.fmean(community.expected_scores(picked_texts, formula)),
+                kl=kl + kl_rerank,
+                repeat3=repeat3(picked_texts),
+                mean_tokens=mean_tokens,
+                expected_adapter=statistics.fmean(community.expected_scores([s.text for s in plain], formula)),
+                kl_rerank=kl_rerank,
+                reranked=model is not None,
             )
             if night < nights - 1:
                 emit({"event": "night", "night": night, "stage": "training", "mean_score": mean})
@@ -507,6 +572,31 @@ async def simulate(
                 }
             )
     return result
+
+
+def rerank_kl(n: int) -> float:
+    """The KL of best-of-`n` to its policy, at most log n - (n-1)/n nats per post (Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n if n > 1 else 0.0
+
+
+def _pick_all(
+    drawn: Sequence[Sample],
+    n: int,
+    output_filter: OutputFilter,
+    model: RewardModel | None,
+    settings: Settings | None = None,
+    rng: random.Random | None = None,
+) -> list[Choice]:
+    """`drawn` in groups of `n`, each picked as the bot picks a post (groups with nothing postable are skipped).
+
+    Evaluation picks greedily (no `settings`): the served policy's exploitation, without the exploration share."""
+    from bot.engine.compose import pick
+
+    explore = settings.generation.best_of_explore if settings is not None else 0.0
+    groups = (drawn[i : i + n] for i in range(0, len(drawn), n))
+    scorer = model.scores if model is not None else None
+    choices = (pick(g, output_filter, scorer=scorer, explore=explore, rng=rng) for g in groups)
+    return [c for c in choices if c is not None]
 
 
 def _served_model(generator: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bot.domain.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage._db import StorageBase, migrations
 from bot.storage.ops import Counters, OpsMixin, ScoredPost
-from bot.storage.posts import PostsMixin
+from bot.storage.posts import PostCandidate, PostsMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.runs import RunsMixin
 from bot.storage.stats import StatsMixin
@@ -23,6 +23,7 @@ __all__ = [
     "Counters",
     "NewPost",
     "Post",
+    "PostCandidate",
     "PostRecord",
     "Reply",
     "ScoredPost",

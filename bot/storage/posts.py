@@ -7,11 +7,25 @@ Live reactions (`add_vote`, `remove_vote`) are written in batches by the writer 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.records import NewPost, Post, PostRecord, Reply, Vote
 from bot.storage._db import StorageBase, chunks
+
+
+@dataclass(frozen=True)
+class PostCandidate:
+    """One of the samples drawn for a best-of-N post (the post's prompt ids apply to it)."""
+
+    post_id: int
+    idx: int
+    text: str
+    completion_ids: tuple[int, ...]
+    predicted: float | None
+    postable: bool
+    chosen: bool
 
 
 class PostsMixin(StorageBase):
@@ -53,6 +67,51 @@ class PostsMixin(StorageBase):
         if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
             raise RuntimeError("post insert failed")
         return found
+
+    async def add_candidates(self, post_id: int, candidates: Sequence[Any], *, chosen: int) -> None:
+        """Record the candidates a post was picked from (objects with text, completion_ids, predicted, postable);
+        `chosen` is the index of the one sent. Idempotent: a replay keeps the first rows."""
+        async with self.transaction():
+            await self.db.executemany(
+                """INSERT INTO post_candidates (post_id, idx, text, completion_ids, predicted, postable, chosen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (post_id, idx) DO NOTHING""",
+                [
+                    (
+                        post_id,
+                        i,
+                        c.text,
+                        json.dumps(list(c.completion_ids)),
+                        c.predicted,
+                        int(bool(c.postable)),
+                        int(i == chosen),
+                    )
+                    for i, c in enumerate(candidates)
+                ],
+            )
+
+    async def post_candidates(self, post_ids: Iterable[int]) -> dict[int, list[PostCandidate]]:
+        """The candidates of these posts, in draw order; posts without any are absent."""
+        out: dict[int, list[PostCandidate]] = {}
+        for chunk in chunks(list(post_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"""SELECT post_id, idx, text, completion_ids, predicted, postable, chosen FROM post_candidates
+                    WHERE post_id IN ({marks}) ORDER BY post_id, idx""",
+                chunk,
+            ) as cur:
+                for pid, idx, text, ids, predicted, postable, chosen in await cur.fetchall():
+                    out.setdefault(int(pid), []).append(
+                        PostCandidate(
+                            int(pid),
+                            int(idx),
+                            str(text),
+                            tuple(json.loads(ids)),
+                            None if predicted is None else float(predicted),
+                            bool(postable),
+                            bool(chosen),
+                        )
+                    )
+        return out
 
     async def post_id_by_message(self, message_id: int) -> int | None:
         """Only the id of our post with this message id (what a reaction needs), or None."""

@@ -75,6 +75,15 @@ class TrialsMixin(StorageBase):
         async with self.db.execute("SELECT * FROM trials ORDER BY id DESC LIMIT ?", (limit,)) as cur:
             return [_trial(cur.description, r) for r in await cur.fetchall()]
 
+    async def move_trial_candidate(self, trial_id: int, *, candidate: str, run_id: int | None) -> bool:
+        """A guard's candidate arm moves to a newer adapter (its evidence carries on); False if the trial ended."""
+        async with self._write:
+            cur = await self.db.execute(
+                "UPDATE trials SET candidate = ?, run_id = ? WHERE id = ? AND ended_at IS NULL",
+                (candidate, run_id, trial_id),
+            )
+            return cur.rowcount == 1
+
     async def end_trial(
         self,
         trial_id: int,

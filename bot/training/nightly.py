@@ -24,10 +24,10 @@ from bot.domain.records import RunResult
 from bot.domain.scoring import normalise_rewards, score_post
 from bot.logs import bind_log_context
 from bot.storage import Storage
-from bot.training.dataset import build_examples
+from bot.training.dataset import TrainingExample, build_examples, policy_samples
 from bot.training.gate import decide, gate_config
 from bot.training.result import Progress
-from bot.training.reward_model import model_rewards
+from bot.training.reward_model import REWARD_MODEL_FILE, model_rewards, save_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,16 @@ async def _run_training(
     if settings.training.reward == "model":
         # pooled over the whole trailing window, so weak effects add up across nights
         t = settings.training
+        # best-of-N posts are trained through their candidates, the policy's own draws (bot/training/dataset.py)
+        drawn = policy_samples(fresh, await storage.post_candidates(r.post.id for r in fresh))
         reward_model, rewards = model_rewards(
-            records, fresh, formula, length_neutral=t.length_neutral, repeat_penalty=t.repeat_penalty
+            records, drawn, formula, length_neutral=t.length_neutral, repeat_penalty=t.repeat_penalty
         )
+        # the posting path ranks tomorrow's candidates with it (it ignores a fit without signal)
+        await asyncio.to_thread(save_reward_model, reward_model, settings.adapters_dir / REWARD_MODEL_FILE)
+        examples = [
+            TrainingExample(d.post_id, d.prompt_ids, d.completion_ids, r) for d, r in zip(drawn, rewards, strict=True)
+        ]
         if reward_model.p_value > settings.training.reward_max_p:
             msg = (
                 f"no signal: over {reward_model.posts} settled posts the reward model fits no better than shuffled "
@@ -98,11 +105,14 @@ async def _run_training(
             log.info("run %d skipped: %s", run_id, msg)
             return RunResult("skipped", run_id, reason=msg, metrics={"reward_p": reward_model.p_value})
     else:
+        # the night's own scores exist for the sent posts only: a best-of-N post trains as sent (biased towards
+        # what the reward model picked); best-of-N is meant for KILROY_REWARD=model
         rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
-    examples = build_examples(fresh, rewards)
+        examples = build_examples(fresh, rewards)
+    post_ids = sorted({e.post_id for e in examples})
     parent = store.current()
     parent_path = None if parent == BASE else store.path(parent)
-    emit(Progress("start", run_id=run_id, posts=len(examples), parent=parent))
+    emit(Progress("start", run_id=run_id, posts=len(post_ids), examples=len(examples), parent=parent))
     tmp = store.new_temp_dir()
     try:
         candidate = await asyncio.to_thread(
@@ -131,7 +141,12 @@ async def _run_training(
             "metrics": metrics,
             "accepted": decision.accepted,
             "gate": decision.reason,
-            "data": {"posts": len(examples), "from": fresh[0].post.created_at, "to": fresh[-1].post.created_at},
+            "data": {
+                "posts": len(post_ids),
+                "examples": len(examples),
+                "from": fresh[0].post.created_at,
+                "to": fresh[-1].post.created_at,
+            },
             "train_config": {
                 k: (str(v) if not isinstance(v, int | float | str) else v) for k, v in asdict(settings.training).items()
             },
@@ -148,7 +163,7 @@ async def _run_training(
         accepted=decision.accepted,
         message=decision.reason,
         metrics=metrics,
-        post_ids=[e.post_id for e in examples],
+        post_ids=post_ids,
     )
     log.info(
         "run %d: committed %s (gate: %s, %s)",

@@ -62,6 +62,7 @@ class Progress:
     loss: float | None = None
     run_id: int | None = None  # start
     posts: int | None = None
+    examples: int | None = None  # start: training examples (a best-of-N post brings all its candidates)
     parent: str | None = None
     reason: str | None = None  # skipped
     message: str | None = None  # error

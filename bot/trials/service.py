@@ -12,6 +12,17 @@ service. Rules:
   swap, pointer last) before the trial is closed, so a crash in between re-decides the same way on restart.
 - While a trial runs, the scheduled nightly training waits (so the trial can accumulate the posts it needs); a
   moderator's `/retrain` trains from the incumbent and its candidate, if it passes the gate, replaces the trial.
+
+The guard (KILROY_AB_MODE=guard, the default) turns the trial into a harm guardrail, so that learning never waits:
+- A gate-passing candidate serves at once (the promotion path: load, swap, pointer last) and the adapter it
+  replaces becomes the trial's incumbent, the anchor, writing `1 - share` of the posts.
+- The next night trains from the candidate, as always from what serves. A newer gate-passing candidate takes over
+  the candidate arm of the running guard; the anchor stays and the evidence carries on. The test stays valid: its
+  e-processes bound the error rates for arm means that change at any time (`sequential.py`), so "the serving arm
+  was at least as good as the anchor at every post" is what a false alarm must break.
+- `keep` (the serving chain engages worse than the anchor) rolls back to the anchor; `promote` (better) and
+  `futile` (no harm shown within the post budget) end the guard with the candidate serving. An operator's stop
+  rolls back too. A trial is a guard exactly when its candidate is the pointer's adapter.
 """
 
 from __future__ import annotations
@@ -43,6 +54,14 @@ from bot.trials.sequential import (
 )
 
 log = logging.getLogger(__name__)
+
+ROLLBACK = frozenset({"keep", "stopped"})  # a guard's verdicts that take the candidate off
+GUARD_TEXT = {
+    "promote": "the serving adapter engages better than the anchor: it stays",
+    "keep": "the serving adapter engages worse than the anchor: rolled back",
+    "futile": "no harm found within the post budget: the serving adapter stays",
+    "stopped": "stopped by an operator: rolled back to the anchor",
+}
 
 Announce = Callable[[str], Awaitable[None]]
 
@@ -134,8 +153,61 @@ class TrialService:
         swapped in; False when trials are off (KILROY_AB_SHARE=0), and the sequence swaps it in as before."""
         if not self.enabled:
             return False
-        await self.start(candidate, run_id=run_id)
+        if self.settings.trials.mode == "guard":
+            if await self.storage.active_trial() is None and self.adapters.store.current() == candidate:
+                return False  # serving already (a guard's start interrupted by a crash): the sequence finishes it
+            await self.guard(candidate, run_id=run_id)
+        else:
+            await self.start(candidate, run_id=run_id)
         return True
+
+    async def guard(self, candidate: str, *, run_id: int | None = None) -> Trial:
+        """Serve `candidate` at once, guarded against the anchor (the adapter before it, or the running guard's)."""
+        current = await self.storage.active_trial()
+        if current is not None and current.candidate == candidate:
+            return current  # already guarded (an interrupted promotion sequence being finished)
+        anchor = current.incumbent if current is not None else self.adapters.store.current()
+        if candidate == anchor:
+            raise ValueError(f"{candidate!r} is already serving; there is nothing to compare")
+        await self._ensure_loaded(candidate)
+        await self._ensure_loaded(anchor)
+        samples = await self.generator.generate(1, adapter=candidate, prompt=self.settings.generation.prompt)
+        if not samples:
+            raise RuntimeError(f"adapter {candidate!r} produced nothing")
+        await self.adapters.use(candidate)  # serves now: load, swap, pointer last
+        self.generator.pin({anchor, candidate})
+        if current is not None and await self.storage.move_trial_candidate(
+            current.id, candidate=candidate, run_id=run_id
+        ):
+            if current.run_id is not None:  # the superseded candidate served until now: its sequence is done
+                await self.storage.set_run_stage(current.run_id, "promoted")
+            await self._say(
+                f"A/B guard #{current.id}: `{candidate}` now serves and takes over the candidate arm from "
+                f"`{current.candidate}`; `{anchor}` keeps {1 - current.share:.0%} of posts as the anchor."
+            )
+            moved = await self.storage.get_trial(current.id)
+            assert moved is not None
+            return moved
+        now = self.clock()
+        cfg = self.settings.trials
+        trial_id = await self.storage.start_trial(
+            candidate=candidate,
+            incumbent=anchor,
+            run_id=run_id,
+            share=cfg.share,
+            alpha=cfg.alpha,
+            max_posts=cfg.max_posts,
+            seed=self.new_seed(),
+            baselines={c: (b.median, b.spread) for c, b in (await self._baselines(now)).items()},
+            at=now,
+        )
+        trial = await self.storage.get_trial(trial_id)
+        assert trial is not None
+        await self._say(
+            f"A/B guard #{trial_id} started: `{candidate}` serves {cfg.share:.0%} of posts, `{anchor}` the rest, "
+            f"and `{candidate}` is rolled back if the reactions show it worse (at most {cfg.max_posts} posts)."
+        )
+        return trial
 
     async def start(self, candidate: str, *, run_id: int | None = None, by: str = "training") -> Trial:
         """Load `candidate` beside the serving adapter, check it generates, and open a trial against it."""
@@ -275,9 +347,13 @@ class TrialService:
         return trial
 
     async def _end(self, trial: Trial, verdict: str, by: str, summary: str) -> None:
-        # promotion first, through the one promotion path (load, swap, pointer last); the row is closed after, so
-        # a crash in between leaves a trial that re-decides the same way on the next start
-        if verdict in PROMOTING:
+        # promotion (or a guard's rollback) first, through the one promotion path (load, swap, pointer last); the row
+        # is closed after, so a crash in between leaves a trial that re-decides the same way on the next start
+        guard = self.adapters.store.current() == trial.candidate
+        keeps_candidate = verdict not in ROLLBACK if guard else verdict in PROMOTING
+        if guard and not keeps_candidate:
+            await self.adapters.use(trial.incumbent)  # rolled back to the anchor
+        elif keeps_candidate:
             await self.adapters.use(trial.candidate)  # load, health-check, swap, pointer last
         # an operator ('user:<id>') is stored and logged as their label, never the id (see Storage.end_trial)
         member = int(by[5:]) if by.startswith("user:") and by[5:].isdigit() else None
@@ -289,7 +365,11 @@ class TrialService:
             ended = await self.storage.get_trial(trial.id)
             by = ended.decided_by if ended is not None and ended.decided_by else "an operator"
         if trial.run_id is not None:  # the run's promotion sequence ends with the trial
-            await self.storage.set_run_stage(trial.run_id, "promoted" if verdict in PROMOTING else "kept")
+            await self.storage.set_run_stage(trial.run_id, "promoted" if keeps_candidate else "kept")
         self.generator.pin(set())
-        outcome = f"now serving `{trial.candidate}`" if verdict in PROMOTING else f"`{trial.incumbent}` keeps serving"
+        outcome = f"now serving `{trial.candidate}`" if keeps_candidate else f"`{trial.incumbent}` serves"
+        if guard:
+            verdict_text = GUARD_TEXT.get(verdict, VERDICT_TEXT[verdict])
+            await self._say(f"A/B guard #{trial.id} ended: {verdict_text} ({by}); {outcome}.\n{summary}")
+            return
         await self._say(f"A/B trial #{trial.id} ended: {VERDICT_TEXT[verdict]} ({by}); {outcome}.\n{summary}")

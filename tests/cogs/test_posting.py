@@ -86,6 +86,23 @@ def test_the_output_filter_refuses_empty_and_blocklisted_text(text, ok):
     assert OutputFilter(("crypto",)).check(text).ok is ok
 
 
+async def test_best_of_n_sends_the_reward_models_favourite_and_records_every_candidate(make_cog, storage):
+    """With a nightly reward model on disk, one batch of KILROY_BEST_OF samples; the favourite goes out."""
+    from bot.training.reward_model import REWARD_MODEL_FILE, RewardModel, save_reward_model
+
+    ch = channel()
+    texts = ["plain words", "a cat post", "buy crypto cat", "more words"]
+    cog = make_cog(texts, ch, KILROY_BEST_OF="4", KILROY_BLOCKLIST="crypto")
+    model = RewardModel(bias=1.0, weights={"cat": 1.0, "crypto": 5.0}, signal=0.2, posts=64, mean_score=1.0)
+    save_reward_model(model, cog.settings.adapters_dir / REWARD_MODEL_FILE)
+    await cog.post_to(500)
+    assert sent(ch) == ["a cat post"]  # "buy crypto cat" scores higher but the filter refuses it
+    post = await storage.post_by_message(777)
+    got = (await storage.post_candidates([post.id]))[post.id]
+    assert [c.text for c in got] == texts and [c.chosen for c in got] == [False, True, False, False]
+    assert [c.predicted for c in got] == [1.0, 2.0, 7.0, 1.0] and not got[2].postable
+
+
 def sent(ch) -> list[str]:
     """What was sent; every send must carry AllowedMentions.none()."""
     for call in ch.send.await_args_list:

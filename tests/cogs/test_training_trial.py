@@ -13,9 +13,17 @@ class FakeTrials:
         return self._running
 
 
-async def test_nightly_waits_during_a_trial(make_settings):
-    """With a trial running, the nightly run does not train; without one it does."""
-    settings = make_settings()
+async def test_nightly_never_waits_for_a_guard(make_settings):
+    """KILROY_AB_MODE=guard (the default): a running guard does not hold the nightly training back."""
+    guarded = Training(
+        fake_bot(), settings=make_settings(), runner=FakeRunner(), trials=FakeTrials(running=type("T", (), {"id": 3})())
+    )
+    assert await guarded.run_nightly() is not None and guarded.runner.calls == ["nightly"]
+
+
+async def test_nightly_waits_during_a_superiority_trial(make_settings):
+    """KILROY_AB_MODE=trial: with a trial running, the nightly run does not train; without one it does."""
+    settings = make_settings(KILROY_AB_MODE="trial")
     busy = Training(
         fake_bot(), settings=settings, runner=FakeRunner(), trials=FakeTrials(running=type("T", (), {"id": 3})())
     )

@@ -38,7 +38,9 @@ async def _post_and_react(bot, server, n: int) -> list[str]:
 
 
 async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_settings):
-    settings = e2e_settings(KILROY_AB_SHARE="0.5", KILROY_AB_ALPHA="0.05", KILROY_LOG_CHANNEL_ID=str(fd.CHANNEL_ID))
+    settings = e2e_settings(
+        KILROY_AB_SHARE="0.5", KILROY_AB_MODE="trial", KILROY_AB_ALPHA="0.05", KILROY_LOG_CHANNEL_ID=str(fd.CHANNEL_ID)
+    )
     async with running_bot(settings, server) as bot:
         for _ in range(3):  # settled posts for the night to train on (and the trial's frozen baseline)
             await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
@@ -88,7 +90,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
 
 async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):
     """`/adapter trial stop` by an operator ends the trial, recorded with who did it; the incumbent keeps serving."""
-    settings = e2e_settings(KILROY_AB_SHARE="0.5")
+    settings = e2e_settings(KILROY_AB_SHARE="0.5", KILROY_AB_MODE="trial")
     async with running_bot(settings, server) as bot:
         for _ in range(3):
             await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)

@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,25 @@ async def test_null_audience_does_not_drift(tiny_settings, tmp_path):
     assert result.lift == pytest.approx(1.0, abs=0.05)
     assert all(0 <= n.repeat3 <= 1 and n.mean_tokens > 0 and n.distinct2 > 0 for n in result.nights)
     assert result.as_json()["nights"][0].keys() >= {"expected_score", "kl", "repeat3", "mean_tokens", "distinct2"}
+
+
+def test_phrase_and_length_preferences_leave_the_reward_models_class():
+    """A phrase counts only as the ordered pair written together; the preferred length peaks at its ideal."""
+    spec = AudienceSpec.from_dict(
+        {
+            "members": 1,
+            "reaction_rate": 0.1,
+            "likes": {},
+            "phrases": {"Hot Take": 0.5},
+            "length_ideal": 4,
+            "length_width": 1,
+            "length_weight": 0.3,
+        }
+    )
+    assert spec.affinity("hot take: tea wins") == pytest.approx(0.8)
+    assert spec.affinity("take hot: tea wins") == pytest.approx(0.3)  # the words, not the phrase
+    assert spec.affinity("hot take: tea wins over every other drink here") < 0.51
+    with pytest.raises(AudienceError, match="phrases"):
+        AudienceSpec.from_dict({"members": 1, "reaction_rate": 0.1, "phrases": {"three word phrase": 1}})
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "audiences" / "phrase_length.json"
+    assert AudienceSpec.from_file(path).phrases["hot take"] == 0.5

@@ -26,3 +26,25 @@ def test_posts_without_sampled_ids_are_skipped():
 def test_lengths_must_match():
     with pytest.raises(ValueError):
         build_examples([rec(1)], [])
+
+
+def test_best_of_n_posts_train_through_all_their_candidates():
+    """A post picked by the reward model is not a policy sample: its candidates (all of them) stand in for it."""
+    from bot.domain.records import Post, PostRecord
+    from bot.storage import PostCandidate
+    from bot.training.dataset import policy_samples
+
+    def post(pid, ids):
+        return PostRecord(Post(pid, pid, 1, None, "post", f"p{pid}", "", (0,), ids, "base", {}, 0.0, None), (), ())
+
+    cands = {
+        1: [PostCandidate(1, i, f"c{i}", (i + 10,), 0.1 * i, True, i == 2) for i in range(3)],
+        2: [PostCandidate(2, 0, "only", (7,), None, True, True)],  # a single draw: the post stands for itself
+    }
+    got = policy_samples([post(1, (9,)), post(2, (8,)), post(3, ())], cands)
+    assert [(s.post_id, s.completion_ids, s.text) for s in got] == [
+        (1, (10,), "c0"),
+        (1, (11,), "c1"),
+        (1, (12,), "c2"),
+        (2, (8,), "p2"),
+    ]

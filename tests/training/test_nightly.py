@@ -86,3 +86,21 @@ async def test_training_crash_leaves_active_adapter_and_data(tiny_settings, stor
     (run,) = await storage.runs()
     assert run.status == "failed" and "out of memory" in run.message
     assert nightly  # module imported for monkeypatch path
+
+
+async def test_best_of_n_posts_train_on_every_candidate_and_the_reward_model_is_saved(tiny_settings, storage):
+    """A best-of-N post contributes all its candidates (policy draws), not the picked one; the fit is served."""
+    from bot.engine.compose import Candidate
+    from bot.training.reward_model import REWARD_MODEL_FILE, RewardModelFile
+
+    settings = tiny_settings(KILROY_EPOCHS="1", KILROY_REWARD_MAX_P="1", **OPEN_GATE)
+    samples = await seed_posts(settings, storage)
+    first = await storage.post_by_message(1)
+    cands = [Candidate(s.text, s.completion_ids, 1.0, True) for s in samples[:3]]
+    await storage.add_candidates(first.id, cands, chosen=0)
+    store = AdapterStore(settings.adapters_dir)
+    result = await run_training(settings, storage, store, now=DAY)
+    meta = store.info(result.adapter).meta
+    assert meta["data"]["posts"] == 16 and meta["metrics"]["examples"] == 16 - 1 + 3
+    assert (await RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE).current()).posts == 16
+    assert await storage.post_records(untrained_only=True) == []  # the post itself is claimed once

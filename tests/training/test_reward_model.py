@@ -68,3 +68,24 @@ def test_length_is_credited_to_length_not_to_the_words():
     assert model.predict(long) > model.predict(short) + 1.5
     a, b = model.relative([short, long])
     assert abs(a - b) < 0.2
+
+
+async def test_the_served_reward_model_round_trips_and_reloads_when_the_nightly_run_rewrites_it(tmp_path):
+    """The nightly fit saved as JSON is what the posting path ranks by; a fit without signal ranks nothing."""
+    import os
+
+    from bot.training.reward_model import RewardModel, RewardModelFile, save_reward_model
+
+    path = tmp_path / "adapters" / "reward_model.json"
+    served = RewardModelFile(path)
+    assert await served.current() is None  # no nightly run yet
+    model = RewardModel(bias=1.0, weights={"cat": 0.5}, signal=0.1, ridge=3.0, posts=64, mean_score=1.0)
+    save_reward_model(model, path)
+    got = await served.current()
+    assert got == model and got.scores(["a cat", "a dog"]) == [1.5, 1.0]
+    save_reward_model(RewardModel(bias=1.0, weights={"cat": 0.5}, signal=-0.01), path)
+    os.utime(path, ns=(1, 1))  # a different stamp even within the file system's time resolution
+    assert await served.current() is None  # predicts worse than the constant: post as drawn
+    path.write_text("{not json", encoding="utf-8")
+    os.utime(path, ns=(2, 2))
+    assert await served.current() is None

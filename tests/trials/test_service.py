@@ -60,7 +60,8 @@ class FakeAdapters:
 
 
 def _service(storage, make_settings, names=("v1", "v2"), **env):
-    settings = make_settings(KILROY_SETTLE_HOURS="0", KILROY_AB_ALPHA="0.2", **env)
+    # the superiority trial unless a test asks for the guard
+    settings = make_settings(KILROY_SETTLE_HOURS="0", KILROY_AB_ALPHA="0.2", **{"KILROY_AB_MODE": "trial", **env})
     store = FakeStore(names)
     said = []
 
@@ -136,3 +137,50 @@ async def test_trials_off_declines(storage, make_settings):
     """KILROY_AB_SHARE=0: no trial; the promotion sequence swaps the candidate in as before."""
     svc, _ = _service(storage, make_settings, KILROY_AB_SHARE="0")
     assert not await svc.on_candidate("v1") and await storage.active_trial() is None
+
+
+async def test_guard_serves_a_gate_passing_candidate_at_once_and_rolls_back_a_worse_one(storage, make_settings):
+    """KILROY_AB_MODE=guard: the candidate serves at once (training never waits for it); when the live posts show
+    it worse than the anchor, the anchor serves again and the run ends 'kept'."""
+    svc, said = _service(storage, make_settings, KILROY_AB_MODE="guard")
+    run_id = await storage.start_run("nightly", at=1.0)
+    assert await svc.on_candidate("v1", run_id)
+    trial = await storage.active_trial()
+    assert svc.adapters.store.current() == "v1" and trial.candidate == "v1" and trial.incumbent == BASE
+    assert "guard" in said[0]
+    for i in range(400):
+        await _post(storage, svc, i, lambda arm: 4 if arm == "incumbent" else 0)
+        if i % 10 == 9 and (status := await svc.check()).trial.verdict:
+            break
+    assert status.trial.verdict == "keep" and svc.adapters.store.current() == BASE
+    assert svc.adapters.used == ["v1", BASE] and (await storage.get_run(run_id)).stage == "kept"
+    assert "rolled back" in said[-1]
+
+
+async def test_guard_hands_its_candidate_arm_to_the_next_candidate_and_keeps_the_anchor(storage, make_settings):
+    """A newer gate-passing candidate serves at once and takes over the running guard (same trial, same anchor,
+    evidence kept); the superseded run is done. No harm within the budget ends with the newest serving."""
+    svc, said = _service(storage, make_settings, KILROY_AB_MODE="guard", KILROY_AB_MAX_POSTS="40")
+    first_run, second_run = await storage.start_run("nightly", at=1.0), await storage.start_run("nightly", at=2.0)
+    await svc.on_candidate("v1", first_run)
+    first = await storage.active_trial()
+    for i in range(6):
+        await _post(storage, svc, i, lambda arm: 1)
+    await svc.on_candidate("v2", second_run)
+    moved = await storage.active_trial()
+    assert moved.id == first.id and moved.candidate == "v2" and moved.incumbent == BASE and moved.run_id == second_run
+    assert svc.adapters.store.current() == "v2" and (await storage.get_run(first_run)).stage == "promoted"
+    assert "takes over" in said[-1]
+    arms = [(await _post(storage, svc, i, lambda arm: 1))[0] for i in range(6, 60)]
+    assert {c.adapter for c in arms} == {"v2", BASE}
+    status = await svc.check()
+    assert status.trial.verdict == "futile" and svc.adapters.store.current() == "v2"
+    assert (await storage.get_run(second_run)).stage == "promoted"
+
+
+async def test_an_operator_stop_rolls_a_guard_back(storage, make_settings):
+    """Stopping a guard by hand returns to the anchor."""
+    svc, _ = _service(storage, make_settings, KILROY_AB_MODE="guard")
+    await svc.on_candidate("v1")
+    await svc.stop("user:1")
+    assert svc.adapters.store.current() == BASE and await storage.active_trial() is None
