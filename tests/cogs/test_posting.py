@@ -97,7 +97,7 @@ async def test_best_of_n_sends_the_reward_models_favourite_and_records_every_can
     save_reward_model(model, cog.settings.adapters_dir / REWARD_MODEL_FILE)
     await cog.post_to(500)
     assert sent(ch) == ["a cat post"]  # "buy crypto cat" scores higher but the filter refuses it
-    post = await storage.post_by_message(777)
+    post = await post_by_message(storage, 777)
     got = (await storage.post_candidates([post.id]))[post.id]
     assert [c.text for c in got] == texts and [c.chosen for c in got] == [False, True, False, False]
     assert [c.predicted for c in got] == [1.0, 2.0, 7.0, 1.0] and not got[2].postable

@@ -5,6 +5,7 @@ from bot.training import nightly
 from bot.training.nightly import run_training
 from bot.training.runner import TrainingFailed, TrainingRunner
 from tests.support.data import DAY, OPEN_GATE, seed_posts
+from tests.support.storage import post_by_message
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ async def test_best_of_n_posts_train_on_every_candidate_and_the_reward_model_is_
 
     settings = tiny_settings(KILROY_EPOCHS="1", KILROY_REWARD_MAX_P="1", **OPEN_GATE)
     samples = await seed_posts(settings, storage)
-    first = await storage.post_by_message(1)
+    first = await post_by_message(storage, 1)
     cands = [Candidate(s.text, s.completion_ids, 1.0, True) for s in samples[:3]]
     await storage.add_candidates(first.id, cands, chosen=0)
     store = AdapterStore(settings.adapters_dir)
