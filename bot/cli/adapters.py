@@ -74,6 +74,9 @@ async def _adapters_trial(settings: Settings, action: str) -> int:
                 "or a restart)"
             )
         else:
+            if store.current() == trial.candidate:
+                # a guard: its candidate already serves; stopping rolls back to the anchor (pointer first, as promote)
+                store.set_current(trial.incumbent)
             await storage.end_trial(
                 trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
             )

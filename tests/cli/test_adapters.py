@@ -51,6 +51,25 @@ def test_trial_show_stop(env, tmp_path, capsys):  # noqa: F811
     assert "ended" in capsys.readouterr().out
 
 
+def test_stopping_a_guard_rolls_the_pointer_back_to_its_anchor(env, tmp_path, capsys):  # noqa: F811
+    """A guard's candidate serves (the pointer is on it); `trial stop` from the shell rolled nothing back, so the
+    stopped candidate went on serving after a restart. Now the pointer returns to the anchor."""
+    for name in ("v0001", "v0002"):
+        _fake_adapter(tmp_path, name)
+    store = AdapterStore(tmp_path / "adapters")
+    store.set_current("v0001")
+    store.set_current("v0002")  # the guard serves its candidate at once
+
+    async def go():
+        async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
+            return await _start(s, candidate="v0002", incumbent="v0001", at=time.time() - 10)
+
+    asyncio.run(go())
+    assert main(["adapters", "trial", "stop"]) == 0
+    assert "v0001 keeps serving" in capsys.readouterr().out
+    assert AdapterStore(tmp_path / "adapters").current() == "v0001"
+
+
 def test_trial_promote_moves_the_pointer(env, tmp_path, capsys):  # noqa: F811
     """promote makes the candidate current and records the verdict."""
     _fake_adapter(tmp_path, "v0002")
