@@ -71,7 +71,7 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Flush a folder's entries (a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -86,7 +86,7 @@ def _fsync_tree(folder: Path) -> None:
         if f.is_file():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -97,7 +97,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class AdapterStore:
@@ -230,7 +230,7 @@ class AdapterStore:
         _write_json_atomic(tmp_dir / META, {**meta, "name": name})
         _fsync_tree(tmp_dir)
         os.replace(tmp_dir, self.root / name)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         log.info("saved adapter %s", name)
         return name
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bot.adapters.store import AdapterStore, validate_name
+from bot.adapters.store import AdapterStore, fsync_dir, validate_name
 from bot.config.settings import Settings
 from bot.ops.backup import (
     DB_NAME,
@@ -66,14 +66,6 @@ def _paths(settings: Settings, stamp: str) -> dict[str, Path]:
         "staged": adapters / f".restoring-{stamp}",
         "aside": adapters / f".replaced-{stamp}",
     }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -238,7 +230,7 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
         tmp = p["journal"].with_name(p["journal"].name + ".tmp")
         write_private(tmp, json.dumps(journal))
         os.replace(tmp, p["journal"])
-        _fsync_dir(p["journal"].parent)
+        fsync_dir(p["journal"].parent)
         step("journal")
         moved = _swap(settings, journal, step)
     log.info(
@@ -265,7 +257,7 @@ def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
                 moved.append(f"{p['aside_db']}{suffix}")
                 step(f"move aside {DB_NAME}{suffix}")
         os.replace(p["staged_db"], p["db"])
-        _fsync_dir(p["db"].parent)
+        fsync_dir(p["db"].parent)
         step("database in place")
     entries = [validate_name(n) for n in journal.get("adapters", [])] + ([STATE] if journal.get("state") else [])
     for name in entries:  # STATE.json last: the pointer moves after the adapters it names are there
@@ -278,10 +270,10 @@ def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
             moved.append(str(p["aside"] / name))
             step(f"move aside {name}")
         os.replace(staged, live)
-        _fsync_dir(p["adapters"])
+        fsync_dir(p["adapters"])
         step(f"{name} in place")
     p["journal"].unlink(missing_ok=True)
-    _fsync_dir(p["journal"].parent)
+    fsync_dir(p["journal"].parent)
     shutil.rmtree(p["staged"], ignore_errors=True)
     step("done")
     return moved
