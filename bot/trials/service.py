@@ -198,7 +198,7 @@ class TrialService:
             alpha=cfg.alpha,
             max_posts=cfg.max_posts,
             seed=self.new_seed(),
-            baselines={c: (b.median, b.spread) for c, b in (await self._baselines(now)).items()},
+            baselines=await self._baselines(now),
             at=now,
         )
         trial = await self.storage.get_trial(trial_id)

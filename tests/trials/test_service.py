@@ -157,6 +157,19 @@ async def test_guard_serves_a_gate_passing_candidate_at_once_and_rolls_back_a_wo
     assert "rolled back" in said[-1]
 
 
+async def test_a_guard_starts_over_settled_posts_with_their_baselines_frozen(storage, make_settings):
+    """Regression: a guard's start handed storage (median, spread) tuples where it reads Baseline fields, so on any
+    server with settled posts every gate-passing candidate failed to serve ('tuple' object has no attribute
+    'median'); tests started guards on empty databases only."""
+    for i in range(6):
+        await storage.add_post(NewPost(channel_id=1, text="t", adapter=BASE, created_at=10.0 + i, message_id=900 + i))
+        await storage.add_vote(900 + i, 500, "❤️", at=10.0 + i)
+    svc, _ = _service(storage, make_settings, KILROY_AB_MODE="guard")
+    assert await svc.on_candidate("v1", await storage.start_run("nightly", at=1.0))
+    trial = await storage.active_trial()
+    assert svc.adapters.store.current() == "v1" and trial.candidate == "v1" and 1 in trial.baselines
+
+
 async def test_guard_hands_its_candidate_arm_to_the_next_candidate_and_keeps_the_anchor(storage, make_settings):
     """A newer gate-passing candidate serves at once and takes over the running guard (same trial, same anchor,
     evidence kept); the superseded run is done. No harm within the budget ends with the newest serving."""
