@@ -116,6 +116,7 @@ class TrainingRun:
     message: str | None
     metrics: dict[str, Any]
     stage: str = "training"
+    community: str | None = None  # the lineage it trained ("g123", "commons"); None: a run from before communities
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class Trial:
     verdict: str | None
     decided_by: str | None
     summary: str | None
+    community: str | None = None  # the lineage whose adapters it compares; None: a trial from before communities
 
     @property
     def active(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.domain.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage._db import StorageBase, migrations
+from bot.storage.communities import CommunitiesMixin
 from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostCandidate, PostsMixin
 from bot.storage.privacy import PrivacyMixin
@@ -41,6 +42,15 @@ __all__ = [
 
 
 class Storage(
-    PrivacyMixin, StatsMixin, StoriesMixin, PostsMixin, VotesMixin, RunsMixin, TrialsMixin, OpsMixin, StorageBase
+    PrivacyMixin,
+    StatsMixin,
+    StoriesMixin,
+    PostsMixin,
+    VotesMixin,
+    RunsMixin,
+    TrialsMixin,
+    OpsMixin,
+    CommunitiesMixin,
+    StorageBase,
 ):
     """The database. Open with `async with Storage.open(path) as storage:`."""

@@ -14,11 +14,12 @@ class RunsMixin(StorageBase):
 
     # --- training runs and adapter versions --------------------------------------------------------------------------
 
-    async def start_run(self, reason: str, *, at: float) -> int:
-        """Open a training-run row; return its id."""
+    async def start_run(self, reason: str, *, at: float, community: str | None = None) -> int:
+        """Open a training-run row for a community's lineage (None: no community, as before issue 24); return its id."""
         async with self._write:
             cur = await self.db.execute(
-                "INSERT INTO training_runs (reason, status, started_at) VALUES (?, 'running', ?)", (reason, at)
+                "INSERT INTO training_runs (reason, status, started_at, community) VALUES (?, 'running', ?, ?)",
+                (reason, at, community),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -132,9 +133,12 @@ class RunsMixin(StorageBase):
                 ),
             )
 
-    async def runs(self, limit: int = 20) -> list[TrainingRun]:
-        """The latest training runs, newest first."""
-        async with self.db.execute("SELECT * FROM training_runs ORDER BY id DESC LIMIT ?", (limit,)) as cur:
+    async def runs(self, limit: int = 20, *, community: str | None = None) -> list[TrainingRun]:
+        """The latest training runs, newest first; `community` keeps that lineage's only."""
+        where, args = ("WHERE community = ? ", [community]) if community is not None else ("", [])
+        async with self.db.execute(
+            f"SELECT * FROM training_runs {where}ORDER BY id DESC LIMIT ?", (*args, limit)
+        ) as cur:
             rows = await cur.fetchall()
             cols = [c[0] for c in cur.description]
         return [_run(cols, r) for r in rows]

@@ -34,15 +34,19 @@ class TrialsMixin(StorageBase):
         seed: int,
         baselines: Mapping[int, Baseline],
         at: float,
+        community: str | None = None,
     ) -> int:
-        """Open a trial; return its id. Raises TrialActive if one is running (at most one at a time)."""
+        """Open a trial of a community's lineage; return its id. Raises TrialActive if that community has one
+        running (at most one per community; None: the one trial of a store without communities)."""
         async with self.transaction():
-            async with self.db.execute("SELECT 1 FROM trials WHERE ended_at IS NULL") as cur:
+            same = "community = ?" if community is not None else "community IS NULL"
+            args = (community,) if community is not None else ()
+            async with self.db.execute(f"SELECT 1 FROM trials WHERE ended_at IS NULL AND {same}", args) as cur:
                 if await cur.fetchone():
                     raise TrialActive()
             cur = await self.db.execute(
                 "INSERT INTO trials (candidate, incumbent, run_id, share, alpha, max_posts, seed, baselines, "
-                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_at, community) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     candidate,
                     incumbent,
@@ -53,14 +57,18 @@ class TrialsMixin(StorageBase):
                     seed,
                     json.dumps({str(k): [b.median, b.spread] for k, b in baselines.items()}),
                     at,
+                    community,
                 ),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    async def active_trial(self) -> Trial | None:
-        """The running trial, or None."""
-        async with self.db.execute("SELECT * FROM trials WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1") as cur:
+    async def active_trial(self, community: str | None = None) -> Trial | None:
+        """The running trial of `community` (None: the newest running trial of any), or None."""
+        where, args = ("AND community = ? ", (community,)) if community is not None else ("", ())
+        async with self.db.execute(
+            f"SELECT * FROM trials WHERE ended_at IS NULL {where}ORDER BY id DESC LIMIT 1", args
+        ) as cur:
             row = await cur.fetchone()
             return _trial(cur.description, row) if row else None
 
@@ -70,9 +78,10 @@ class TrialsMixin(StorageBase):
             row = await cur.fetchone()
             return _trial(cur.description, row) if row else None
 
-    async def trials(self, limit: int = 20) -> list[Trial]:
-        """The latest trials, newest first."""
-        async with self.db.execute("SELECT * FROM trials ORDER BY id DESC LIMIT ?", (limit,)) as cur:
+    async def trials(self, limit: int = 20, *, community: str | None = None) -> list[Trial]:
+        """The latest trials, newest first; `community` keeps that lineage's only."""
+        where, args = ("WHERE community = ? ", (community,)) if community is not None else ("", ())
+        async with self.db.execute(f"SELECT * FROM trials {where}ORDER BY id DESC LIMIT ?", (*args, limit)) as cur:
             return [_trial(cur.description, r) for r in await cur.fetchall()]
 
     async def move_trial_candidate(self, trial_id: int, *, candidate: str, run_id: int | None) -> bool:
@@ -134,4 +143,5 @@ def _trial(description: Any, row: Any) -> Trial:
         verdict=d["verdict"],
         decided_by=d["decided_by"],
         summary=d["summary"],
+        community=d.get("community"),
     )

@@ -249,14 +249,17 @@ async def test_migration_rewrites_animated_custom_emoji_keys(tmp_path):
     from bot.storage import Storage, migrations
 
     path = tmp_path / "k.db"
-    async with Storage.open(path) as storage:
-        await storage.add_post(post(1))
-        await storage.add_vote(1, 1, "<a:kilroy:7>", at=1.0)
-        await storage.add_vote(1, 2, "<a:kilroy:7>", at=1.0)
-        await storage.add_vote(1, 2, "<:kilroy:7>", at=1.0)
-    with sqlite3.connect(path) as db:  # as if 0006 had not run yet (nor 0007 after it)
-        db.execute("ALTER TABLE training_runs RENAME COLUMN accepted TO promoted")
+    with sqlite3.connect(path) as db:  # a database as version 5 left it (before 0006)
+        for number, sql in migrations():
+            if number <= 5:
+                db.executescript(sql)
         db.execute("PRAGMA user_version = 5")
+        db.execute(
+            "INSERT INTO posts (id, message_id, channel_id, kind, text, adapter, created_at) "
+            "VALUES (1, 1, 1, 'post', 't', 'base', 1.0)"
+        )
+        for member, emoji in ((1, "<a:kilroy:7>"), (2, "<a:kilroy:7>"), (2, "<:kilroy:7>")):
+            db.execute("INSERT INTO votes (post_id, member_id, emoji, at) VALUES (1, ?, ?, 1.0)", (member, emoji))
     async with Storage.open(path) as storage:
         rows = await storage.db.execute_fetchall("SELECT member_id, emoji FROM votes ORDER BY member_id")
     assert [tuple(r) for r in rows] == [(1, "<:kilroy:7>"), (2, "<:kilroy:7>")]
