@@ -14,6 +14,9 @@ in `training_runs.stage` so that an interrupted sequence is finished, never half
                it, the trial runs steps 2-3 through `AdapterService.use` and the stage becomes `promoted`
     refused    the candidate could not be loaded or failed its health check: the previous adapter keeps serving
 
+Per community (issue 24) there is one Promoter per lineage (`community`), over that lineage's store and its own
+swap and trial hooks: the same sequence, in the same order, for each.
+
 `reconcile()` runs under the training lock before every run and at start: it closes runs whose process died
 before committing, removes half-written `.tmp-*` folders, and walks every interrupted sequence forward. A post is
 therefore trained on once, and the pointer and the live adapter agree after any crash.
@@ -53,9 +56,11 @@ class Promoter:
         fault: Callable[[str], None] | None = None,
         trial: StartTrial | None = None,
         defer_to_trial: bool = False,
+        community: str | None = None,
     ) -> None:
         self.storage = storage
-        self.store = store
+        self.store = store  # the lineage's store: a run's adapter is a bare version name in it
+        self.community = community  # this lineage's runs only (None: every run, the layout before communities)
         self.swap = swap  # None: no live model here (kilroy train, start-up); the next start loads the pointer
         self.clock = clock
         self._fault = fault or (lambda _step: None)  # tests inject crashes between steps
@@ -70,7 +75,7 @@ class Promoter:
             fixed.append(f"closed {n} run(s) whose process stopped before committing")
         if n := self.store.remove_temp_dirs():
             fixed.append(f"removed {n} half-written adapter folder(s)")
-        for run in await self.storage.unfinished_promotions():
+        for run in await self.storage.unfinished_promotions(self.community):
             result = await self.apply(run.id)
             fixed.append(f"finished the promotion sequence of run {run.id} ({result.adapter}: {result.reason})")
         for line in fixed:

@@ -96,10 +96,12 @@ class RunsMixin(StorageBase):
             cols = [c[0] for c in cur.description]
         return _run(cols, row) if row else None
 
-    async def unfinished_promotions(self) -> list[TrainingRun]:
-        """Runs whose candidate was committed but whose promotion sequence did not reach its end, oldest first."""
+    async def unfinished_promotions(self, community: str | None = None) -> list[TrainingRun]:
+        """Runs whose candidate was committed but whose promotion sequence did not reach its end, oldest first;
+        `community` keeps that lineage's only."""
+        where, args = ("AND community = ? ", (community,)) if community is not None else ("", ())
         async with self.db.execute(
-            "SELECT * FROM training_runs WHERE stage IN ('committed', 'marked', 'swapped') ORDER BY id"
+            f"SELECT * FROM training_runs WHERE stage IN ('committed', 'marked', 'swapped') {where}ORDER BY id", args
         ) as cur:
             rows = await cur.fetchall()
             cols = [c[0] for c in cur.description]

@@ -6,6 +6,12 @@ moves the adapter pointer: it commits the candidate, records the gate's verdict 
 transaction; promotion then marks the posts trained and promotes. Nothing is marked before the candidate is
 safely on disk, so a crash at any point loses no data (the earlier Kilroy cleared a night's posts before scoring
 them, and lost them when scoring failed).
+
+Per community (issue 24): `run_training(..., store=lineages.store("g123"), community="g123", parent=REF)` trains
+that server's lineage on that server's settled posts only (the commons: posts made outside any server), fits its
+reward model into its own folder (`adapters/g123/reward_model.json`), starts from `parent`, the reference that
+serves the community now (its own adapter, or the commons' for its first one), and records the run under the
+community. Without `community`, one flat store as before.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict
 
+from bot.adapters.lineages import Lineages
 from bot.adapters.store import BASE, AdapterStore
 from bot.config.settings import Settings
+from bot.domain.community import COMMONS, guild_of
 from bot.domain.records import RunResult
 from bot.domain.scoring import normalise_rewards, score_post
 from bot.logs import bind_log_context
@@ -42,10 +50,24 @@ async def run_training(
     now: float | None = None,
     reason: str = "manual",
     on_progress: OnProgress | None = None,
+    community: str | None = None,
+    parent: str | None = None,
 ) -> RunResult:
-    """Train one new adapter version from settled, untrained posts; promote it if the gate passes."""
+    """Train one new adapter version from settled, untrained posts; promote it if the gate passes.
+
+    `community` scopes the posts and the run to one lineage (`store` is its store); `parent` is the reference to
+    train from (default: the store's own pointer)."""
     # in a copy of the caller's context, so that the run id bound below names this run's lines only (bot/logs.py)
-    run = _run_training(settings, storage, store, now=now, reason=reason, on_progress=on_progress)
+    run = _run_training(
+        settings,
+        storage,
+        store,
+        now=now,
+        reason=reason,
+        on_progress=on_progress,
+        community=community,
+        parent=parent,
+    )
     return await asyncio.create_task(run, context=contextvars.copy_context())
 
 
@@ -57,17 +79,24 @@ async def _run_training(
     now: float | None,
     reason: str,
     on_progress: OnProgress | None,
+    community: str | None = None,
+    parent: str | None = None,
 ) -> RunResult:
     from bot.training.trainer import train_adapter
 
     emit = on_progress or (lambda _event: None)
     now = time.time() if now is None else now
     formula = settings.scoring
-    run_id = await storage.start_run(reason, at=now)
+    run_id = await storage.start_run(reason, at=now, community=community)
     bind_log_context(run=run_id)
     settled_before = now - settings.scoring.settle_hours * 3600.0
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
-    records = await storage.post_records(created_before=settled_before, limit=settings.scoring.baseline_window)
+    guild = guild_of(community) if community is not None else None
+    records = await storage.post_records(
+        created_before=settled_before, limit=settings.scoring.baseline_window, guild_id=guild
+    )
+    if community == COMMONS:  # the commons learns from posts made outside any server (pooling: a later step)
+        records = [r for r in records if r.post.guild_id is None]
     fresh = [r for r in records if r.post.trained_at is None and r.post.trained_run is None]
     history: dict[int, list[float]] = defaultdict(list)
     for r in records:
@@ -91,7 +120,7 @@ async def _run_training(
             records, drawn, formula, length_neutral=t.length_neutral, repeat_penalty=t.repeat_penalty
         )
         # the posting path ranks tomorrow's candidates with it (it ignores a fit without signal)
-        await asyncio.to_thread(save_reward_model, reward_model, settings.adapters_dir / REWARD_MODEL_FILE)
+        await asyncio.to_thread(save_reward_model, reward_model, store.root / REWARD_MODEL_FILE)  # this lineage's
         examples = [
             TrainingExample(d.post_id, d.prompt_ids, d.completion_ids, r) for d, r in zip(drawn, rewards, strict=True)
         ]
@@ -110,8 +139,11 @@ async def _run_training(
         rewards = normalise_rewards(scores, [r.post.channel_id for r in fresh], history=history)
         examples = build_examples(fresh, rewards)
     post_ids = sorted({e.post_id for e in examples})
-    parent = store.current()
-    parent_path = None if parent == BASE else store.path(parent)
+    if parent is None:
+        parent = store.current()
+        parent_path = None if parent == BASE else store.path(parent)
+    else:  # a reference, perhaps of another lineage (a community's first adapter starts from the commons)
+        parent_path = None if parent == BASE else Lineages(settings.adapters_dir).path(parent)
     emit(Progress("start", run_id=run_id, posts=len(post_ids), examples=len(examples), parent=parent))
     tmp = store.new_temp_dir()
     try:

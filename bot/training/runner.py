@@ -1,7 +1,9 @@
 """The one path of a night's training: lock, reconcile, train (in a worker process or in-process), promote.
 
 Every caller goes through `TrainingRunner.run`: the bot's nightly loop and /retrain (worker process, hot swap),
-`kilroy train` (in-process, no live model) and the simulation (either). The worker receives the exact Settings
+`kilroy train` (in-process, no live model) and the simulation (either). There is one runner per community's lineage
+(issue 24, `community`), all sharing the one training lock (`<adapters dir>/.training.lock`): one training at a
+time across every lineage and process; `bot.training.night` runs a night over many communities. The worker receives the exact Settings
 the caller runs with, serialised on its stdin (secrets left out), and an environment without DISCORD_TOKEN or any
 KILROY_* variable, so no stray `.env` can change what it trains with.
 """
@@ -63,11 +65,17 @@ class TrainingRunner:
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
         backup: Callable[[Settings], Path] | None = None,
+        community: str | None = None,
+        parent: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
-        self.store = store
-        self.promoter = Promoter(storage, store, swap=swap, trial=trial, defer_to_trial=defer_to_trial)
+        self.store = store  # the lineage's store (`Lineages.store(community)`), or the one flat store
+        self.community = community  # the lineage trained (None: the layout before communities)
+        self.parent = parent  # the reference to train from, asked under the lock (None: the store's own pointer)
+        self.promoter = Promoter(
+            storage, store, swap=swap, trial=trial, defer_to_trial=defer_to_trial, community=community
+        )
         self.in_process = in_process
         self.command = command or [sys.executable, "-m", "bot.training.worker"]
         self.env = dict(env) if env is not None else dict(os.environ)
@@ -128,7 +136,16 @@ class TrainingRunner:
                     maybe.close()
 
         try:
-            return await run_training(self.settings, self.storage, self.store, now=now, reason=reason, on_progress=emit)
+            return await run_training(
+                self.settings,
+                self.storage,
+                self.store,
+                now=now,
+                reason=reason,
+                on_progress=emit,
+                community=self.community,
+                parent=self.parent() if self.parent is not None else None,
+            )
         except Exception as exc:
             raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
 
@@ -136,6 +153,10 @@ class TrainingRunner:
         args = [*self.command, "--reason", reason]
         if now is not None:
             args += ["--now", repr(now)]
+        if self.community is not None:
+            args += ["--community", self.community]
+        if self.parent is not None:
+            args += ["--parent", self.parent()]
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.PIPE,

@@ -40,7 +40,7 @@ def share_cores() -> int:
     return threads
 
 
-async def _main(reason: str, now: float | None) -> int:
+async def _main(reason: str, now: float | None, community: str | None = None, parent: str | None = None) -> int:
     from bot.adapters.store import AdapterStore
     from bot.config.settings import Settings
     from bot.logs import setup_logging
@@ -52,8 +52,16 @@ async def _main(reason: str, now: float | None) -> int:
     share_cores()
     _emit(Progress("settings", settings=settings.to_json()))
     async with Storage.open(settings.db_path) as storage:
+        store = AdapterStore(settings.adapters_dir if community is None else settings.adapters_dir / community)
         result = await run_training(
-            settings, storage, AdapterStore(settings.adapters_dir), now=now, reason=reason, on_progress=_emit
+            settings,
+            storage,
+            store,
+            now=now,
+            reason=reason,
+            on_progress=_emit,
+            community=community,
+            parent=parent,
         )
     _emit(Progress("done", result=result))
     return 0
@@ -67,9 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reason", default="manual", help="why this run was started (recorded)")
     parser.add_argument("--now", type=float, help="the clock for settling posts (the simulation's time)")
+    parser.add_argument("--community", help="the lineage to train (g<guild id> or commons); none: the flat store")
+    parser.add_argument("--parent", help="the adapter reference to train from (default: the lineage's pointer)")
     args = parser.parse_args(argv)
+    if args.community is not None:
+        from bot.domain.community import validate_community
+
+        validate_community(args.community)
     try:
-        return asyncio.run(_main(args.reason, args.now))
+        return asyncio.run(_main(args.reason, args.now, args.community, args.parent))
     except Exception as exc:  # report, then fail: the parent turns this into a message
         _emit(Progress("error", message=f"{type(exc).__name__}: {exc}"))
         raise

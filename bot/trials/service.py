@@ -23,6 +23,12 @@ The guard (KILROY_AB_MODE=guard, the default) turns the trial into a harm guardr
 - `keep` (the serving chain engages worse than the anchor) rolls back to the anchor; `promote` (better) and
   `futile` (no harm shown within the post budget) end the guard with the candidate serving. An operator's stop
   rolls back too. A trial is a guard exactly when its candidate is the pointer's adapter.
+
+Per community (issue 24): one TrialService per lineage (`community`), at most one running trial per community.
+Its rows name adapters by reference ("g123/v0005"); the anchor or incumbent is whatever served the community,
+which may be another lineage's ("commons/v0002" before the server's first adapter): rolling back to it points the
+server's own lineage at `base`, so the policy serves the commons again. Only that server's posts set its baselines.
+The trials of all communities pin their arms through one `Pins`, so none unpins another's.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from bot.adapters.serving import AdapterService
 from bot.config.settings import Settings
+from bot.domain.community import guild_of
+from bot.domain.records import BASE
 from bot.domain.scoring import score_post
 from bot.engine.generator import Generator
 from bot.storage import NewPost, Storage, Trial
@@ -64,6 +73,19 @@ GUARD_TEXT = {
 }
 
 Announce = Callable[[str], Awaitable[None]]
+
+
+class Pins:
+    """The adapters each community's trial keeps resident; the generator pins their union."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self._by: dict[str | None, set[str]] = {}
+
+    def set(self, community: str | None, names: set[str]) -> None:
+        """Exactly `names` are this community's pinned adapters."""
+        self._by[community] = set(names)
+        self.generator.pin(set().union(*self._by.values()))
 
 
 class NoTrial(Exception):
@@ -127,11 +149,33 @@ class TrialService:
         *,
         clock: Callable[[], float] = time.time,
         announce: Announce | None = None,
+        community: str | None = None,
+        serving: Callable[[], str] | None = None,
+        path_of: Callable[[str], Path] | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.storage, self.adapters, self.generator, self.settings = storage, adapters, generator, settings
+        self.community = community  # the lineage (None: the one flat store before communities)
+        # what serves the community now, as a reference (the policy: its own pointer, or the commons')
+        self._serving = serving or (lambda: self.adapters.ref(self.adapters.store.current()))
+        self._path_of = path_of or self.adapters.store.path  # a reference's folder (any lineage's)
+        self.pins = pins or Pins(generator)
         self.clock = clock
         self.announce = announce  # KILROY_LOG_CHANNEL_ID through the bot, wired in bot/services.py
         self.new_seed: Callable[[], int] = lambda: secrets.randbits(31)  # the arm coin's seed (the simulation fixes it)
+
+    def _pin(self, names: set[str]) -> None:
+        self.pins.set(self.community, names)
+
+    def _current(self) -> str:
+        """The reference of this lineage's own pointer."""
+        return self.adapters.ref(self.adapters.store.current())
+
+    async def _use(self, reference: str) -> None:
+        """Serve `reference` through the promotion path; another lineage's (the commons) by pointing this one at
+        base, so that the policy serves it again."""
+        version = self.adapters.version(reference)
+        await self.adapters.use(BASE if version is None else version)
 
     @property
     def enabled(self) -> bool:
@@ -153,20 +197,22 @@ class TrialService:
         swapped in; False when trials are off (KILROY_AB_SHARE=0), and the sequence swaps it in as before."""
         if not self.enabled:
             return False
+        reference = self.adapters.ref(candidate)  # the run names a version of this lineage
         if self.settings.trials.mode == "guard":
-            if await self.storage.active_trial() is None and self.adapters.store.current() == candidate:
+            if await self.storage.active_trial(self.community) is None and self._current() == reference:
                 return False  # serving already (a guard's start interrupted by a crash): the sequence finishes it
-            await self.guard(candidate, run_id=run_id)
+            await self.guard(reference, run_id=run_id)
         else:
-            await self.start(candidate, run_id=run_id)
+            await self.start(reference, run_id=run_id)
         return True
 
     async def guard(self, candidate: str, *, run_id: int | None = None) -> Trial:
-        """Serve `candidate` at once, guarded against the anchor (the adapter before it, or the running guard's)."""
-        current = await self.storage.active_trial()
+        """Serve `candidate` (a reference) at once, guarded against the anchor (what served before it, or the running
+        guard's anchor)."""
+        current = await self.storage.active_trial(self.community)
         if current is not None and current.candidate == candidate:
             return current  # already guarded (an interrupted promotion sequence being finished)
-        anchor = current.incumbent if current is not None else self.adapters.store.current()
+        anchor = current.incumbent if current is not None else self._serving()
         if candidate == anchor:
             raise ValueError(f"{candidate!r} is already serving; there is nothing to compare")
         await self._ensure_loaded(candidate)
@@ -174,8 +220,8 @@ class TrialService:
         samples = await self.generator.generate(1, adapter=candidate, prompt=self.settings.generation.prompt)
         if not samples:
             raise RuntimeError(f"adapter {candidate!r} produced nothing")
-        await self.adapters.use(candidate)  # serves now: load, swap, pointer last
-        self.generator.pin({anchor, candidate})
+        await self._use(candidate)  # serves now: load, swap, pointer last
+        self._pin({anchor, candidate})
         if current is not None and await self.storage.move_trial_candidate(
             current.id, candidate=candidate, run_id=run_id
         ):
@@ -200,6 +246,7 @@ class TrialService:
             seed=self.new_seed(),
             baselines=await self._baselines(now),
             at=now,
+            community=self.community,
         )
         trial = await self.storage.get_trial(trial_id)
         assert trial is not None
@@ -210,11 +257,11 @@ class TrialService:
         return trial
 
     async def start(self, candidate: str, *, run_id: int | None = None, by: str = "training") -> Trial:
-        """Load `candidate` beside the serving adapter, check it generates, and open a trial against it."""
-        current = await self.storage.active_trial()
+        """Load `candidate` (a reference) beside the serving adapter, check it generates, and open a trial."""
+        current = await self.storage.active_trial(self.community)
         if current is not None and current.candidate == candidate:
             return current  # already on trial (an interrupted promotion sequence being finished)
-        incumbent = self.adapters.store.current()  # the pointer: what serves, and what a restart serves
+        incumbent = self._serving()  # the pointer (through the policy): what serves, and what a restart serves
         if candidate == incumbent:
             raise ValueError(f"{candidate!r} is already serving; there is nothing to compare")
         await self._ensure_loaded(candidate)
@@ -237,8 +284,9 @@ class TrialService:
             seed=self.new_seed(),
             baselines=await self._baselines(now),
             at=now,
+            community=self.community,
         )
-        self.generator.pin({incumbent, candidate})
+        self._pin({incumbent, candidate})
         trial = await self.storage.get_trial(trial_id)
         assert trial is not None
         await self._say(
@@ -250,8 +298,9 @@ class TrialService:
     async def _baselines(self, now: float) -> dict[int, Baseline]:
         # each channel's reward centre from its settled posts before the trial, frozen for the whole trial
         settled_before = now - self.settings.scoring.settle_hours * 3600.0
+        guild = guild_of(self.community) if self.community is not None else None
         records = await self.storage.post_records(
-            created_before=settled_before, limit=self.settings.scoring.baseline_window
+            created_before=settled_before, limit=self.settings.scoring.baseline_window, guild_id=guild
         )
         formula = self.settings.scoring
         records = [r for r in records if r.post.kind == "post"]
@@ -259,11 +308,11 @@ class TrialService:
 
     async def _ensure_loaded(self, name: str) -> None:
         if not self.generator.is_resident(name):
-            await self.generator.preload(name, self.adapters.store.path(name))
+            await self.generator.preload(name, self._path_of(name))
 
     async def restore(self) -> Trial | None:
         """At start: reload a running trial's candidate; a candidate that no longer loads ends its trial."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
             return None
         try:
@@ -273,26 +322,26 @@ class TrialService:
             log.exception("trial #%d: its adapters cannot be loaded", trial.id)
             await self._end(trial, "stopped", "restore", f"could not load its adapters at start: {exc}")
             return None
-        self.generator.pin({trial.incumbent, trial.candidate})
+        self._pin({trial.incumbent, trial.candidate})
         log.info("resumed A/B trial #%d (%s against %s)", trial.id, trial.candidate, trial.incumbent)
         return trial
 
     async def running(self) -> Trial | None:
         """The running trial, if any (the scheduled nightly training waits while there is one)."""
-        return await self.storage.active_trial()
+        return await self.storage.active_trial(self.community)
 
     # --- posting -----------------------------------------------------------------------------------------------------
 
     async def choose(self) -> ArmChoice | None:
         """The arm of the next scheduled post, or None when no trial runs (then the serving adapter writes)."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
             return None
         index = sum((await self.storage.trial_post_counts(trial.id)).values())
         arm = assign_arm(trial.seed, index, trial.share)
         adapter = trial.candidate if arm == CANDIDATE else trial.incumbent
         await self._ensure_loaded(adapter)  # a trial started by another process (`kilroy train`) loads here
-        self.generator.pin({trial.incumbent, trial.candidate})
+        self._pin({trial.incumbent, trial.candidate})
         return ArmChoice(trial.id, arm, adapter)
 
     @staticmethod
@@ -310,7 +359,7 @@ class TrialService:
 
     async def check(self) -> TrialStatus | None:
         """Evaluate the running trial and act on a verdict (promote through the promotion path, or keep)."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
             return None
         status = await self.evaluate(trial)
@@ -322,9 +371,9 @@ class TrialService:
 
     async def status(self) -> TrialStatus | None:
         """The running trial (or the last one) with its figures."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
-            recent = await self.storage.trials(limit=1)
+            recent = await self.storage.trials(limit=1, community=self.community)
             if not recent:
                 return None
             trial = recent[0]
@@ -332,7 +381,7 @@ class TrialService:
 
     async def stop(self, by: str) -> Trial:
         """End the running trial keeping the incumbent (operators)."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
             raise NoTrial()
         await self._end(trial, "stopped", by, "stopped by hand")
@@ -340,7 +389,7 @@ class TrialService:
 
     async def promote(self, by: str) -> Trial:
         """Promote the running trial's candidate by hand (operators); recorded with who did it."""
-        trial = await self.storage.active_trial()
+        trial = await self.storage.active_trial(self.community)
         if trial is None:
             raise NoTrial()
         await self._end(trial, "promoted_by_hand", by, "promoted by hand")
@@ -349,12 +398,12 @@ class TrialService:
     async def _end(self, trial: Trial, verdict: str, by: str, summary: str) -> None:
         # promotion (or a guard's rollback) first, through the one promotion path (load, swap, pointer last); the row
         # is closed after, so a crash in between leaves a trial that re-decides the same way on the next start
-        guard = self.adapters.store.current() == trial.candidate
+        guard = self._current() == trial.candidate
         keeps_candidate = verdict not in ROLLBACK if guard else verdict in PROMOTING
         if guard and not keeps_candidate:
-            await self.adapters.use(trial.incumbent)  # rolled back to the anchor
+            await self._use(trial.incumbent)  # rolled back to the anchor
         elif keeps_candidate:
-            await self.adapters.use(trial.candidate)  # load, health-check, swap, pointer last
+            await self._use(trial.candidate)  # load, health-check, swap, pointer last
         # an operator ('user:<id>') is stored and logged as their label, never the id (see Storage.end_trial)
         member = int(by[5:]) if by.startswith("user:") and by[5:].isdigit() else None
         if not await self.storage.end_trial(
@@ -366,7 +415,7 @@ class TrialService:
             by = ended.decided_by if ended is not None and ended.decided_by else "an operator"
         if trial.run_id is not None:  # the run's promotion sequence ends with the trial
             await self.storage.set_run_stage(trial.run_id, "promoted" if keeps_candidate else "kept")
-        self.generator.pin(set())
+        self._pin(set())
         outcome = f"now serving `{trial.candidate}`" if keeps_candidate else f"`{trial.incumbent}` serves"
         if guard:
             verdict_text = GUARD_TEXT.get(verdict, VERDICT_TEXT[verdict])

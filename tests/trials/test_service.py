@@ -58,6 +58,12 @@ class FakeAdapters:
         self.used.append(name)
         self.store.pointer = name
 
+    def ref(self, name):  # one flat store: references are the names
+        return name
+
+    def version(self, reference):
+        return reference
+
 
 def _service(storage, make_settings, names=("v1", "v2"), **env):
     # the superiority trial unless a test asks for the guard
