@@ -3,8 +3,9 @@
 Every caller goes through `TrainingRunner.run`: the bot's nightly loop and /retrain (worker process, hot swap),
 `kilroy train` (in-process, no live model) and the simulation (either). There is one runner per community's lineage
 (issue 24, `community`), all sharing the one training lock (`<adapters dir>/.training.lock`): one training at a
-time across every lineage and process; `bot.training.night` runs a night over many communities. The worker receives the exact Settings
-the caller runs with, serialised on its stdin (secrets left out), and an environment without DISCORD_TOKEN or any
+time across every lineage and process; `bot.training.night` runs a night over many communities.
+
+The worker receives the exact Settings the caller runs with, serialised on its stdin (secrets left out), and an environment without DISCORD_TOKEN or any
 KILROY_* variable, so no stray `.env` can change what it trains with.
 """
 
