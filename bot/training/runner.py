@@ -5,8 +5,8 @@ Every caller goes through `TrainingRunner.run`: the bot's nightly loop and /retr
 (issue 24, `community`), all sharing the one training lock (`<adapters dir>/.training.lock`): one training at a
 time across every lineage and process; `bot.training.night` runs a night over many communities.
 
-The worker receives the exact Settings the caller runs with, serialised on its stdin (secrets left out), and an environment without DISCORD_TOKEN or any
-KILROY_* variable, so no stray `.env` can change what it trains with.
+The worker receives the exact Settings the caller runs with, serialised on its stdin (secrets left out), and an
+environment without DISCORD_TOKEN or any KILROY_* variable, so no stray `.env` can change what it trains with.
 """
 
 from __future__ import annotations
