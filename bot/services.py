@@ -8,6 +8,13 @@
 - `open_shell_services`: the database, the adapter store and an in-process training runner, with no live model
   (`kilroy train`, `kilroy adapters trial`).
 
+Communities (issue 24): every server learns its own lineage (bot/adapters/lineages.py). `Communities` builds, per
+community and on first use, its serving (`AdapterService`), its A/B trials (`TrialService`) and its training runner
+(all sharing the one training lock), and runs a night over them (`bot.training.night.Night`). The commons is the
+default lineage: `Services.serving`, `.trials`, `.training` and `.adapter_store` are the commons' (what serves
+whatever names no server: story mode, `kilroy generate`, the simulation). `prepare_lineages` moves a flat adapters
+folder into the lineages at every start (bot/adapters/migrate.py).
+
 Nothing here knows about Discord: the bot lends its gateway state and its log channel through `BotHooks`.
 """
 
@@ -22,9 +29,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.adapters.lineages import Lineages
+from bot.adapters.migrate import migrate_flat
 from bot.adapters.serving import AdapterService
 from bot.adapters.store import AdapterStore
 from bot.config.settings import Settings
+from bot.domain.community import COMMONS, community_id, guild_of, parse_ref
+from bot.domain.records import BASE
 from bot.domain.safety import OutputFilter
 from bot.engine.generator import Generator
 from bot.engine.threads import serving_threads
@@ -33,8 +44,10 @@ from bot.ops.backup import nightly_backup
 from bot.privacy.service import PrivacyService
 from bot.storage import Storage
 from bot.stories.service import StoryService
+from bot.training.lock import TrainingBusy, TrainingLock
+from bot.training.night import Night, NightResult
 from bot.training.runner import TrainingRunner
-from bot.trials.service import TrialService
+from bot.trials.service import Pins, TrialService
 
 if TYPE_CHECKING:
     from bot.http.metrics import Metrics
@@ -52,9 +65,9 @@ class BotHooks:
 
     def __init__(self) -> None:
         self._gateway: Callable[[], GatewayState] = lambda: NO_CLIENT
-        self._announce: Callable[[str], Awaitable[None]] | None = None
+        self._announce: Callable[..., Awaitable[None]] | None = None
 
-    def plug(self, *, gateway: Callable[[], GatewayState], announce: Callable[[str], Awaitable[None]]) -> None:
+    def plug(self, *, gateway: Callable[[], GatewayState], announce: Callable[..., Awaitable[None]]) -> None:
         """Called once by the bot when it is built."""
         self._gateway, self._announce = gateway, announce
 
@@ -62,10 +75,172 @@ class BotHooks:
         """The Discord gateway as /healthz reports it."""
         return self._gateway()
 
-    async def announce(self, text: str) -> None:
-        """Say `text` in KILROY_LOG_CHANNEL_ID (nothing before the bot plugs in)."""
+    async def announce(self, text: str, guild_id: int | None = None) -> None:
+        """Say `text` in the server's log channel, KILROY_LOG_CHANNEL_ID without one (nothing before the bot plugs
+        in)."""
         if self._announce is not None:
-            await self._announce(text)
+            if guild_id is None:
+                await self._announce(text)
+            else:
+                await self._announce(text, guild_id)
+
+    def announce_for(self, community: str) -> Callable[[str], Awaitable[None]]:
+        """`announce` into a community's own log channel (the commons: KILROY_LOG_CHANNEL_ID)."""
+        guild = guild_of(community)
+        return lambda text: self.announce(text, guild)
+
+
+class Communities:
+    """Per-community services, each built on first use and kept: serving, trials, training runner; and the night.
+
+    `generator` None: the shell (no live model): runners check a promoted adapter's files and move the pointer.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        lineages: Lineages,
+        generator: Generator | None,
+        *,
+        hooks: BotHooks | None = None,
+        clock: Callable[[], float] = time.time,
+        in_process: bool = False,
+        backup: Callable[[Settings], object] | None = None,
+        defer_to_trial: bool = False,
+    ) -> None:
+        self.settings, self.storage, self.lineages, self.generator = settings, storage, lineages, generator
+        self.hooks = hooks or BotHooks()
+        self.clock, self.in_process, self.backup, self.defer_to_trial = clock, in_process, backup, defer_to_trial
+        self.pins = Pins(generator) if generator is not None else None
+        self._serving: dict[str, AdapterService] = {}
+        self._trials: dict[str, TrialService] = {}
+        self._runners: dict[str, TrainingRunner] = {}
+        self.night = Night(self.runner, storage, settings, skip=self._skip)
+
+    @staticmethod
+    def of_guild(guild_id: int) -> str:
+        """The community of a server."""
+        return community_id(guild_id)
+
+    def serving(self, community: str) -> AdapterService:
+        """What the live model serves for one lineage (the commons drives the generator's default)."""
+        if self.generator is None:
+            raise RuntimeError("no live model here")
+        found = self._serving.get(community)
+        if found is None:
+            found = self._serving[community] = AdapterService(
+                self.lineages.store(community), self.generator, community=community, default=community == COMMONS
+            )
+        return found
+
+    def trials(self, community: str) -> TrialService:
+        """A community's A/B trials."""
+        if self.generator is None:
+            raise RuntimeError("no live model here")
+        found = self._trials.get(community)
+        if found is None:
+            found = self._trials[community] = TrialService(
+                self.storage,
+                self.serving(community),
+                self.generator,
+                self.settings,
+                clock=self.clock,
+                announce=self.hooks.announce_for(community),
+                community=community,
+                serving=lambda: self.lineages.serving(community),
+                path_of=self.lineages.path,
+                pins=self.pins,
+            )
+        return found
+
+    def runner(self, community: str) -> TrainingRunner:
+        """A community's training runner: its posts, its parent (what serves it), its gate and promotion."""
+        found = self._runners.get(community)
+        if found is None:
+            live = self.generator is not None
+            found = self._runners[community] = TrainingRunner(
+                self.settings,
+                self.storage,
+                self.lineages.store(community),
+                # activate and move the pointer under the adapter service's lock: no /adapter use in between
+                swap=self.serving(community).use if live else None,
+                trial=self.trials(community).on_candidate if live else None,
+                defer_to_trial=self.defer_to_trial and not live,
+                in_process=self.in_process,
+                backup=self.backup if community == COMMONS else None,  # type: ignore[arg-type]
+                community=community,
+                parent=lambda: self.lineages.serving(community),
+            )
+        return found
+
+    async def reference(self, community: str) -> str:
+        """The reference that writes `community`'s next post, made resident: the one seam the posting path asks
+        (posts due together become one mixed-adapter batch of these references)."""
+        reference = self.lineages.serving(community)
+        owner, version = parse_ref(reference)
+        if owner is not None and self.generator is not None:
+            await self.serving(owner).ensure_resident(version)
+        return reference
+
+    async def reconcile(self) -> list[str]:
+        """At start: finish every lineage's interrupted promotion, if no other process trains now."""
+        lock = TrainingLock(self.settings.adapters_dir)
+        try:
+            lock.acquire("start-up reconcile")
+        except TrainingBusy as exc:
+            log.info("not reconciling training state: %s", exc)
+            return []
+        try:
+            fixed: list[str] = []
+            for community in self.lineages.communities():
+                fixed += await self.runner(community).promoter.reconcile()
+            return fixed
+        finally:
+            lock.release()
+
+    async def restore(self) -> dict[str, str]:
+        """At start: every lineage serves its pointer (or its last good version), and its running trial resumes."""
+        out = {}
+        for community in self.lineages.communities():
+            out[community] = await self.serving(community).restore()
+            await self.trials(community).restore()
+        return out
+
+    async def _skip(self, community: str) -> str | None:
+        # a superiority trial needs its posts to pile up; a new candidate every night would restart it forever (a
+        # guard does not: the newest candidate takes over its candidate arm and the evidence carries on)
+        if self.generator is None or self.settings.trials.mode == "guard":
+            return None
+        trial = await self.trials(community).running()
+        return None if trial is None else f"its A/B trial #{trial.id} is still deciding"
+
+    async def run_night(
+        self, reason: str = "nightly", on_result: Callable[[NightResult], Awaitable[None]] | None = None
+    ) -> list[NightResult]:
+        """One night over every stale community (`Night.run`)."""
+        return await self.night.run(reason, on_result=on_result)
+
+
+async def prepare_lineages(settings: Settings, storage: Storage | None = None) -> Lineages:
+    """The lineages under KILROY_ADAPTERS_DIR, a flat folder from before communities moved into them first (into
+    every server that posted, and the commons). Runs under the training lock; skipped while another process holds it
+    (a running bot, which migrated at its own start)."""
+    lock = TrainingLock(settings.adapters_dir)
+    try:
+        lock.acquire("adapters migration")
+    except TrainingBusy:
+        return Lineages(settings.adapters_dir)
+    try:
+        if storage is None:
+            async with Storage.open(settings.db_path) as opened:
+                guilds = await opened.guilds_with_posts()
+        else:
+            guilds = await storage.guilds_with_posts()
+        await asyncio.to_thread(migrate_flat, settings.adapters_dir, [community_id(g) for g in guilds])
+    finally:
+        lock.release()
+    return Lineages(settings.adapters_dir)
 
 
 @dataclass
@@ -74,13 +249,14 @@ class Services:
 
     settings: Settings
     storage: Storage
-    adapter_store: AdapterStore  # the versions on disk and the pointer
+    adapter_store: AdapterStore  # the commons' versions on disk and its pointer
     generator: Generator
-    serving: AdapterService  # what the live model serves: activate, use, roll back
-    training: TrainingRunner
+    serving: AdapterService  # what the live model serves by default (the commons): activate, use, roll back
+    training: TrainingRunner  # the commons' runner
     stories: StoryService
-    trials: TrialService
+    trials: TrialService  # the commons' trials
     privacy: PrivacyService
+    communities: Communities  # per server: serving, trials, training, and the night over them all
     clock: Callable[[], float] = field(default=time.time)
     output_filter: OutputFilter = field(default_factory=OutputFilter)  # one filter for every text sent
     hooks: BotHooks = field(default_factory=BotHooks)
@@ -93,8 +269,9 @@ class ShellServices:
 
     settings: Settings
     storage: Storage
-    adapter_store: AdapterStore
-    training: TrainingRunner  # in this process; a promoted adapter's files are checked and the pointer moves
+    adapter_store: AdapterStore  # the commons'
+    training: TrainingRunner  # the commons', in this process; a promoted adapter's files are checked, the pointer moves
+    communities: Communities  # any lineage's runner: `communities.runner("g123")`
 
 
 class CannotStart(Exception):
@@ -120,9 +297,10 @@ class TrainingNow:
         return self._other
 
 
-def adapter_store(settings: Settings) -> AdapterStore:
-    """The adapter versions under KILROY_ADAPTERS_DIR (also alone, for `kilroy adapters list|show|use|rollback`)."""
-    return AdapterStore(settings.adapters_dir)
+def adapter_store(settings: Settings, community: str = COMMONS) -> AdapterStore:
+    """One lineage's versions under KILROY_ADAPTERS_DIR (also alone, for `kilroy adapters list|show|use|rollback`);
+    a flat folder from before communities is moved into the lineages first."""
+    return asyncio.run(prepare_lineages(settings)).store(community)
 
 
 @contextlib.asynccontextmanager
@@ -143,9 +321,11 @@ async def open_services(
     from bot.engine.generator import SamplingParams
     from bot.engine.model import load_base
 
-    store = adapter_store(settings)
+    lineages = await prepare_lineages(settings)
+    store = lineages.store(COMMONS)
     if adapter not in (None, "base"):
-        store.path(adapter)  # validate before the slow model load
+        # validate before the slow model load: a reference ("g123/v0004"), or a version of the commons
+        lineages.path(adapter) if "/" in adapter else store.path(adapter)
     loaded = await asyncio.to_thread(load_base, settings.model, settings.data_dir)
     settings.check_context(loaded.context_size)  # token budgets that fit this model's context, or a clear error
     generator = Generator(
@@ -163,27 +343,31 @@ async def open_services(
     clock = time.time
     try:
         async with Storage.open(settings.db_path) as storage:
-            serving = AdapterService(store, generator)
-            # trial starts and decisions go to KILROY_LOG_CHANNEL_ID once the bot plugs in
-            trials = TrialService(storage, serving, generator, settings, clock=clock, announce=hooks.announce)
-            training = TrainingRunner(
+            # trial starts and decisions go to each server's log channel once the bot plugs in
+            communities = Communities(
                 settings,
                 storage,
-                store,
-                # activate and move the pointer under the adapter service's lock: no /adapter use in between
-                swap=serving.use,
-                trial=trials.on_candidate,
+                lineages,
+                generator,
+                hooks=hooks,
+                clock=clock,
                 in_process=in_process_training,
                 backup=nightly_backup,
             )
+            serving, trials, training = (
+                communities.serving(COMMONS),
+                communities.trials(COMMONS),
+                communities.runner(COMMONS),
+            )
             # the model thread takes every core, except while a training (here or in another process) runs
             generator.contended = TrainingNow(training)
-            await training.reconcile()
-            if adapter is not None:
+            await communities.reconcile()
+            if adapter is not None and "/" in adapter:
+                await generator.use_adapter(adapter, None if adapter == BASE else lineages.path(adapter))
+            elif adapter is not None:
                 await serving.activate(adapter)
             else:
-                log.info("serving adapter %s", await serving.restore())
-                await trials.restore()
+                log.info("serving adapters %s", await communities.restore())
             if freeze_heap:
                 # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event
                 # loop for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything
@@ -199,9 +383,10 @@ async def open_services(
                 training=training,
                 stories=StoryService(storage, generator, settings.story, output_filter=output_filter),
                 trials=trials,
-                privacy=PrivacyService(
-                    storage, retention_days=settings.safety.retention_days, adapter_store=store, clock=clock
+                privacy=PrivacyService(  # a forgotten member leaves every lineage's metadata
+                    storage, retention_days=settings.safety.retention_days, adapter_store=lineages, clock=clock
                 ),
+                communities=communities,
                 clock=clock,
                 output_filter=output_filter,
                 hooks=hooks,
@@ -308,7 +493,15 @@ async def open_shell_services(settings: Settings) -> AsyncIterator[ShellServices
     files are checked and the pointer moves, and a bot started later serves it (a running bot holds the training
     lock, so this cannot race it). With A/B trials on, a gate-passing candidate waits for the bot, whose next start
     puts it on trial."""
-    store = adapter_store(settings)
     async with Storage.open(settings.db_path) as storage:
-        training = TrainingRunner(settings, storage, store, in_process=True, defer_to_trial=settings.trials.share > 0)
-        yield ShellServices(settings=settings, storage=storage, adapter_store=store, training=training)
+        lineages = await prepare_lineages(settings, storage)
+        communities = Communities(
+            settings, storage, lineages, None, in_process=True, defer_to_trial=settings.trials.share > 0
+        )
+        yield ShellServices(
+            settings=settings,
+            storage=storage,
+            adapter_store=lineages.store(COMMONS),
+            training=communities.runner(COMMONS),
+            communities=communities,
+        )

@@ -1,4 +1,11 @@
-"""Scheduled posts: generate, send to each configured channel, record with the exact ids sampled."""
+"""Scheduled posts: generate, send to each configured channel, record with the exact ids sampled.
+
+Per community (issue 24): a channel's server is its community ("g<guild id>"). Its post is written by the
+reference that serves that community (`Communities.reference`: its own adapter, else the commons', else base) or,
+while its A/B trial runs, by the arm the trial picks; best-of-N ranks with that community's reward model. The
+reference is recorded on the post (`posts.adapter`). Posts that fall due together are generated one after another
+today; `_due` is the seam where they become one mixed-adapter batch (the rows' references side by side).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from discord.ext import commands, tasks
 
 from bot.app.checks import NO_MENTIONS
 from bot.config.settings import Settings
+from bot.domain.community import community_id
 from bot.domain.safety import OutputFilter, guild_allowed
 from bot.engine.compose import compose_post
 from bot.engine.generator import Generator, GeneratorBusy
@@ -23,6 +31,7 @@ from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
     from bot.app.bot import KilroyBot
+    from bot.services import Communities
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +49,13 @@ class Posting(commands.Cog):
         trials: TrialService | None = None,
         output_filter: OutputFilter | None = None,
         reward_model: RewardModelFile | None = None,
+        communities: Communities | None = None,
     ) -> None:
         self.bot, self.settings, self.storage, self.generator = bot, settings, storage, generator
-        # the nightly run's latest reward model, which ranks best-of-N candidates
+        self.communities = communities  # per server: what serves it, its trials, its reward model (None: one store)
+        # the nightly run's latest reward model, which ranks best-of-N candidates (per community: its own)
         self.reward_model = reward_model or RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE)
+        self._reward_models: dict[str, RewardModelFile] = {}
         self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
         self.trials = trials
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
@@ -65,12 +77,12 @@ class Posting(commands.Cog):
         """One round: a post in every configured channel (a little jitter between channels)."""
         # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
         jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
-        if self.trials is not None:
+        for trials in self._all_trials():
             try:
-                await self.trials.check()  # a running A/B trial may have settled enough posts to decide
+                await trials.check()  # a running A/B trial may have settled enough posts to decide
             except Exception:
                 log.exception("checking the A/B trial failed; posting goes on")
-        for channel_id in self.settings.discord.post_channel_ids:
+        for channel_id in self._due():
             await asyncio.sleep(random.uniform(0, jitter))
             with log_context(channel=channel_id):
                 try:
@@ -79,6 +91,31 @@ class Posting(commands.Cog):
                     # tasks.loop ends for good on any error it does not retry (a Discord 5xx, a model error): one bad
                     # round must not stop the schedule
                     log.exception("posting to channel %s failed; trying again next round", channel_id)
+
+    def _due(self) -> list[int]:
+        """The channels whose posts fall due this round. The seam for mixed batches: the serving engine's
+        mixed-adapter batch takes these rows (each with its community's reference) in one generate call."""
+        return list(self.settings.discord.post_channel_ids)
+
+    def _all_trials(self) -> list[TrialService]:
+        if self.communities is None:
+            return [self.trials] if self.trials is not None else []
+        return [self.communities.trials(c) for c in self.communities.lineages.communities()]
+
+    def _trials_of(self, community: str | None) -> TrialService | None:
+        if self.communities is None or community is None:
+            return self.trials
+        return self.communities.trials(community)
+
+    def _reward_model_of(self, community: str | None) -> RewardModelFile:
+        if self.communities is None or community is None:
+            return self.reward_model
+        found = self._reward_models.get(community)
+        if found is None:
+            found = self._reward_models[community] = RewardModelFile(
+                self.communities.lineages.reward_model_path(community)
+            )
+        return found
 
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""
@@ -101,16 +138,21 @@ class Posting(commands.Cog):
         if not channel.permissions_for(guild.me).send_messages:  # type: ignore[union-attr]
             log.warning("no permission to send messages in channel %s; skipping", channel_id)
             return None
-        choice = await self.trials.choose() if self.trials is not None else None  # an A/B trial's arm, if any
+        community = community_id(guild.id) if self.communities is not None else None
+        trials = self._trials_of(community)
+        choice = await trials.choose() if trials is not None else None  # an A/B trial's arm, if any
+        adapter = choice.adapter if choice else None
+        if adapter is None and self.communities is not None and community is not None:
+            adapter = await self.communities.reference(community)  # its own adapter, the commons', or base
         g = self.settings.generation
-        model = await self.reward_model.current() if g.best_of > 1 else None
+        model = await self._reward_model_of(community).current() if g.best_of > 1 else None
         try:
             picked = await compose_post(
                 self.generator,
                 prompt=g.prompt,
                 output_filter=self.output_filter,
                 tries=self.settings.safety.filter_retries,
-                adapter=choice.adapter if choice else None,
+                adapter=adapter,
                 best_of=g.best_of,
                 scorer=model.scores if model is not None else None,
                 explore=g.best_of_explore,
@@ -156,5 +198,6 @@ async def setup(bot: KilroyBot) -> None:
             generator=s.generator,
             output_filter=s.output_filter,
             trials=s.trials,
+            communities=s.communities,
         )
     )

@@ -1,4 +1,10 @@
-"""Nightly retraining and /retrain for moderators, with a live progress bar."""
+"""Nightly retraining and /retrain for moderators, with a live progress bar.
+
+Per community (issue 24): the night trains every server with enough new settled posts, stalest first, one at a
+time, within KILROY_TRAIN_BUDGET_MINUTES (bot/training/night.py); each server's result goes to its own log channel
+(KILROY_LOG_CHANNEL_IDS, else KILROY_LOG_CHANNEL_ID). `/retrain` trains the server it runs in, only; while another
+training runs it says where this server stands in tonight's queue.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from discord.ext import commands, tasks
 
 from bot.app.checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_channel
 from bot.config.settings import Settings
+from bot.domain.community import community_id, guild_of
 from bot.domain.records import RunResult
 from bot.storage import Storage
 from bot.training.runner import TrainingBusy, TrainingRunner
@@ -22,6 +29,8 @@ from bot.trials.service import TrialService
 
 if TYPE_CHECKING:
     from bot.app.bot import KilroyBot
+    from bot.services import Communities
+    from bot.training.night import NightResult
     from bot.training.result import Progress
 
 log = logging.getLogger(__name__)
@@ -69,8 +78,10 @@ class Training(commands.Cog):
         clock: Callable[[], float] = time.monotonic,
         storage: Storage | None = None,
         trials: TrialService | None = None,
+        communities: Communities | None = None,
     ) -> None:
         self.bot, self.settings, self.runner, self.clock = bot, settings, runner, clock
+        self.communities = communities  # per server (None: one flat store, one runner)
         self.storage = storage  # for the audit trail
         self.trials = trials  # the nightly run waits while a trial decides
         t = settings.training
@@ -84,7 +95,12 @@ class Training(commands.Cog):
         self.nightly.cancel()
 
     async def run_nightly(self) -> RunResult | None:
-        """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set."""
+        """The scheduled run: train, gate, hot-swap, and a summary in the log channel if set. Per community: the
+        night over every stale server (each summary in its own log channel); returns the last result."""
+        if self.communities is not None:
+            results = await self._run_night()
+            done = [r.result for r in results if r.result is not None]
+            return done[-1] if done else None
         try:
             trial = await self.trials.running() if self.trials is not None else None
         except Exception:  # an error escaping here would stop the nightly loop for good
@@ -107,8 +123,29 @@ class Training(commands.Cog):
         await self._log_channel("Nightly training: " + summary_text(outcome))
         return outcome
 
-    async def _log_channel(self, text: str) -> None:
-        await to_log_channel(self.bot, self.settings.discord, text)
+    async def _log_channel(self, text: str, guild_id: int | None = None) -> None:
+        await to_log_channel(self.bot, self.settings.discord, text, guild_id=guild_id)
+
+    async def _run_night(self) -> list[NightResult]:
+        assert self.communities is not None
+
+        async def report(outcome: NightResult) -> None:
+            guild = guild_of(outcome.community)
+            if outcome.result is not None:
+                text = "Nightly training: " + summary_text(outcome.result)
+            elif outcome.error is not None:
+                text = "Nightly training failed; the previous adapter keeps serving. See the logs."
+            else:
+                text = f"Nightly training waits for the next night: {outcome.skipped}."
+            await self._log_channel(text, guild)
+
+        try:
+            return await self.communities.run_night("nightly", on_result=report)
+        except TrainingBusy:
+            log.info("nightly training skipped: a run is already in progress")
+        except Exception:  # an error escaping here would stop the nightly loop for good
+            log.exception("the night's training failed")
+        return []
 
     # No default_permissions: Discord would hide the command from KILROY_MODERATOR_ROLE_IDS holders who lack Manage
     # Server. Everyone sees it; the check below (this server's roles and permissions) decides.
@@ -117,7 +154,18 @@ class Training(commands.Cog):
     async def retrain(self, interaction: discord.Interaction) -> None:
         if not is_moderator(interaction, self.settings.discord):
             raise NotAllowed("Only moderators (Manage Server or a moderator role) can retrain Kilroy.")
-        if self.runner.busy:
+        runner = self.runner
+        if self.communities is not None and interaction.guild_id is not None:
+            community = community_id(interaction.guild_id)
+            runner = self.communities.runner(community)  # this server's lineage only
+            if runner.busy:
+                place = self.communities.night.place(community)
+                if place == 0:
+                    raise TrainingBusy("this server is training now, in tonight's run")
+                if place is not None:
+                    raise TrainingBusy(f"tonight's run is under way; this server is number {place} in its queue")
+                raise TrainingBusy("another server is training now; this server is not in tonight's queue")
+        elif runner.busy:
             raise TrainingBusy()
         await interaction.response.defer(thinking=True)
         await audit(self.bot, interaction, "/retrain", storage=self.storage, settings=self.settings.discord)
@@ -135,7 +183,7 @@ class Training(commands.Cog):
                 log.debug("progress edit failed", exc_info=True)
 
         # the reason is stored with the run and in the adapter's meta.json: no member id there (the audit trail has it)
-        outcome = await self.runner.run("/retrain", on_progress)
+        outcome = await runner.run("/retrain", on_progress)
         summary = summary_text(outcome)
         try:
             await interaction.edit_original_response(content=summary, allowed_mentions=NO_MENTIONS)
@@ -152,4 +200,13 @@ class Training(commands.Cog):
 
 async def setup(bot: KilroyBot) -> None:
     s = bot.services
-    await bot.add_cog(Training(bot, settings=s.settings, runner=s.training, storage=s.storage, trials=s.trials))
+    await bot.add_cog(
+        Training(
+            bot,
+            settings=s.settings,
+            runner=s.training,
+            storage=s.storage,
+            trials=s.trials,
+            communities=s.communities,
+        )
+    )

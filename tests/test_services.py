@@ -49,7 +49,7 @@ async def test_open_services_builds_every_service_and_closes_cleanly(tiny_settin
         assert isinstance(s.training, TrainingRunner) and s.training.store is s.adapter_store
         assert isinstance(s.trials, TrialService) and s.trials.adapters is s.serving
         assert isinstance(s.stories, StoryService) and isinstance(s.privacy, PrivacyService)
-        assert s.privacy.adapter_store is s.adapter_store and s.privacy.storage is s.storage
+        assert s.privacy.adapter_store is s.communities.lineages and s.privacy.storage is s.storage  # every lineage
         assert s.training.storage is s.trials.storage is s.storage
         assert s.serving.active == "base" and s.metrics is None  # no HTTP server outside `kilroy run`
         (sample,) = await s.generator.generate(1, prompt="hello", seed=0)

@@ -109,9 +109,10 @@ class KilroyBot(commands.Bot):
         latency_ms = latency * 1000 if latency == latency and latency != float("inf") else None
         return GatewayState(connected, connected and self._session_ready and self.is_ready(), latency_ms)
 
-    async def announce(self, text: str) -> None:
-        """A line in KILROY_LOG_CHANNEL_ID (trial starts and decisions); failures are only logged."""
-        await to_log_channel(self, self.settings.discord, text)
+    async def announce(self, text: str, guild_id: int | None = None) -> None:
+        """A line in the server's log channel (trial starts and decisions; KILROY_LOG_CHANNEL_ID without a server or
+        without a log channel of its own); failures are only logged."""
+        await to_log_channel(self, self.settings.discord, text, guild_id=guild_id)
 
     async def on_connect(self) -> None:
         self._gateway_connected = True

@@ -72,15 +72,28 @@ async def say(
         await interaction.response.send_message(content, ephemeral=ephemeral, **kw)  # type: ignore[arg-type]
 
 
-async def to_log_channel(bot: commands.Bot, settings: DiscordSettings, text: str) -> None:
-    """Post a line to KILROY_LOG_CHANNEL_ID if it is set and visible; never pings; failures are only logged."""
-    channel = bot.get_channel(settings.log_channel_id) if settings.log_channel_id else None
+def log_channel_for(bot: commands.Bot, settings: DiscordSettings, guild_id: int | None = None) -> object | None:
+    """The log channel of a server: the one of KILROY_LOG_CHANNEL_IDS inside it, else KILROY_LOG_CHANNEL_ID."""
+    if guild_id is not None:
+        for channel_id in settings.log_channel_ids:
+            channel = bot.get_channel(channel_id)
+            if channel is not None and getattr(getattr(channel, "guild", None), "id", None) == guild_id:
+                return channel
+    return bot.get_channel(settings.log_channel_id) if settings.log_channel_id else None
+
+
+async def to_log_channel(
+    bot: commands.Bot, settings: DiscordSettings, text: str, *, guild_id: int | None = None
+) -> None:
+    """Post a line to the server's log channel (`log_channel_for`) if one is set and visible; never pings;
+    failures are only logged."""
+    channel = log_channel_for(bot, settings, guild_id)
     if channel is None:
         return
     try:
-        await channel.send(text, allowed_mentions=NO_MENTIONS)  # type: ignore[union-attr]
+        await channel.send(text, allowed_mentions=NO_MENTIONS)  # type: ignore[attr-defined]
     except discord.HTTPException:
-        log.warning("could not write to the log channel %s", settings.log_channel_id)
+        log.warning("could not write to the log channel %s", getattr(channel, "id", "?"))
 
 
 async def audit(
@@ -99,4 +112,4 @@ async def audit(
         )
     # the actor renders as a mention (no ping: NO_MENTIONS); the detail is neutralised like any echoed text
     line = f"Audit: <@{interaction.user.id}> ran {action}" + (f" ({neutralise_mentions(detail)})" if detail else "")
-    await to_log_channel(bot, settings, line)
+    await to_log_channel(bot, settings, line, guild_id=interaction.guild_id)

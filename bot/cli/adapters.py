@@ -1,4 +1,8 @@
-"""`kilroy adapters`: the adapter store and the A/B trial from the shell."""
+"""`kilroy adapters`: a lineage's adapter store and its A/B trial from the shell.
+
+`--community g123` picks the lineage of server 123 (default: the commons, the lineage that serves servers without
+one of their own); `list` also says what serves that community now (its own pointer, else the commons').
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,12 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
     """The adapter store from the shell."""
     from bot.services import adapter_store
 
-    store = adapter_store(settings)
+    community = args.community
+    store = adapter_store(settings, community)
     if args.action == "list":
+        from bot.adapters.lineages import Lineages
+
+        print(f"{community}: served by {Lineages(settings.adapters_dir).serving(community)}")
         for info in store.list():
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at)) if info.created_at else "-"
             m = info.metrics
@@ -40,20 +48,29 @@ def cmd_adapters(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         print(f"rolled back; active adapter: {store.rollback()}")
     elif args.action == "trial":
-        return asyncio.run(_adapters_trial(settings, args.trial_action))
+        return asyncio.run(_adapters_trial(settings, args.trial_action, community))
     return 0
 
 
-async def _adapters_trial(settings: Settings, action: str) -> int:
-    """`kilroy adapters trial [show|stop|promote]`: the A/B trial from the shell (recorded as decided by 'cli')."""
+async def _adapters_trial(settings: Settings, action: str, community: str) -> int:
+    """`kilroy adapters trial [show|stop|promote]`: a community's A/B trial from the shell (decided by 'cli')."""
+    from bot.domain.community import ref
+    from bot.domain.records import BASE
     from bot.services import open_shell_services
     from bot.trials.service import evaluate_trial
 
     async with open_shell_services(settings) as services:
-        storage, store = services.storage, services.adapter_store
-        trial = await storage.active_trial()
+        storage = services.storage
+        store = services.communities.lineages.store(community)
+
+        def point_at(reference: str) -> None:
+            # a trial names adapters by reference; another lineage's (the commons) is served by pointing at base
+            owner, _, version = reference.rpartition("/")
+            store.set_current(version if owner in ("", community) else BASE)
+
+        trial = await storage.active_trial(community)
         if action == "show":
-            shown = trial or next(iter(await storage.trials(limit=1)), None)
+            shown = trial or next(iter(await storage.trials(limit=1, community=community)), None)
             if shown is None:
                 print("no A/B trial has run yet")
                 return 0
@@ -63,7 +80,7 @@ async def _adapters_trial(settings: Settings, action: str) -> int:
             print("error: no A/B trial is running", file=sys.stderr)
             return 2
         if action == "promote":
-            store.set_current(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
+            point_at(trial.candidate)  # pointer first, then the trial row: a crash between re-decides
             await storage.end_trial(
                 trial.id, verdict="promoted_by_hand", decided_by="cli", summary="promoted by hand", at=time.time()
             )
@@ -74,9 +91,9 @@ async def _adapters_trial(settings: Settings, action: str) -> int:
                 "or a restart)"
             )
         else:
-            if store.current() == trial.candidate:
+            if ref(community, store.current()) == trial.candidate:
                 # a guard: its candidate already serves; stopping rolls back to the anchor (pointer first, as promote)
-                store.set_current(trial.incumbent)
+                point_at(trial.incumbent)
             await storage.end_trial(
                 trial.id, verdict="stopped", decided_by="cli", summary="stopped by hand", at=time.time()
             )
@@ -92,6 +109,12 @@ def add_parser(command: CommandFactory) -> None:
         "adapters",
         "list, show, use or roll back LoRA adapters; show, stop or promote the A/B trial",
         "The adapter store from the shell. A running bot picks a change up with /adapter use or at restart.",
+    )
+    a.add_argument(
+        "--community",
+        type=_community,
+        default="commons",
+        help="the lineage: g<server id> (e.g. g123) or commons (default)",
     )
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
 
@@ -119,3 +142,12 @@ def add_parser(command: CommandFactory) -> None:
         "candidate by hand.",
     )
     tr.add_argument("trial_action", nargs="?", choices=("show", "stop", "promote"), default="show", help="what to do")
+
+
+def _community(text: str) -> str:
+    from bot.domain.community import InvalidCommunity, validate_community
+
+    try:
+        return validate_community(text)
+    except InvalidCommunity as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -109,6 +109,13 @@ class DiscordSettings:
         help="Channel for a short summary after each nightly training run and the audit trail of /retrain and "
         "/adapter (optional).",
     )
+    log_channel_ids: tuple[int, ...] = setting(
+        "KILROY_LOG_CHANNEL_IDS",
+        (),
+        kind=IDS,
+        help="Per-server log channels (comma-separated ids, one per server): a server's training results, A/B "
+        "trials and audit lines go to the one in that server; servers without one use KILROY_LOG_CHANNEL_ID.",
+    )
     moderator_role_ids: tuple[int, ...] = setting(
         "KILROY_MODERATOR_ROLE_IDS",
         (),
@@ -372,6 +379,14 @@ class TrainingSettings:
         lo=0.01,
         hi=WEEK_MINUTES,
         help="A training worker still running after this many minutes is killed and the run recorded as timed out.",
+    )
+    budget_minutes: float = setting(
+        "KILROY_TRAIN_BUDGET_MINUTES",
+        240.0,
+        lo=0.01,
+        hi=WEEK_MINUTES,
+        help="A night trains one server after another (most new settled posts first) until this many minutes have "
+        "passed; a server that does not fit waits for the next night.",
     )
 
 

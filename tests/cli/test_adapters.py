@@ -1,4 +1,5 @@
-"""`kilroy adapters trial [show|stop|promote]` mirrors the operators' slash command from the shell."""
+"""`kilroy adapters [--community g5] trial [show|stop|promote]` mirrors the operators' slash command from the shell,
+on one community's lineage (here server 5's, adapters/g5/)."""
 
 import asyncio
 import time
@@ -15,7 +16,7 @@ def _prepare(tmp_path, with_trial: bool = True) -> int | None:
         async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
             if not with_trial:
                 return None
-            tid = await _start(s, candidate="v0002", incumbent="base", at=time.time() - 10)
+            tid = await _start(s, candidate="g5/v0002", incumbent="base", at=time.time() - 10, community="g5")
             for i in range(4):
                 arm = "candidate" if i % 2 else "incumbent"
                 await s.add_post(
@@ -29,7 +30,7 @@ def _prepare(tmp_path, with_trial: bool = True) -> int | None:
 
 
 def _fake_adapter(tmp_path, name: str) -> None:
-    folder = tmp_path / "adapters" / name
+    folder = tmp_path / "adapters" / "g5" / name
     folder.mkdir(parents=True)
     header = b"{}"
     (folder / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
@@ -38,16 +39,19 @@ def _fake_adapter(tmp_path, name: str) -> None:
 
 def test_trial_show_stop(env, tmp_path, capsys):  # noqa: F811
     """show prints the arms and the test's state; stop ends it as decided by 'cli'; nothing left to stop after."""
-    assert main(["adapters", "trial"]) == 0
+    g5 = ["adapters", "--community", "g5", "trial"]
+    assert main(g5) == 0
     assert "no A/B trial" in capsys.readouterr().out
     tid = _prepare(tmp_path)
-    assert main(["adapters", "trial", "show"]) == 0
+    assert main(["adapters", "trial"]) == 0  # the commons has no trial: server 5's is its own
+    assert "no A/B trial" in capsys.readouterr().out
+    assert main([*g5, "show"]) == 0
     out = capsys.readouterr().out
     assert f"Trial #{tid}" in out and "candidate 2, incumbent 2" in out and "undecided" in out
-    assert main(["adapters", "trial", "stop"]) == 0
+    assert main([*g5, "stop"]) == 0
     assert "stopped" in capsys.readouterr().out
-    assert main(["adapters", "trial", "stop"]) == 2
-    assert main(["adapters", "trial"]) == 0
+    assert main([*g5, "stop"]) == 2
+    assert main(g5) == 0
     assert "ended" in capsys.readouterr().out
 
 
@@ -56,26 +60,27 @@ def test_stopping_a_guard_rolls_the_pointer_back_to_its_anchor(env, tmp_path, ca
     stopped candidate went on serving after a restart. Now the pointer returns to the anchor."""
     for name in ("v0001", "v0002"):
         _fake_adapter(tmp_path, name)
-    store = AdapterStore(tmp_path / "adapters")
+    store = AdapterStore(tmp_path / "adapters" / "g5")
     store.set_current("v0001")
     store.set_current("v0002")  # the guard serves its candidate at once
 
     async def go():
         async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
-            return await _start(s, candidate="v0002", incumbent="v0001", at=time.time() - 10)
+            return await _start(s, candidate="g5/v0002", incumbent="g5/v0001", at=time.time() - 10, community="g5")
 
     asyncio.run(go())
-    assert main(["adapters", "trial", "stop"]) == 0
-    assert "v0001 keeps serving" in capsys.readouterr().out
-    assert AdapterStore(tmp_path / "adapters").current() == "v0001"
+    assert main(["adapters", "--community", "g5", "trial", "stop"]) == 0
+    assert "g5/v0001 keeps serving" in capsys.readouterr().out
+    assert AdapterStore(tmp_path / "adapters" / "g5").current() == "v0001"
 
 
 def test_trial_promote_moves_the_pointer(env, tmp_path, capsys):  # noqa: F811
     """promote makes the candidate current and records the verdict."""
     _fake_adapter(tmp_path, "v0002")
     tid = _prepare(tmp_path)
-    assert main(["adapters", "trial", "promote"]) == 0
-    assert AdapterStore(tmp_path / "adapters").current() == "v0002"
+    assert main(["adapters", "--community", "g5", "trial", "promote"]) == 0
+    assert AdapterStore(tmp_path / "adapters" / "g5").current() == "v0002"
+    assert AdapterStore(tmp_path / "adapters" / "commons").current() == "base"  # another lineage: untouched
 
     async def verdict():
         async with Storage.open(tmp_path / "data" / "kilroy.db") as s:
