@@ -482,6 +482,7 @@ def _wire_http(ctx: HttpContext, s: Services) -> None:
         key=ctx.token,
         trial=s.trials.status,
         stop_trial=lambda: s.trials.stop("dashboard"),
+        lineages=s.communities.lineages,
     )
     ctx.snapshot = snapshot_source(s.storage, trial_status=s.trials.status, output_filter=s.output_filter)
     s.generator.observers.append(lambda seconds, samples: ctx.metrics.generation(seconds, [x.tokens for x in samples]))

@@ -1,6 +1,9 @@
 """What each dashboard view shows, assembled from storage and the adapter store; no HTTP here.
 
 Every view returns a plain dict for its template, with one chart (inline SVG drawn off the loop) and one table.
+Views take `community` ("g123", "commons"; None: all): posts are that server's (the commons: those written by a
+commons adapter), runs and versions that lineage's, and "serving" is what serves that community. Actions (rollback,
+stop the trial) act on the commons and are offered in the unfiltered view only.
 Members appear only as counts: the queries group by member to apply the scoring formula and return counts, so a
 member who asked to be forgotten (their rows deleted) cannot appear.
 """
@@ -19,6 +22,7 @@ from bot.http import charts
 from bot.storage.ops import day_of
 
 if TYPE_CHECKING:
+    from bot.adapters.lineages import Lineages
     from bot.adapters.store import AdapterStore
     from bot.domain.scoring import ScoreFormula
     from bot.storage import Storage
@@ -50,6 +54,29 @@ class DashboardDeps:
     stop_trial: Callable[[], Awaitable[Any]] | None = None
     clock: Callable[[], float] = time.time
     key: str = ""  # keys the member hashes shown (the dashboard token)
+    lineages: Lineages | None = None  # per-community views (None: one flat store)
+
+
+def communities_of(deps: DashboardDeps) -> list[str]:
+    """The communities the filter offers."""
+    return deps.lineages.communities() if deps.lineages is not None else []
+
+
+def _store(deps: DashboardDeps, community: str | None) -> AdapterStore:
+    return deps.store if community is None or deps.lineages is None else deps.lineages.store(community)
+
+
+def _serving(deps: DashboardDeps, community: str | None) -> str:
+    return deps.serving() if community is None or deps.lineages is None else deps.lineages.serving(community)
+
+
+def _of(community: str | None, guild_id: int | None, adapter: str) -> bool:
+    """Does a post belong to the community's view? (a server's: its posts; the commons': its adapters')"""
+    if community is None:
+        return True
+    if community == "commons":
+        return adapter.startswith("commons/")
+    return guild_id is not None and f"g{guild_id}" == community
 
 
 def adapter_switches(posts: list[tuple[float, str]]) -> list[tuple[str, str, str]]:
@@ -85,10 +112,11 @@ def _fmt_time(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
 
 
-async def overview(deps: DashboardDeps, *, days: int = 30) -> dict[str, Any]:
+async def overview(deps: DashboardDeps, *, days: int = 30, community: str | None = None) -> dict[str, Any]:
     """What serves now, engagement and posts per day with switches marked, last night's result."""
     now = deps.clock()
     posts = await deps.storage.scored_posts(deps.formula, since=now - days * 86400, limit=None)
+    posts = [p for p in posts if _of(community, p.guild_id, p.adapter)]
     posts.sort(key=lambda p: (p.created_at, p.id))
     by_day: dict[str, list[float]] = defaultdict(list)
     for p in posts:
@@ -109,9 +137,9 @@ async def overview(deps: DashboardDeps, *, days: int = 30) -> dict[str, Any]:
         ),
         charts.render(charts.bar_chart, [d[5:] for d in x], counts, title="Posts per day", ylabel="posts"),
     )
-    runs = await deps.storage.runs(1)
+    runs = await deps.storage.runs(1, community=community)
     return {
-        "serving": deps.serving(),
+        "serving": _serving(deps, community),
         "last_run": _run_row(runs[0]) if runs else None,
         "chart": engagement,
         "chart2": per_day,
@@ -122,7 +150,7 @@ async def overview(deps: DashboardDeps, *, days: int = 30) -> dict[str, Any]:
         ][:14],
         "total_posts": len(posts),
         "days": days,
-        "trial": await trial_view(deps),
+        "trial": await trial_view(deps) if community is None else None,
     }
 
 
@@ -133,12 +161,14 @@ async def posts_view(
     channel: int | None = None,
     adapter: str | None = None,
     days: int = 30,
+    community: str | None = None,
 ) -> dict[str, Any]:
-    """Recent or top posts, filterable by channel and adapter, with the mean score per adapter."""
+    """Recent or top posts, filterable by channel, adapter and community, with the mean score per adapter."""
     since = deps.clock() - days * 86400
     rows = await deps.storage.scored_posts(
         deps.formula, since=since, channel_id=channel, adapter=adapter, order=order, limit=None
     )
+    rows = [p for p in rows if _of(community, p.guild_id, p.adapter)]
     per_adapter: dict[str, list[float]] = defaultdict(list)
     for p in rows:
         per_adapter[p.adapter].append(p.score)
@@ -176,10 +206,14 @@ async def posts_view(
     }
 
 
-async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
-    """Every version with its gate verdict and metrics; the running trial."""
-    infos = await asyncio.to_thread(deps.store.list)
-    history = {h["name"]: h for h in reversed(await deps.storage.adapter_history())}  # the newest run wins
+async def adapters_view(deps: DashboardDeps, *, community: str | None = None) -> dict[str, Any]:
+    """Every version (of the community's lineage) with its gate verdict and metrics; the running trial."""
+    store = _store(deps, community)
+    infos = await asyncio.to_thread(store.list)
+    runs = await deps.storage.adapter_history()
+    if community is not None:  # versions are numbered per lineage: only this lineage's runs name them
+        runs = [h for h in runs if h.get("community") == community]
+    history = {h["name"]: h for h in reversed(runs)}  # the newest run wins
     table = []
     for info in infos:
         m = info.metrics or {}
@@ -215,9 +249,9 @@ async def adapters_view(deps: DashboardDeps) -> dict[str, Any]:
     return {
         "chart": chart,
         "table": list(reversed(table)),
-        "serving": deps.serving(),
-        "trial": await trial_view(deps),
-        "can_rollback": deps.rollback is not None and deps.store.previous() is not None,
+        "serving": _serving(deps, community),
+        "trial": await trial_view(deps) if community is None else None,
+        "can_rollback": community is None and deps.rollback is not None and deps.store.previous() is not None,
         "audit": [
             {
                 "when": _fmt_time(e["at"]),
@@ -271,14 +305,14 @@ def _run_row(r: Any) -> dict[str, Any]:
         "duration": "-" if seconds is None else f"{seconds:.0f}s",
         "seconds": seconds or 0.0,
         "outcome": outcome,
-        "adapter": r.adapter or "-",
+        "adapter": (f"{r.community}/{r.adapter}" if r.community and r.adapter else r.adapter) or "-",
         "message": r.message or "",
     }
 
 
-async def runs_view(deps: DashboardDeps) -> dict[str, Any]:
-    """Training runs: when, why, how long, the outcome and its reason."""
-    rows = [_run_row(r) for r in await deps.storage.runs(100)]
+async def runs_view(deps: DashboardDeps, *, community: str | None = None) -> dict[str, Any]:
+    """Training runs (of one community's lineage): when, why, how long, the outcome and its reason."""
+    rows = [_run_row(r) for r in await deps.storage.runs(100, community=community)]
     ordered = list(reversed(rows))
     chart = await charts.render(
         charts.bar_chart,

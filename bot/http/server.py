@@ -18,6 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from bot.domain.community import is_community
 from bot.http import auth, dashboard as views
 from bot.http.dashboard import DashboardDeps
 from bot.http.health import HealthSources, check_health
@@ -231,17 +232,25 @@ def _view(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
             return web.Response(status=503, text="Kilroy is starting; the dashboard answers once it is up.\n")
         q = request.query
         days = max(1, min(_int(q.get("days")) or 30, 3650))
+        community = q.get("community") or None  # ?community=g123: one server's (or the commons') view
+        if community is not None and not is_community(community):
+            return web.Response(status=400, text="community: use g<server id> or commons\n")
         if name == "overview":
-            data = await views.overview(ctx.dashboard, days=days)
+            data = await views.overview(ctx.dashboard, days=days, community=community)
         elif name == "posts":
             order = "top" if q.get("order") == "top" else "recent"
             data = await views.posts_view(
-                ctx.dashboard, order=order, channel=_int(q.get("channel")), adapter=q.get("adapter") or None, days=days
+                ctx.dashboard,
+                order=order,
+                channel=_int(q.get("channel")),
+                adapter=q.get("adapter") or None,
+                days=days,
+                community=community,
             )
         elif name == "adapters":
-            data = await views.adapters_view(ctx.dashboard)
+            data = await views.adapters_view(ctx.dashboard, community=community)
         elif name == "runs":
-            data = await views.runs_view(ctx.dashboard)
+            data = await views.runs_view(ctx.dashboard, community=community)
         else:
             data = await views.stories_view(ctx.dashboard)
         page: dict[str, Any] = {
@@ -250,6 +259,8 @@ def _view(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
             "csrf": auth.csrf_token(ctx.token, session) if session else "",
             "bearer": session is None,
             "notice": q.get("notice", ""),
+            "community": community or "",
+            "communities": views.communities_of(ctx.dashboard),
             **data,
         }
         return aiohttp_jinja2.render_template(f"{name}.html", request, page)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config.settings import Settings
+from bot.domain.community import COMMONS
 from bot.domain.safety import OutputFilter
 from bot.domain.scoring import ScoreFormula, score_post
 from bot.storage import NewPost, PostRecord, Storage
@@ -501,7 +502,7 @@ async def simulate(
     best_of = settings.generation.best_of
     pick_rng = random.Random(f"pick/{seed}")
     output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
-    reward_file = RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE)
+    reward_file = RewardModelFile(settings.adapters_dir / COMMONS / REWARD_MODEL_FILE)  # the commons' lineage
     async with open_services(settings, in_process_training=not isolated) as services:
         storage, generator, loaded = services.storage, services.generator, services.generator.loaded
         for night in range(nights):

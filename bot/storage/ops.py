@@ -157,7 +157,7 @@ class OpsMixin(StorageBase):
 
         def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = con.execute(
-                "SELECT adapter AS name, id AS run_id, finished_at, accepted, stage, message, reason "
+                "SELECT adapter AS name, id AS run_id, finished_at, accepted, stage, message, reason, community "
                 "FROM training_runs WHERE adapter IS NOT NULL ORDER BY id DESC"
             )
             cols = [c[0] for c in cur.description]
