@@ -107,14 +107,15 @@ async def test_retrain_refused_for_member_and_run_for_moderator(server, e2e_sett
         assert server.callbacks[iid][0]["type"] == 5
         final = server.original_edits[token][-1]["content"]
         assert "v0001" in final and "promoted and now serving" in final
-        assert bot.services.generator.active == "v0001"
+        # the server's own lineage (issue 24): its first adapter serves it
+        assert bot.services.communities.lineages.serving(f"g{fd.GUILD_ID}") == f"g{fd.GUILD_ID}/v0001"
         # the audit trail names who retrained; the run and the adapter's metadata do not
         (entry,) = await bot.services.storage.audit_entries()
         assert (entry["action"], entry["actor_id"], entry["guild_id"]) == ("/retrain", fd.MODERATOR_ID, fd.GUILD_ID)
         # the id as a number of its own, not digits inside a timestamp (1764095601922.1600347 holds "6003")
         holds_id = re.compile(rf"(?<![\d.]){fd.MODERATOR_ID}(?![\d.])").search
         assert not any(holds_id(r.reason) for r in await bot.services.storage.runs())
-        assert not holds_id((bot.settings.adapters_dir / "v0001" / "meta.json").read_text())
+        assert not holds_id((bot.settings.adapters_dir / f"g{fd.GUILD_ID}" / "v0001" / "meta.json").read_text())
 
 
 async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):
@@ -123,18 +124,20 @@ async def test_adapter_use_by_operator_refused_for_member(server, e2e_settings):
 
     settings = e2e_settings()
     loaded = load_base(settings.model, settings.data_dir, device="cpu")
-    from bot.adapters.store import AdapterStore
+    from bot.adapters.lineages import Lineages
 
-    name = make_adapter(loaded, AdapterStore(settings.adapters_dir), 1)
+    community = f"g{fd.GUILD_ID}"  # the server's own lineage (issue 24)
+    name = make_adapter(loaded, Lineages(settings.adapters_dir).store(community), 1)
     async with running_bot(settings, server) as bot:
+        serving = bot.services.communities.lineages.serving
         iid, _ = await server.slash(fd.MEMBER_ID, "adapter", "use", name=name)
         await until(lambda: _has(server.callbacks, iid))
         assert "operators" in server.callbacks[iid][0]["data"]["content"]
-        assert bot.services.generator.active == "base"
+        assert serving(community) == "base"
         iid, token = await server.slash(fd.OPERATOR_ID, "adapter", "use", name=name)
         await until(lambda: _has(server.webhook_messages, token))
         assert f"Now serving `{name}`" in server.webhook_messages[token][0]["content"]
-        assert bot.services.generator.active == name
+        assert serving(community) == f"{community}/{name}"
 
 
 async def test_catch_up_after_restart(server, e2e_settings):

@@ -31,10 +31,11 @@ async def test_a_night_on_4bit_posts_retrains_swaps_and_rolls_back(server, e2e_s
         assert server.callbacks[iid][0]["type"] == 5  # deferred: training takes longer than 3 s
         assert "v0001" in server.original_edits[token][-1]["content"]
         assert "promoted and now serving" in server.original_edits[token][-1]["content"]
-        assert bot.services.generator.active == "v0001"
+        g = f"g{fd.GUILD_ID}"  # the server's own lineage (issue 24)
+        assert bot.services.communities.lineages.serving(g) == f"{g}/v0001"
         post = await post_by_message(bot.services.storage, await post_once(bot))
-        assert post.adapter == "v0001" and post.completion_ids
+        assert post.adapter == f"{g}/v0001" and post.completion_ids
 
         _, token = await server.slash(fd.OPERATOR_ID, "adapter", "rollback")
         await until(lambda: _has(server.webhook_messages, token), timeout=30)
-        assert bot.services.generator.active == "base"
+        assert bot.services.communities.lineages.serving(g) == "base"

@@ -13,6 +13,7 @@ from tests.support.storage import post_by_message
 pytestmark = pytest.mark.slow
 
 FANS = [7_100_000 + i for i in range(6)]  # members who react to every candidate post
+G = f"g{fd.GUILD_ID}"  # the server's community: its own lineage, its own trial (issue 24)
 
 
 async def _post_and_react(bot, server, n: int) -> list[str]:
@@ -52,17 +53,19 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
 
         await until(finished, timeout=120)
         assert "A/B trial" in server.original_edits[token][-1]["content"]
-        trial = await bot.services.storage.active_trial()
-        assert trial is not None and trial.candidate == "v0001" and trial.incumbent == "base"
-        assert bot.services.generator.active == "base" and bot.services.adapter_store.current() == "base"
+        trial = await bot.services.storage.active_trial(G)
+        assert trial is not None and trial.candidate == f"{G}/v0001" and trial.incumbent == "base"
+        assert bot.services.communities.lineages.serving(G) == "base"
         assert any("A/B trial #1 started" in m["content"] for m in server.posts_by_bot())
         first = await _post_and_react(bot, server, 8)
 
     # restart mid-trial: the trial, its posts and their arms are still there, and the coin goes on where it was
     async with running_bot(settings, server) as bot:
-        resumed = await bot.services.storage.active_trial()
+        resumed = await bot.services.storage.active_trial(G)
         assert resumed is not None and resumed.id == trial.id
-        assert bot.services.generator.is_resident("v0001") and bot.services.generator.active == "base"
+        assert (
+            bot.services.generator.is_resident(f"{G}/v0001") and bot.services.communities.lineages.serving(G) == "base"
+        )
         counts = await bot.services.storage.trial_post_counts(trial.id)
         assert sum(counts.values()) == 8
         second = await _post_and_react(bot, server, 40)
@@ -79,7 +82,7 @@ async def test_trial_from_retrain_to_promotion_across_a_restart(server, e2e_sett
         assert "promoted" in shown, shown
         ended = await bot.services.storage.get_trial(trial.id)
         assert ended.verdict == "promote" and ended.decided_by == "test"
-        assert bot.services.generator.active == "v0001" and bot.services.adapter_store.current() == "v0001"
+        assert bot.services.communities.lineages.serving(G) == f"{G}/v0001"
         assert any("A/B trial #1 ended" in m["content"] for m in server.posts_by_bot())
         (run,) = [r for r in await bot.services.storage.runs() if r.adapter == "v0001"]
         assert run.stage == "promoted"
@@ -94,8 +97,8 @@ async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):
     async with running_bot(settings, server) as bot:
         for _ in range(3):
             await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
-        await bot.services.training.run("test")
-        trial = await bot.services.storage.active_trial()
+        await bot.services.communities.runner(G).run("test")
+        trial = await bot.services.storage.active_trial(G)
         assert trial is not None
         iid, _ = await server.slash(fd.MEMBER_ID, "adapter", "trial", action="stop")
         await until(lambda: _has(server.callbacks, iid))
@@ -106,4 +109,4 @@ async def test_trial_stop_keeps_the_incumbent(server, e2e_settings):
         ended = await bot.services.storage.get_trial(trial.id)
         # the operator is stored as their label (a keyed hash), never the id (issue 23, item 4)
         assert ended.verdict == "stopped" and ended.decided_by == bot.services.storage.member_label(fd.OPERATOR_ID)
-        assert bot.services.generator.active == "base" and bot.services.adapter_store.current() == "base"
+        assert bot.services.communities.lineages.serving(G) == "base"
