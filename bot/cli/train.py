@@ -37,7 +37,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         # serves it; with A/B trials on, a gate-passing candidate waits for the bot (bot/services.py)
         async with open_shell_services(settings) as services:
             try:
-                result = await services.training.run("cli", on_progress)
+                runner = services.communities.runner(args.community) if args.community else services.training
+                result = await runner.run("cli", on_progress)
             except TrainingBusy as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
@@ -73,3 +74,17 @@ def add_parser(command: CommandFactory) -> None:
         "promotion sequence as the bot's nightly run.",
     )
     t.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.add_argument(
+        "--community",
+        type=_community,
+        help="train this lineage on its own posts: g<server id> (e.g. g123); default: the commons",
+    )
+
+
+def _community(text: str) -> str:
+    from bot.domain.community import InvalidCommunity, validate_community
+
+    try:
+        return validate_community(text)
+    except InvalidCommunity as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
