@@ -160,8 +160,32 @@ def check_database(path: Path, *, what: str) -> tuple[int, int]:
 # --- backup --------------------------------------------------------------------------------------------------------
 
 
+def _lineages(adapters_dir: Path) -> list[str]:
+    """The per-community lineage folders (issue 24: adapters/g123/, adapters/commons/), each backed up whole."""
+    from bot.domain.community import is_community
+
+    if not adapters_dir.is_dir():
+        return []
+    return sorted(p.name for p in adapters_dir.iterdir() if is_community(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def _copy_lineage(src: Path, dst: Path) -> None:
+    """Copy a lineage: its committed versions, pointer and reward model; half-written temp entries are left out."""
+    private_dir(dst)
+    for entry in sorted(src.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            raise BackupError(f"{entry} is a symbolic link; adapters never hold links: move it away, then back up")
+        if entry.is_dir():
+            _copy_adapter(entry, dst / entry.name)
+        elif entry.is_file():
+            copy_private(entry, dst / entry.name)
+
+
 def _named_adapters(adapters_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The pointer state and every adapter it names (current and rollback history) that exists on disk."""
+    """The pointer state and every adapter it names (current and rollback history) that exists on disk; then every
+    community's lineage folder (restored whole, like an adapter)."""
     try:
         state = json.loads((adapters_dir / STATE).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -176,7 +200,7 @@ def _named_adapters(adapters_dir: Path) -> tuple[dict[str, Any], list[str]]:
             continue
         if name != BASE and name not in names and (adapters_dir / name).is_dir():
             names.append(name)
-    return state, names
+    return state, names + _lineages(adapters_dir)
 
 
 def _copy_adapter(src: Path, dst: Path) -> None:
@@ -232,8 +256,10 @@ def backup(settings: Settings, dest: Path) -> BackupResult:
                 "(`kilroy restore PATH`, the bot stopped), or repair the database (sqlite3 .recover)"
             ) from exc
         private_dir(tmp / "adapters")
+        lineages = set(_lineages(Path(settings.adapters_dir)))
         for name in names:
-            _copy_adapter(Path(settings.adapters_dir) / name, tmp / "adapters" / name)
+            copy = _copy_lineage if name in lineages else _copy_adapter
+            copy(Path(settings.adapters_dir) / name, tmp / "adapters" / name)
         write_private(tmp / "adapters" / STATE, json.dumps(state, indent=2))
         files = {}
         for path, st in _entries(tmp):

@@ -121,15 +121,32 @@ def database_check(s: Settings) -> Check:
 
 def adapters_check(s: Settings) -> Check:
     """Every adapter version is well-formed (safetensors header and config), and the pointer names a good one."""
-    from bot.adapters.store import BASE, AdapterError, AdapterStore
 
     root = Path(s.adapters_dir)
     if not root.exists():
         return Check("adapters", True, f"{root} does not exist yet (serving base until the first training)")
+    from bot.domain.community import is_community
+
+    lineages = [p for p in sorted(root.iterdir()) if p.is_dir() and is_community(p.name)]
+    checks = [_lineage_check(p, f"{p.name}: ") for p in lineages]
+    flat = _lineage_check(root, "", skip=lambda name: is_community(name))
+    if not lineages:
+        return flat  # the layout before communities (migrated at the bot's next start)
+    if not flat.detail.startswith("0 version(s)"):
+        checks.append(Check("adapters", flat.ok, f"flat folder, not migrated yet: {flat.detail}", flat.fix))
+    failed = [c for c in checks if not c.ok]
+    detail = "; ".join(c.detail for c in (failed or checks))
+    return Check("adapters", not failed, detail, failed[0].fix if failed else "")
+
+
+def _lineage_check(root: Path, label: str, skip: Callable[[str], bool] = lambda _n: False) -> Check:
+    """One folder of versions and its pointer (a community's lineage, or the flat folder from before them)."""
+    from bot.adapters.store import BASE, AdapterError, AdapterStore
+
     store = AdapterStore(root)
     bad: list[str] = []
     good: list[str] = []
-    for entry in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for entry in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and not skip(p.name)):
         try:
             store.path(entry.name)
             good.append(entry.name)
@@ -148,7 +165,7 @@ def adapters_check(s: Settings) -> Check:
             "kilroy adapters use NAME (rewrites the pointer)",
         )
     if pointer != BASE and pointer not in good:
-        bad.append(f"the pointer names {pointer!r}, which is missing or damaged (the bot would serve base)")
+        bad.append(f"{label}the pointer names {pointer!r}, which is missing or damaged (the bot would serve base)")
     if bad:
         return Check(
             "adapters",
@@ -157,7 +174,7 @@ def adapters_check(s: Settings) -> Check:
             "move the damaged folder out of the adapters folder, then `kilroy adapters use NAME` a good version "
             "(or `kilroy adapters rollback`)",
         )
-    return Check("adapters", True, f"{len(good)} version(s) well-formed; serving {pointer}")
+    return Check("adapters", True, f"{label}{len(good)} version(s) well-formed; serving {pointer}".lstrip())
 
 
 def backups_check(s: Settings) -> Check:

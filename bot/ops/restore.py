@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bot.adapters.lineages import Lineages
 from bot.adapters.store import AdapterStore, fsync_dir, validate_name
 from bot.config.settings import Settings
 from bot.ops.backup import (
@@ -220,8 +221,10 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
                 private_dir(target.parent)
                 copy_private(src / rel, target, expect=files[rel]["sha256"])
             staged_store = AdapterStore(p["staged"])
-            for mid in forgotten:  # as /forget-me does for the live adapters
+            staged_lineages = Lineages(p["staged"])
+            for mid in forgotten:  # as /forget-me does for the live adapters (flat ones, and every lineage's)
                 staged_store.scrub(str(mid), FORGOTTEN)
+                staged_lineages.scrub(str(mid), FORGOTTEN)
             step("stage adapters")
         except BaseException:
             _undo(p)
