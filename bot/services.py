@@ -168,7 +168,7 @@ class Communities:
                 trial=self.trials(community).on_candidate if live else None,
                 defer_to_trial=self.defer_to_trial and not live,
                 in_process=self.in_process,
-                backup=self.backup if community == COMMONS else None,  # type: ignore[arg-type]
+                backup=self.backup,  # type: ignore[arg-type]  # a night asks its first run for it
                 community=community,
                 parent=lambda: self.lineages.serving(community),
             )

@@ -93,6 +93,7 @@ class Night:
         budget = self.settings.training.budget_minutes * 60.0
         started = self.clock()
         out: list[NightResult] = []
+        first = True
         try:
             while self.queue:
                 community = self.queue.pop(0)
@@ -108,7 +109,11 @@ class Night:
                 else:
                     self.current = community
                     try:
-                        outcome = NightResult(community, result=await self.runner_for(community).run(reason, now=now))
+                        runner = self.runner_for(community)
+                        # the nightly backup once, before the night's first training
+                        result = await runner.run(reason, now=now, backup=first and reason == "nightly")
+                        first = False
+                        outcome = NightResult(community, result=result)
                     except TrainingBusy:
                         raise  # another process trains: the night stops here, nothing lost
                     except Exception as exc:

@@ -100,11 +100,22 @@ class TrainingRunner:
         finally:
             self.lock.release()
 
-    async def run(self, reason: str, on_progress: OnProgress | None = None, *, now: float | None = None) -> RunResult:
-        """Train and promote; raise TrainingBusy if a run holds the lock, TrainingFailed if training fails."""
+    async def run(
+        self,
+        reason: str,
+        on_progress: OnProgress | None = None,
+        *,
+        now: float | None = None,
+        backup: bool | None = None,
+    ) -> RunResult:
+        """Train and promote; raise TrainingBusy if a run holds the lock, TrainingFailed if training fails.
+
+        `backup`: take KILROY_BACKUP_DIR's backup first, under the lock (None: for a nightly run; a night over many
+        communities asks for it before its first one only)."""
         self.lock.acquire(f"training ({reason})")
         try:
-            if reason == "nightly" and self.backup is not None and self.settings.ops.backup_dir is not None:
+            wanted = reason == "nightly" if backup is None else backup
+            if wanted and self.backup is not None and self.settings.ops.backup_dir is not None:
                 await self._backup_first()
             await self.promoter.reconcile()
             if self.in_process:

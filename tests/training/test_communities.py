@@ -27,12 +27,16 @@ async def _posts(storage, guild, n, *, at=1.0, start=0):
         )
 
 
+BACKUPS: list = []
+
+
 class FakeRunner:
     def __init__(self, community, log, clock, night):
         self.community, self.log, self.clock, self.night = community, log, clock, night
 
-    async def run(self, reason, on_progress=None, *, now=None):
+    async def run(self, reason, on_progress=None, *, now=None, backup=None):
         self.log.append((self.community, reason, self.night().place(self.community), self.night().place("g3")))
+        BACKUPS.append(backup)
         self.clock["t"] += 40.0  # each training takes 40 s
         if self.community == "g1":
             raise RuntimeError("boom")
@@ -61,6 +65,7 @@ async def test_a_night_takes_the_stalest_first_and_stops_at_its_budget(make_sett
         ("g3", False, None, "the night's training budget ran out"),
     ]
     assert night.place("g3") is None and night.queue == []
+    assert BACKUPS[-2:] == [True, False]  # the nightly backup once, before the first training
 
 
 async def test_a_night_skips_a_community_whose_trial_decides(make_settings, storage):
