@@ -117,8 +117,9 @@ async def test_two_servers_each_learn_and_are_served_their_own(server, tiny_sett
         assert (tmp_path / "adapters" / A / "v0002").is_dir() and not (tmp_path / "adapters" / B / "v0003").exists()
         assert Lineages(tmp_path / "adapters").serving(A) == f"{A}/v0002"
         assert Lineages(tmp_path / "adapters").serving(B) == f"{B}/v0002"
-        _, token = await server.slash(fd.OPERATOR_ID, "adapter", "list")
-        await wait_for(lambda: _async(bool(server.callbacks.get(_))), 30, "/adapter list answered")
+        iid, _ = await server.slash(fd.OPERATOR_ID, "adapter", "list")  # what A is served now, said in A
+        await wait_for(lambda: _async(bool(server.callbacks.get(iid))), 30, "/adapter list answered")
+        assert f"`{A}` is served by `{A}/v0002`" in server.callbacks[iid][0]["data"]["content"]
 
         # the member asks to be forgotten in A: their reactions go in both servers
         _, token = await server.slash(fd.MEMBER_ID, "forget-me")
