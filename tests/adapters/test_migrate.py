@@ -86,3 +86,38 @@ def test_a_crash_midway_is_finished_by_the_next_start(tmp_path, monkeypatch, cra
         store = Lineages(root).store(community)
         assert store.names() == names and store.current() == "v0002"
         assert not list(store.root.glob(".tmp-*"))
+
+
+async def test_a_pre_communities_data_folder_opens_migrated(make_settings):
+    """A data folder as the flat layout left it (schema 8, adapters/vNNNN, posts from two servers): the shell's
+    services migrate the database and the adapters; each server's pointer, history and rollback keep working."""
+    import sqlite3
+
+    from bot.services import open_shell_services
+    from bot.storage import migrations
+
+    settings = make_settings()
+    names = flat_folder(settings.adapters_dir)
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(settings.db_path) as db:
+        for number, sql in migrations():
+            if number <= 8:
+                db.executescript(sql)
+        db.execute("PRAGMA user_version = 8")
+        for mid, guild, adapter in ((1, 11, "v0001"), (2, 22, "v0002"), (3, 22, "base")):
+            db.execute(
+                "INSERT INTO posts (message_id, channel_id, guild_id, kind, text, adapter, created_at) "
+                "VALUES (?, 1, ?, 'post', 't', ?, 1.0)",
+                (mid, guild, adapter),
+            )
+    async with open_shell_services(settings) as services:
+        lineages = services.communities.lineages
+        assert lineages.communities() == ["commons", "g11", "g22"]
+        for community in ("g11", "g22", "commons"):
+            assert lineages.current(community) == f"{community}/v0002"
+            assert lineages.store(community).names() == names
+        assert services.adapter_store.root == settings.adapters_dir / "commons"
+        assert lineages.store("g22").rollback() == "v0001" and lineages.serving("g11") == "g11/v0002"
+        rows = await services.storage.db.execute_fetchall("SELECT adapter FROM posts ORDER BY message_id")
+        assert [a for (a,) in rows] == ["g11/v0001", "g22/v0002", "base"]
+    assert flat_versions(settings.adapters_dir) == []
