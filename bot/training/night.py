@@ -9,7 +9,8 @@ Each community is trained by its own runner: its own posts, reward model, parent
 promotion (the one Promoter order, in its lineage). The runners share one lock, so a night, a /retrain and a
 `kilroy train` never overlap. A community is started only while the budget lasts; whatever is left waits for the
 next night (its posts stay untrained, so it is the stalest then). A community whose training fails is reported
-and the night goes on with the next.
+and the night goes on with the next. Another training between two of the night's (a /retrain, `kilroy train`) is
+waited for, within the budget.
 
 The commons is queued when it has posts made outside any server (the simulation, the shell); its training on the
 posts of servers that allow it is a later step (KILROY_COMMONS).
@@ -17,6 +18,7 @@ posts of servers that allow it is a later step (KILROY_COMMONS).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +64,8 @@ class Night:
         self.runner_for, self.storage, self.settings = runner_for, storage, settings
         self.clock, self.now = clock, now
         self.skip = skip  # a reason not to train a community tonight (its A/B trial still decides), or None
+        self.sleep = asyncio.sleep
+        self.poll_seconds = 10.0  # how often a night waiting on another training looks again
         self.queue: list[str] = []  # tonight's communities still waiting, in order
         self.current: str | None = None  # the one training now
 
@@ -110,12 +114,20 @@ class Night:
                     self.current = community
                     try:
                         runner = self.runner_for(community)
-                        # the nightly backup once, before the night's first training
-                        result = await runner.run(reason, now=now, backup=first and reason == "nightly")
+                        while True:
+                            try:
+                                # the nightly backup once, before the night's first training
+                                result = await runner.run(reason, now=now, backup=first and reason == "nightly")
+                                break
+                            except TrainingBusy:
+                                # a /retrain or `kilroy train` between two of ours: wait for it, within the budget
+                                if self.clock() - started >= budget:
+                                    raise
+                                await self.sleep(self.poll_seconds)
                         first = False
                         outcome = NightResult(community, result=result)
                     except TrainingBusy:
-                        raise  # another process trains: the night stops here, nothing lost
+                        raise  # still busy when the budget ran out: the rest waits for the next night
                     except Exception as exc:
                         log.exception("night: training %s failed; it keeps what serves it", community)
                         outcome = NightResult(community, error=f"{type(exc).__name__}: {exc}")

@@ -117,3 +117,34 @@ def make_adapter_for(settings, store):
     from bot.engine.model import load_base
 
     return make_adapter(load_base(settings.model, settings.data_dir, device="cpu"), store, 3)
+
+
+async def test_a_night_waits_for_a_retrain_that_slipped_in_between(make_settings, storage):
+    from bot.training.lock import TrainingBusy
+
+    settings = make_settings(KILROY_MIN_TRAIN_POSTS="1", KILROY_SETTLE_HOURS="0")
+    await _posts(storage, 1, 2)
+    await _posts(storage, 2, 1)
+    busy = {"left": 2}
+    ran = []
+
+    class Busy:
+        def __init__(self, community):
+            self.community = community
+
+        async def run(self, reason, on_progress=None, *, now=None, backup=None):
+            if self.community == "g2" and busy["left"]:
+                busy["left"] -= 1
+                raise TrainingBusy("/retrain")
+            ran.append(self.community)
+            return RunResult("done", 1, "v0001")
+
+    night = Night(Busy, storage, settings, now=lambda: DAY)
+    waits = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+
+    night.sleep = sleep
+    results = await night.run("nightly")
+    assert ran == ["g1", "g2"] and len(waits) == 2 and all(r.result for r in results)
