@@ -4,6 +4,8 @@ on one community's lineage (here server 5's, adapters/g5/)."""
 import asyncio
 import time
 
+import pytest
+
 from bot.adapters.store import AdapterStore
 from bot.cli.main import main
 from bot.storage import NewPost, Storage
@@ -87,3 +89,22 @@ def test_trial_promote_moves_the_pointer(env, tmp_path, capsys):  # noqa: F811
             return (await s.get_trial(tid)).verdict
 
     assert asyncio.run(verdict()) == "promoted_by_hand"
+
+
+def test_list_use_and_rollback_act_on_one_communitys_lineage(env, tmp_path, capsys):  # noqa: F811
+    """`--community g5` lists, switches and rolls back server 5's lineage only, and says what serves it."""
+    for name in ("v0001", "v0002"):
+        _fake_adapter(tmp_path, name)
+    assert main(["adapters", "--community", "g5", "use", "v0001"]) == 0
+    assert main(["adapters", "--community", "g5", "use", "v0002"]) == 0
+    capsys.readouterr()
+    assert main(["adapters", "--community", "g5", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "g5: served by g5/v0002" in out and "* v0002" in out
+    assert main(["adapters", "list"]) == 0  # the commons: nothing of server 5's
+    out = capsys.readouterr().out
+    assert "commons: served by base" in out and "v0001" not in out
+    assert main(["adapters", "--community", "g5", "rollback"]) == 0
+    assert AdapterStore(tmp_path / "adapters" / "g5").current() == "v0001"
+    with pytest.raises(SystemExit):
+        main(["adapters", "--community", "guild5", "list"])
