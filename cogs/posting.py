@@ -14,6 +14,7 @@ from discord.ext import commands, tasks
 from bot.app.checks import NO_MENTIONS
 from bot.config.settings import Settings
 from bot.domain.safety import OutputFilter, guild_allowed
+from bot.domain.shards import owns_guild, runs_database_jobs
 from bot.engine.compose import compose_post
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
@@ -46,6 +47,7 @@ class Posting(commands.Cog):
         self.reward_model = reward_model or RewardModelFile(settings.adapters_dir / REWARD_MODEL_FILE)
         self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
         self.trials = trials
+        self._elsewhere: set[int] = set()  # post channels in servers on shards another process holds
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
         self.loop.before_loop(self._before)
 
@@ -65,12 +67,14 @@ class Posting(commands.Cog):
         """One round: a post in every configured channel (a little jitter between channels)."""
         # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
         jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
-        if self.trials is not None:
+        if self.trials is not None and runs_database_jobs(self.settings.shards):  # one process decides the trial
             try:
                 await self.trials.check()  # a running A/B trial may have settled enough posts to decide
             except Exception:
                 log.exception("checking the A/B trial failed; posting goes on")
         for channel_id in self.settings.discord.post_channel_ids:
+            if channel_id in self._elsewhere:
+                continue  # another process's (no jitter to wait for)
             await asyncio.sleep(random.uniform(0, jitter))
             with log_context(channel=channel_id):
                 try:
@@ -86,6 +90,8 @@ class Posting(commands.Cog):
             return await self._post_to(channel_id)
 
     async def _post_to(self, channel_id: int) -> discord.Message | None:
+        if channel_id in self._elsewhere:
+            return None
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             try:
@@ -94,6 +100,10 @@ class Posting(commands.Cog):
                 log.warning("post channel %s not found or not visible; skipping", channel_id)
                 return None
         guild = getattr(channel, "guild", None)
+        if guild is not None and not owns_guild(guild.id, self.settings.shards):
+            self._elsewhere.add(channel_id)  # a channel never changes server: no fetch on later rounds
+            log.info("post channel %s is in server %s, on another process's shard: not ours", channel_id, guild.id)
+            return None
         if guild is None or not guild_allowed(guild.id, self.settings.discord.guild_ids):
             log.warning("post channel %s is not in a server of KILROY_GUILD_IDS; skipping", channel_id)
             return None
