@@ -131,6 +131,15 @@ async def test_by_default_one_process_holds_every_shard_discord_recommends(serve
         assert sorted(server.shards_connected) == [(0, SHARDS), (1, SHARDS)]
         assert all(bot.owns_guild(g) for g in (fd.GUILD_ID, fd.guild_on_shard(1, SHARDS, 0)))
 
+        # one shard's outage: the gateway is not ready, naming that shard; the other stays connected
+        await server.drop_shard(1)
+        await wait_for(lambda: _async(not bot.gateway_state().connected), 30, "shard 1 seen down")
+        state = bot.gateway_state()
+        assert [(s.id, s.connected) for s in state.shards] == [(0, True), (1, False)]
+        assert state.detail == "shard 1 not connected to the Discord gateway"
+        server.gateway_down = False
+        await wait_for(lambda: _async(bot.gateway_state().ready), 60, "shard 1 back")
+
 
 async def _async(value):
     return value

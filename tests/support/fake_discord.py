@@ -177,6 +177,14 @@ class FakeDiscord:
         for ws in list(self._sockets):
             await ws.close(code=4000)
 
+    async def drop_shard(self, shard: int) -> None:
+        """One shard's outage: close the sockets of that shard only and refuse new sockets until `gateway_down` is
+        cleared (the other shards' open sockets go on)."""
+        self.gateway_down = True
+        for conn in list(self._conns):
+            if conn.shard is not None and conn.shard[0] == shard:
+                await conn.ws.close(code=4000)
+
     @property
     def shards_connected(self) -> list[tuple[int, int] | None]:
         """The shard of every identified connection, as its IDENTIFY gave it."""
