@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.config.settings import Settings, emoji_key
 from bot.domain.safety import guild_allowed
+from bot.domain.shards import owns_guild
 from bot.logs import bind_log_context
 from bot.storage import Storage
 
@@ -51,6 +52,11 @@ class Engagement(commands.Cog):
         not replay what happened meanwhile (the first session's catch-up is `cog_load`'s)."""
         if self._catchup is None or self._catchup.done():
             self._catchup = asyncio.create_task(self._catch_up_when_ready())
+
+    @commands.Cog.listener()
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """With several shards, one shard's new session fires only this (READY waits for every shard)."""
+        await self.on_ready()
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -126,10 +132,13 @@ class Engagement(commands.Cog):
             return 0
 
     async def catch_up(self) -> int:
-        """For posts still inside the settle window, fetch their reactions and reconcile; return votes changed."""
+        """For posts still inside the settle window, in servers on the shards this process holds, fetch their
+        reactions and reconcile; return votes changed."""
         since = self.clock() - self.settings.scoring.settle_hours * 3600.0
         changed = 0
         for post in await self.storage.posts_since(since):
+            if post.guild_id is not None and not owns_guild(post.guild_id, self.settings.shards):
+                continue  # another process holds this server's shard: its catch-up is that process's
             channel = self.bot.get_channel(post.channel_id)
             if channel is None or post.message_id is None:
                 continue

@@ -22,6 +22,7 @@ from bot.app.checks import NO_MENTIONS
 from bot.config.settings import Settings
 from bot.domain.community import community_id
 from bot.domain.safety import OutputFilter, guild_allowed
+from bot.domain.shards import owns_guild, runs_database_jobs
 from bot.engine.compose import compose_post
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
@@ -58,6 +59,7 @@ class Posting(commands.Cog):
         self._reward_models: dict[str, RewardModelFile] = {}
         self.output_filter = output_filter or OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
         self.trials = trials
+        self._elsewhere: set[int] = set()  # post channels in servers on shards another process holds
         self.loop = tasks.loop(minutes=settings.discord.post_interval_minutes)(self.post_everywhere)
         self.loop.before_loop(self._before)
 
@@ -77,7 +79,8 @@ class Posting(commands.Cog):
         """One round: a post in every configured channel (a little jitter between channels)."""
         # jitter up to 10% of the interval (at most a minute) so posts do not land like clockwork
         jitter = min(60.0, self.settings.discord.post_interval_minutes * 6.0)
-        for trials in self._all_trials():
+        # one process decides the trials (shard 0's); each community's trial on its own
+        for trials in self._all_trials() if runs_database_jobs(self.settings.shards) else []:
             try:
                 await trials.check()  # a running A/B trial may have settled enough posts to decide
             except Exception:
@@ -95,7 +98,8 @@ class Posting(commands.Cog):
     def _due(self) -> list[int]:
         """The channels whose posts fall due this round. The seam for mixed batches: the serving engine's
         mixed-adapter batch takes these rows (each with its community's reference) in one generate call."""
-        return list(self.settings.discord.post_channel_ids)
+        # another process's channels (their servers are on its shards) are skipped without a jitter to wait for
+        return [c for c in self.settings.discord.post_channel_ids if c not in self._elsewhere]
 
     def _all_trials(self) -> list[TrialService]:
         if self.communities is None:
@@ -123,6 +127,8 @@ class Posting(commands.Cog):
             return await self._post_to(channel_id)
 
     async def _post_to(self, channel_id: int) -> discord.Message | None:
+        if channel_id in self._elsewhere:
+            return None
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             try:
@@ -131,6 +137,10 @@ class Posting(commands.Cog):
                 log.warning("post channel %s not found or not visible; skipping", channel_id)
                 return None
         guild = getattr(channel, "guild", None)
+        if guild is not None and not owns_guild(guild.id, self.settings.shards):
+            self._elsewhere.add(channel_id)  # a channel never changes server: no fetch on later rounds
+            log.info("post channel %s is in server %s, on another process's shard: not ours", channel_id, guild.id)
+            return None
         if guild is None or not guild_allowed(guild.id, self.settings.discord.guild_ids):
             log.warning("post channel %s is not in a server of KILROY_GUILD_IDS; skipping", channel_id)
             return None

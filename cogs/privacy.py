@@ -36,12 +36,14 @@ def forget_text(forgotten: Forgotten) -> str:
 class Privacy(commands.Cog):
     """What Kilroy holds about a member, how to see it, and how to make it forget."""
 
-    def __init__(self, *, privacy: PrivacyService) -> None:
+    def __init__(self, *, privacy: PrivacyService, database_jobs: bool = True) -> None:
         self.privacy = privacy
+        self.database_jobs = database_jobs  # False in a shard process not holding shard 0 (bot/domain/shards.py)
         self.retention = tasks.loop(hours=24)(self.run_retention)
 
     async def cog_load(self) -> None:
-        self.retention.start()
+        if self.database_jobs:  # retention prunes and VACUUMs the whole database: one process runs it
+            self.retention.start()
 
     async def cog_unload(self) -> None:
         self.retention.cancel()
@@ -79,4 +81,4 @@ class Privacy(commands.Cog):
 
 
 async def setup(bot: KilroyBot) -> None:
-    await bot.add_cog(Privacy(privacy=bot.services.privacy))
+    await bot.add_cog(Privacy(privacy=bot.services.privacy, database_jobs=bot.runs_database_jobs))

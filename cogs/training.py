@@ -23,6 +23,7 @@ from bot.app.checks import NO_MENTIONS, NotAllowed, audit, is_moderator, to_log_
 from bot.config.settings import Settings
 from bot.domain.community import community_id, guild_of
 from bot.domain.records import RunResult
+from bot.domain.shards import runs_database_jobs
 from bot.storage import Storage
 from bot.training.runner import TrainingBusy, TrainingRunner
 from bot.trials.service import TrialService
@@ -89,7 +90,8 @@ class Training(commands.Cog):
         self.nightly = tasks.loop(time=run_at)(self.run_nightly)
 
     async def cog_load(self) -> None:
-        self.nightly.start()
+        if runs_database_jobs(self.settings.shards):  # one nightly run for the database, not one per shard process
+            self.nightly.start()
 
     async def cog_unload(self) -> None:
         self.nightly.cancel()

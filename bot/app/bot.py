@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from bot.app.checks import to_log_channel
 from bot.app.errors import user_message
 from bot.config.settings import Settings
 from bot.domain.safety import Cooldowns, guild_allowed
-from bot.http.health import GatewayState
+from bot.domain.shards import owns_guild, runs_database_jobs
+from bot.http.health import GatewayState, ShardState
 from bot.http.metrics import Metrics
 from bot.logs import bind_log_context
 from bot.services import Services
@@ -81,50 +83,87 @@ class KilroyTree(app_commands.CommandTree):
         return True
 
 
-class KilroyBot(commands.Bot):
+class KilroyBot(commands.AutoShardedBot):
     """The bot: owns the services; cogs get them in `setup`. It never pings: every message it sends, edits or
-    follows up carries `AllowedMentions.none()`."""
+    follows up carries `AllowedMentions.none()`.
+
+    It runs discord.py's AutoShardedBot: KILROY_SHARD_COUNT and KILROY_SHARD_IDS choose the shards this process
+    holds; unset, Discord recommends the count and this process holds them all (one shard for a small bot)."""
 
     def __init__(self, settings: Settings, services: Services, **options: Any) -> None:
+        shards = settings.shards
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             tree_cls=KilroyTree,
+            shard_count=shards.count,
+            shard_ids=list(shards.ids) or None,
             **options,
         )
         self.settings = settings
         self.services = services
         self.cooldowns = Cooldowns()
         self.metrics: Metrics | None = services.metrics  # when the HTTP server runs
-        self._gateway_connected = False  # READY seen on the current socket (on_connect) and no disconnect since
-        self._session_ready = False  # guilds loaded (on_ready) or the session resumed
+        self._shard_up: dict[int, bool] = {}  # per shard: READY seen on its current socket, no disconnect since
+        self._shard_ready: dict[int, bool] = {}  # per shard: its guilds loaded (shard_ready) or its session resumed
         services.hooks.plug(gateway=self.gateway_state, announce=self.announce)
 
+    def owns_guild(self, guild_id: int) -> bool:
+        """True if this process holds the server's shard (its posts and catch-up are ours)."""
+        return owns_guild(guild_id, self.settings.shards)
+
+    @property
+    def runs_database_jobs(self) -> bool:
+        """True if this process runs the database-wide jobs (it holds shard 0, or every shard)."""
+        return runs_database_jobs(self.settings.shards)
+
+    def held_shards(self) -> list[int]:
+        """The shards this process holds; empty until Discord has said how many there are (no KILROY_SHARD_COUNT)."""
+        if self.shard_ids:
+            return sorted(self.shard_ids)
+        return list(range(self.shard_count)) if self.shard_count else []
+
     def gateway_state(self) -> GatewayState:
-        """The gateway as /healthz reports it: connected, ready, heartbeat latency."""
-        connected = self._gateway_connected and not self.is_closed() and self.ws is not None
-        latency = self.latency
-        latency_ms = latency * 1000 if latency == latency and latency != float("inf") else None
-        return GatewayState(connected, connected and self._session_ready and self.is_ready(), latency_ms)
+        """The gateway as /healthz reports it: every shard this process holds connected and ready, with each
+        shard's own state (connected, ready, heartbeat latency, servers)."""
+        guilds = Counter(g.shard_id for g in self.guilds)
+        shards = []
+        for shard_id in self.held_shards():
+            info = self.get_shard(shard_id)
+            connected = self._shard_up.get(shard_id, False) and info is not None and not info.is_closed()
+            latency = _milliseconds(info.latency) if info is not None else None
+            ready = connected and self._shard_ready.get(shard_id, False)
+            shards.append(ShardState(shard_id, connected, ready, latency, guilds.get(shard_id, 0)))
+        connected = bool(shards) and not self.is_closed() and all(s.connected for s in shards)
+        ready = connected and self.is_ready() and all(s.ready for s in shards)
+        down = [s.id for s in shards if not s.connected]
+        detail = ""
+        if shards and 0 < len(down) < len(shards):
+            detail = f"shard {', '.join(map(str, down))} not connected to the Discord gateway"
+        return GatewayState(
+            connected, ready, _milliseconds(self.latency), detail, shards=tuple(shards), shard_count=self.shard_count
+        )
 
     async def announce(self, text: str, guild_id: int | None = None) -> None:
         """A line in the server's log channel (trial starts and decisions; KILROY_LOG_CHANNEL_ID without a server or
         without a log channel of its own); failures are only logged."""
         await to_log_channel(self, self.settings.discord, text, guild_id=guild_id)
 
-    async def on_connect(self) -> None:
-        self._gateway_connected = True
+    async def on_shard_connect(self, shard_id: int) -> None:
+        self._shard_up[shard_id] = True
 
-    async def on_disconnect(self) -> None:
-        if self._gateway_connected:
-            log.warning("disconnected from the Discord gateway; reconnecting")
-        self._gateway_connected = False
-        self._session_ready = False
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        if self._shard_up.get(shard_id):
+            log.warning("shard %d disconnected from the Discord gateway; reconnecting", shard_id)
+        self._shard_up[shard_id] = self._shard_ready[shard_id] = False
 
-    async def on_resumed(self) -> None:
-        self._gateway_connected = self._session_ready = True
+    async def on_shard_ready(self, shard_id: int) -> None:
+        self._shard_up[shard_id] = self._shard_ready[shard_id] = True
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_up[shard_id] = self._shard_ready[shard_id] = True
 
     async def on_app_command_completion(self, interaction: discord.Interaction, command: Any) -> None:
         if self.metrics is not None:
@@ -136,7 +175,8 @@ class KilroyBot(commands.Bot):
             await self.load_extension(ext)
         for command in self.tree.get_commands():
             command.guild_only = True  # not offered in DMs (the tree refuses them anyway)
-        await self.sync_commands()
+        if self.runs_database_jobs:  # the commands are the application's, not a shard's: one process syncs them
+            await self.sync_commands()
 
     def allowed_guild(self, guild_id: int | None) -> bool:
         """True if Kilroy works in this server (KILROY_GUILD_IDS, or every server when it is empty)."""
@@ -185,8 +225,14 @@ class KilroyBot(commands.Bot):
         marker.write_text(digest)
 
     async def on_ready(self) -> None:
-        self._gateway_connected = self._session_ready = True
-        log.info("logged in as %s (%s) in %d server(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        log.info(
+            "logged in as %s (%s) in %d server(s) on shard(s) %s of %s",
+            self.user,
+            getattr(self.user, "id", "?"),
+            len(self.guilds),
+            ",".join(map(str, self.held_shards())),
+            self.shard_count,
+        )
         if not self.settings.discord.guild_ids:
             log.warning("KILROY_GUILD_IDS is empty: Kilroy works in every server it is invited to")
         for guild in list(self.guilds):
@@ -197,6 +243,11 @@ class KilroyBot(commands.Bot):
         if self.metrics is not None and interaction.command is not None:
             self.metrics.command(interaction.command.qualified_name, command_outcome(error))
         await handle_app_command_error(interaction, error)
+
+
+def _milliseconds(seconds: float) -> float | None:
+    """A discord.py latency in ms; None before the first heartbeat is answered (nan or inf)."""
+    return seconds * 1000 if seconds == seconds and seconds != float("inf") else None
 
 
 def command_outcome(error: BaseException) -> str:

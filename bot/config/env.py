@@ -115,6 +115,13 @@ def _ids(v: str, spec: Spec | None = None) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def _shard_ids(v: str, spec: Spec | None = None) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[,\s]+", v) if p]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError("shard numbers are whole numbers from 0")
+    return tuple(int(p) for p in parts)
+
+
 def _one_id(v: str, spec: Spec) -> int | None:
     ids = _ids(v)
     return ids[0] if ids else None
@@ -182,6 +189,7 @@ PATH = Kind("path", "a path", lambda v, s: Path(v), show=_show)
 SECRET = Kind("secret", "a secret", lambda v, s: Secret(v), show=lambda v: "")  # never written out
 IDS_EXAMPLE = "123456789012345678,234567890123456789"
 IDS = Kind("ids", "a comma-separated list of Discord ids", _ids, show=_show, example=IDS_EXAMPLE)
+SHARD_IDS = Kind("shards", "a comma-separated list of shard numbers", _shard_ids, show=_show, example="0,1")
 ONE_ID = Kind("id", "a comma-separated list of Discord ids", _one_id, show=_show, example=IDS_EXAMPLE)
 WORDS = Kind("words", "a comma-separated list of words", _words, show=_show)
 WEIGHTS = Kind("weights", "a list of emoji=weight pairs", _weights, show=_show_weights, example="'👎=-1,❤️=2'")

@@ -29,6 +29,7 @@ from bot.config.env import (
     MAX_WEIGHT,
     ONE_ID,
     PATH,
+    SHARD_IDS,
     VERBATIM,
     WEIGHTS,
     WORDS,
@@ -57,6 +58,7 @@ __all__ = [
     "ScoringSettings",
     "Secret",
     "Settings",
+    "ShardSettings",
     "StorySettings",
     "TrainingSettings",
     "TrialSettings",
@@ -553,6 +555,63 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class ShardSettings:
+    """Which of the bot's gateway shards this process holds; `bot.domain.shards` says what that makes it own."""
+
+    count: int | None = setting(
+        "KILROY_SHARD_COUNT",
+        None,
+        kind=INTEGER,
+        lo=1,
+        hi=100_000,
+        expected="a whole number of shards",
+        example="2",
+        help="Total number of gateway shards across every Kilroy process (Discord requires sharding from 2,500 "
+        "servers). Empty: Discord recommends the count and this one process holds every shard.",
+    )
+    ids: tuple[int, ...] = setting(
+        "KILROY_SHARD_IDS",
+        (),
+        kind=SHARD_IDS,
+        help="The shards this process holds (comma-separated, each from 0 to KILROY_SHARD_COUNT - 1; needs "
+        "KILROY_SHARD_COUNT). A server's posts, catch-up and commands belong to the process holding its shard; "
+        "the one holding shard 0 also runs the database-wide jobs (retention, nightly training, trials, command "
+        "sync). Empty: every shard.",
+    )
+
+
+def shard_problems(env: Mapping[str, str | None]) -> list[str]:
+    """What is wrong between KILROY_SHARD_COUNT and KILROY_SHARD_IDS (each alone is checked by its reader)."""
+    raw_count = (env.get("KILROY_SHARD_COUNT") or "").strip()
+    raw_ids = (env.get("KILROY_SHARD_IDS") or "").strip()
+    parts = [p for p in raw_ids.replace(",", " ").split() if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        return []  # no ids (every shard), or ids the reader already refused
+    ids = [int(p) for p in parts]
+    problems = []
+    if not raw_count:
+        problems.append(
+            f"KILROY_SHARD_IDS={raw_ids!r} needs KILROY_SHARD_COUNT, the total number of shards across every process; "
+            f"set it in .env (e.g. KILROY_SHARD_COUNT={max(ids) + 1}), or leave KILROY_SHARD_IDS empty for every shard"
+        )
+    elif raw_count.isdigit() and int(raw_count) >= 1:
+        count = int(raw_count)
+        outside = sorted({i for i in ids if i >= count})
+        if outside:
+            problems.append(
+                f"KILROY_SHARD_IDS={raw_ids!r} names shard {', '.join(map(str, outside))}, but KILROY_SHARD_COUNT="
+                f"{count} numbers the shards 0 to {count - 1}; list shards in that range in .env"
+            )
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        problems.append(
+            f"KILROY_SHARD_IDS={raw_ids!r} names shard {', '.join(map(str, twice))} more than once; list each shard "
+            "once in .env"
+        )
+    return problems
+
+
+@dataclass(frozen=True)
 class Settings:
     discord: DiscordSettings = section(DiscordSettings, "Discord")
     data_dir: Path = setting(
@@ -584,6 +643,7 @@ class Settings:
     safety: SafetySettings = section(SafetySettings, "Safety and privacy")
     trials: TrialSettings = section(TrialSettings, "A/B trials")
     ops: OpsSettings = section(OpsSettings, "Operations")
+    shards: ShardSettings = section(ShardSettings, "Shards")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None]) -> Settings:
@@ -594,6 +654,7 @@ class Settings:
             settings = read(cls, env)
         except ConfigError as exc:
             problems = list(exc.problems)
+        problems += shard_problems(env)
         token = (env.get("KILROY_DASHBOARD_TOKEN") or "").strip()
         if token and len(token) < DASHBOARD_TOKEN_MIN_CHARS:  # never echo the token itself
             problems.append(

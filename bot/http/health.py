@@ -1,5 +1,8 @@
 """Readiness: the gateway is connected and ready, the database takes a write, the serving adapter is sound.
 
+The gateway is ready when every shard this process holds is; `shards` lists each one (connected, ready, latency,
+servers), and `shard_count` is the total across every process.
+
 `check_health` asks each source once, with a timeout, and never raises: a source that fails or hangs is a failing
 part, named in the answer. Training and the generation queue are reported but never make the bot unhealthy (a
 training that runs for an hour is normal).
@@ -14,13 +17,32 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ShardState:
+    """One gateway shard this process holds: connected, ready (its servers loaded), heartbeat latency, servers."""
+
+    id: int
+    connected: bool
+    ready: bool
+    latency_ms: float | None = None
+    guilds: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The shard as /healthz lists it."""
+        latency = None if self.latency_ms is None else round(self.latency_ms, 1)
+        return {"id": self.id, "connected": self.connected, "ready": self.ready, "latency_ms": latency,
+                "guilds": self.guilds}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class GatewayState:
-    """What the Discord client says about its connection."""
+    """What the Discord client says about its connection: the whole (every shard held) and each shard."""
 
     connected: bool
     ready: bool
     latency_ms: float | None = None
     detail: str = ""
+    shards: tuple[ShardState, ...] = ()  # empty before Discord has said how many shards there are
+    shard_count: int | None = None  # across every process
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ async def check_health(sources: HealthSources | None, *, timeout: float = 2.0) -
             "failing": ["starting"],
             "gateway": {"ok": False, "detail": STARTING},
             "latency_ms": None,
+            "shard_count": None,
+            "shards": [],
             "database": {"ok": False, "detail": STARTING},
             "adapter": {"ok": False, "detail": STARTING},
             "training": {},
@@ -75,10 +99,13 @@ async def check_health(sources: HealthSources | None, *, timeout: float = 2.0) -
         }
         return HealthReport(False, ("starting",), body)
 
+    shards: list[dict[str, Any]] = []
+    shard_count = None
     try:
         gw = sources.gateway()
         gateway = Part(gw.connected and gw.ready, gw.detail or _gateway_detail(gw))
         latency = gw.latency_ms
+        shards, shard_count = [s.as_json() for s in gw.shards], gw.shard_count
     except Exception as exc:
         gateway, latency = Part(False, f"gateway state unreadable: {exc}"), None
 
@@ -113,6 +140,8 @@ async def check_health(sources: HealthSources | None, *, timeout: float = 2.0) -
         "failing": list(failing),
         "gateway": {"ok": gateway.ok, "detail": gateway.detail},
         "latency_ms": None if latency is None else round(latency, 1),
+        "shard_count": shard_count,
+        "shards": shards,
         "database": {"ok": database.ok, "detail": database.detail},
         "adapter": {"ok": adapter.ok, "detail": adapter.detail, **adapter.extra},
         "training": training,

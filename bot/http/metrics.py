@@ -1,8 +1,9 @@
 """Prometheus metrics, every name prefixed `kilroy_`, in a registry of their own (no global state).
 
 Two kinds of series. Events seen by this process (commands, generations, event-loop lag) are counted as they
-happen. Totals that the database already holds (posts, reactions, replies, the last training) are read at scrape
-time through `refresh()`, so they survive restarts and agree with what the bot stored.
+happen; the gateway's series carry a `shard` label, one per shard this process holds. Totals that the database
+already holds (posts, reactions, replies, the last training) are read at scrape time through `refresh()`, so they
+survive restarts and agree with what the bot stored (several shard processes sharing one database all report them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from bot.domain.safety import OutputFilter
+    from bot.http.health import GatewayState
     from bot.storage import Storage
     from bot.trials.service import TrialStatus
 
@@ -108,6 +110,43 @@ class _SnapshotCollector(Collector):
             yield decision
 
 
+class _GatewayCollector(Collector):
+    """The gateway as the last scrape saw it, one series per shard this process holds (`shard` label). Before
+    Discord has said how many shards there are, one series without the label, as before sharding."""
+
+    def __init__(self, state: Callable[[], GatewayState | None]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self._state()
+        shards = gw.shards if gw is not None else ()
+        labels = ["shard"] if shards else None
+        up = GaugeMetricFamily(
+            "kilroy_gateway_connected", "1 while the Discord gateway is connected and ready, per shard", labels=labels
+        )
+        latency = GaugeMetricFamily(
+            "kilroy_gateway_latency_seconds", "Heartbeat latency of the Discord gateway, per shard", labels=labels
+        )
+        if shards:
+            guilds = GaugeMetricFamily("kilroy_gateway_guilds", "Servers on each shard held here", labels=labels)
+            for s in shards:
+                up.add_metric([str(s.id)], 1.0 if s.connected and s.ready else 0.0)
+                if s.latency_ms is not None:
+                    latency.add_metric([str(s.id)], s.latency_ms / 1000.0)
+                guilds.add_metric([str(s.id)], s.guilds)
+            yield guilds
+        else:
+            up.add_metric([], 1.0 if gw is not None and gw.connected and gw.ready else 0.0)
+            if gw is not None and gw.latency_ms is not None:
+                latency.add_metric([], gw.latency_ms / 1000.0)
+        yield up
+        yield latency
+        if gw is not None and gw.shard_count is not None:
+            yield GaugeMetricFamily(
+                "kilroy_gateway_shard_count", "Gateway shards across every Kilroy process", value=gw.shard_count
+            )
+
+
 class Metrics:
     """The bot's metrics. Hooks (`command`, `generation`, `lag`) are plain methods the services call."""
 
@@ -139,10 +178,8 @@ class Metrics:
             "kilroy_generation_queue_depth", "Generation calls waiting or running on the model thread", registry=r
         )
         self.adapter = Info("kilroy_serving_adapter", "The LoRA adapter serving posts now", registry=r)
-        self.gateway_up = Gauge("kilroy_gateway_connected", "1 while the Discord gateway is connected", registry=r)
-        self.gateway_latency = Gauge(
-            "kilroy_gateway_latency_seconds", "Heartbeat latency of the Discord gateway", registry=r
-        )
+        self.gateway: GatewayState | None = None  # as the last scrape saw it
+        self.registry.register(_GatewayCollector(lambda: self.gateway))
         self.snapshot = Snapshot()
         self.registry.register(_SnapshotCollector(lambda: self.snapshot))
         self.lag_max = 0.0
@@ -167,7 +204,7 @@ class Metrics:
         *,
         adapter: str | None = None,
         queue: int | None = None,
-        gateway: tuple[bool, float | None] | None = None,
+        gateway: GatewayState | None = None,
     ) -> None:
         """Update the scrape-time values; a failing source keeps the previous snapshot (and logs)."""
         if snapshot is not None:
@@ -180,9 +217,7 @@ class Metrics:
         if queue is not None:
             self.queue_depth.set(queue)
         if gateway is not None:
-            self.gateway_up.set(1.0 if gateway[0] else 0.0)
-            if gateway[1] is not None:
-                self.gateway_latency.set(gateway[1] / 1000.0)
+            self.gateway = gateway
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -103,8 +103,7 @@ async def metrics(request: web.Request) -> web.Response:
     gateway = adapter = queue = None
     if ctx.health is not None:
         with contextlib.suppress(Exception):
-            gw = ctx.health.gateway()
-            gateway = (gw.connected and gw.ready, gw.latency_ms)
+            gateway = ctx.health.gateway()
         with contextlib.suppress(Exception):
             queue = int(ctx.health.queue())
     if ctx.dashboard is not None:

@@ -1,8 +1,14 @@
 """A small Discord-compatible server on 127.0.0.1 for end-to-end tests: REST under /api/v10 and a gateway websocket.
 
 The unmodified discord.py client talks to it: point `discord.http.Route.BASE` at `base_url` and
-`DiscordWebSocket.DEFAULT_GATEWAY` at `gateway_url`. It keeps just enough state (one guild, its channels, roles and
-members, messages, reactions, interaction responses) for Kilroy's scenarios, and records every request.
+`DiscordWebSocket.DEFAULT_GATEWAY` at `gateway_url`. It keeps just enough state (two guilds, more on request with
+`add_guild`, their channels, roles and members, messages, reactions, interaction responses) for Kilroy's scenarios,
+and records every request with the token that made it.
+
+It shards as Discord does: a connection IDENTIFYs with `shard: [id, count]`, its READY lists only the guilds of
+that shard (`(guild_id >> 22) % count`), and every event of a guild goes only to the connection holding its shard
+(events without a guild go to shard 0's). `GET /gateway/bot` recommends `shard_count` shards. Several bot
+processes (several `kilroy run`) can be connected at once.
 """
 
 from __future__ import annotations
@@ -64,11 +70,39 @@ def member(uid: int, name: str, *, roles: tuple[int, ...] = (), bot: bool = Fals
     }
 
 
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's rule: the shard a guild's events travel on."""
+    return (guild_id >> 22) % shard_count
+
+
+def guild_on_shard(shard: int, shard_count: int, n: int = 0) -> int:
+    """A guild id (the `n`-th) whose events travel on `shard` of `shard_count`."""
+    return ((n * shard_count + shard) << 22) | (1000 + n)
+
+
 @dataclass
 class Request:
     method: str
     path: str
     body: Any
+    token: str = ""  # the Authorization header's token: which bot process made the request
+
+
+@dataclass
+class Connection:
+    """One gateway socket, and the shard its IDENTIFY asked for (None: an unsharded client)."""
+
+    ws: web.WebSocketResponse
+    shard: tuple[int, int] | None = None
+    seq: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def holds(self, guild_id: int | None) -> bool:
+        """True if this connection receives the guild's events (no guild: shard 0's)."""
+        if self.shard is None:
+            return True
+        shard, count = self.shard
+        return shard == (0 if guild_id is None else shard_of(guild_id, count))
 
 
 @dataclass
@@ -84,6 +118,7 @@ class FakeDiscord:
     rate_limit_next_posts: int = 0
     left_guilds: list[int] = field(default_factory=list)
     gateway_down: bool = False  # refuse gateway connections (an outage), see drop_gateway()
+    shard_count: int = 1  # what GET /gateway/bot recommends
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -99,11 +134,12 @@ class FakeDiscord:
             MODERATOR_ID: member(MODERATOR_ID, "moderator", roles=(MODERATOR_ROLE,)),
             OTHER_BOT_ID: member(OTHER_BOT_ID, "otherbot", bot=True),
         }
-        self._ws: web.WebSocketResponse | None = None
-        self._seq = 0
+        self._conns: list[Connection] = []  # open gateway sockets that have identified (or resumed)
         self._identified = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._send_lock = asyncio.Lock()
+        self._sockets: list[web.WebSocketResponse] = []
+        self.extra_guilds: dict[int, dict[str, Any]] = {}  # added with add_guild, by id
+        self.channel_guild: dict[int, int] = {CHANNEL_ID: GUILD_ID, CHANNEL2_ID: GUILD2_ID}
         self.ready_gate = asyncio.Event()  # cleared: IDENTIFY is accepted but READY waits (a slow Discord)
         self.ready_gate.set()
 
@@ -128,73 +164,132 @@ class FakeDiscord:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
     # --- gateway -----------------------------------------------------------------------------------------------------
 
     async def drop_gateway(self) -> None:
-        """An outage: close the bot's gateway socket and refuse new ones until `gateway_down` is cleared."""
+        """An outage: close the bot's gateway sockets and refuse new ones until `gateway_down` is cleared."""
         self.gateway_down = True
-        if self._ws is not None:
-            await self._ws.close(code=4000)
+        for ws in list(self._sockets):
+            await ws.close(code=4000)
+
+    async def drop_shard(self, shard: int) -> None:
+        """One shard's outage: close the sockets of that shard only and refuse new sockets until `gateway_down` is
+        cleared (the other shards' open sockets go on)."""
+        self.gateway_down = True
+        for conn in list(self._conns):
+            if conn.shard is not None and conn.shard[0] == shard:
+                await conn.ws.close(code=4000)
+
+    @property
+    def shards_connected(self) -> list[tuple[int, int] | None]:
+        """The shard of every identified connection, as its IDENTIFY gave it."""
+        return [c.shard for c in self._conns if not c.ws.closed]
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         if self.gateway_down:
             return web.Response(status=503, text="gateway down")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
-        self._ws = ws
+        self._sockets.append(ws)
         self._identified.clear()
+        conn = Connection(ws)
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            if data["op"] == 1:
-                await self._send({"op": 11})
-            elif data["op"] in (2, 6):  # IDENTIFY (or RESUME, answered as a fresh session)
-                if self.ready_gate.is_set():
-                    await self._ready()
-                else:
-                    self._held = asyncio.create_task(self._ready_when_open())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                if data["op"] == 1:
+                    await self._send(conn, {"op": 11})
+                elif data["op"] in (2, 6):  # IDENTIFY (or RESUME, answered as a fresh session of the same shard)
+                    conn.shard = _shard_asked(data["d"])
+                    if self.ready_gate.is_set():
+                        await self._ready(conn)
+                    else:
+                        self._held = asyncio.create_task(self._ready_when_open(conn))
+        finally:
+            self._sockets.remove(ws)
+            if conn in self._conns:
+                self._conns.remove(conn)
         return ws
 
-    async def _ready_when_open(self) -> None:
+    async def _ready_when_open(self, conn: Connection) -> None:
         await self.ready_gate.wait()
-        await self._ready()
+        await self._ready(conn)
 
-    async def _send(self, payload: dict[str, Any]) -> None:
-        assert self._ws is not None
-        async with self._send_lock:
-            await self._ws.send_str(json.dumps(payload))
+    async def _send(self, conn: Connection, payload: dict[str, Any]) -> None:
+        async with conn.lock:
+            await conn.ws.send_str(json.dumps(payload))
 
-    async def _ready(self) -> None:
-        await self.dispatch(
-            "READY",
-            {
-                "v": 10,
-                "user": user(BOT_ID, "kilroy", bot=True),
-                "guilds": [{"id": str(GUILD_ID), "unavailable": True}, {"id": str(GUILD2_ID), "unavailable": True}],
-                "session_id": "session",
-                "resume_gateway_url": self.gateway_url,
-                "application": {"id": str(APP_ID), "flags": 0},
-                "private_channels": [],
-            },
-        )
-        await self.dispatch("GUILD_CREATE", self.guild())
-        await self.dispatch("GUILD_CREATE", self.guild2())
+    def all_guilds(self) -> list[dict[str, Any]]:
+        """Every guild the bot is in, as GUILD_CREATE carries it."""
+        return [self.guild(), self.guild2(), *(dict(g) for g in self.extra_guilds.values())]
+
+    async def _ready(self, conn: Connection) -> None:
+        guilds = [g for g in self.all_guilds() if conn.holds(int(g["id"]))]
+        shard_id = f"{conn.shard[0]}-{conn.shard[1]}" if conn.shard else "all"
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": user(BOT_ID, "kilroy", bot=True),
+            "guilds": [{"id": g["id"], "unavailable": True} for g in guilds],
+            "session_id": f"session-{shard_id}",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APP_ID), "flags": 0},
+            "private_channels": [],
+        }
+        if conn.shard is not None:
+            ready["shard"] = list(conn.shard)
+        # a new session of a shard ends its older one: Discord sends the shard's events to the newest socket only
+        self._conns = [c for c in self._conns if c.shard != conn.shard] + [conn]
+        await self._send_event(conn, "READY", ready)
+        for g in guilds:
+            await self._send_event(conn, "GUILD_CREATE", g)
         self._identified.set()
 
     async def wait_identified(self) -> None:
         await asyncio.wait_for(self._identified.wait(), 10)
 
+    async def _send_event(self, conn: Connection, event: str, data: dict[str, Any]) -> None:
+        conn.seq += 1
+        await self._send(conn, {"op": 0, "t": event, "s": conn.seq, "d": data})
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event (op 0) to the bot."""
-        self._seq += 1
-        await self._send({"op": 0, "t": event, "s": self._seq, "d": data})
+        """Send a gateway event (op 0) to the bot: to the connection holding its guild's shard."""
+        guild = data.get("guild_id") or (data.get("id") if event.startswith("GUILD_") else None)
+        for conn in list(self._conns):
+            if not conn.ws.closed and conn.holds(int(guild) if guild else None):
+                await self._send_event(conn, event, data)
+
+    def add_guild(self, guild_id: int, channel_id: int, name: str = "") -> None:
+        """One more guild the bot is in: its own channel, @everyone and bot roles, the bot and its owner as members
+        (sent to a connection that identifies afterwards)."""
+        g = self.guild2()
+        role = snowflake()
+        g.update(
+            id=str(guild_id),
+            name=name or f"server {guild_id}",
+            owner_id=str(OWNER2_ID),
+            roles=[_role(guild_id, "@everyone", EVERYONE_PERMS, 0), _role(role, "kilroy", ADMIN_PERMS, 1)],
+            channels=[_channel(channel_id, guild_id, f"general-{guild_id}")],
+            members=[member(BOT_ID, "kilroy", bot=True, roles=(role,)), member(OWNER2_ID, "owner2")],
+            member_count=2,
+        )
+        self.extra_guilds[guild_id] = g
+        self.channel_guild[channel_id] = guild_id
+
+    def posts_in(self, channel_id: int) -> list[dict[str, Any]]:
+        """The bot's messages in one channel."""
+        return [m for m in self.posts_by_bot() if m["channel_id"] == str(channel_id)]
+
+    def tokens_posting_in(self, channel_id: int) -> set[str]:
+        """The tokens (bot processes) that sent a message into a channel."""
+        path = f"/channels/{channel_id}/messages"
+        return {r.token for r in self.requests if r.method == "POST" and r.path == path}
 
     def guild(self) -> dict[str, Any]:
         return {
@@ -276,11 +371,12 @@ class FakeDiscord:
             users.remove(user_id)
         if not dispatch:
             return
+        where = self.messages.get(message_id, {})
         data: dict[str, Any] = {
             "user_id": str(user_id),
-            "channel_id": str(CHANNEL_ID),
+            "channel_id": where.get("channel_id", str(CHANNEL_ID)),
             "message_id": str(message_id),
-            "guild_id": str(GUILD_ID),
+            "guild_id": where.get("guild_id", str(GUILD_ID)),
             "emoji": {"id": None, "name": emoji},
             "burst": False,
             "type": 0,
@@ -294,11 +390,12 @@ class FakeDiscord:
 
     async def reply(self, to_message_id: int, user_id: int, content: str = "love it") -> int:
         mid = snowflake()
-        m = self._message(mid, self.members[user_id]["user"], content)
+        channel = int(self.messages.get(to_message_id, {}).get("channel_id", CHANNEL_ID))
+        m = self._message(mid, self.members[user_id]["user"], content, channel)
         m["message_reference"] = {
             "message_id": str(to_message_id),
-            "channel_id": str(CHANNEL_ID),
-            "guild_id": str(GUILD_ID),
+            "channel_id": m["channel_id"],
+            "guild_id": m["guild_id"],
         }
         m["member"] = {k: v for k, v in self.members[user_id].items() if k != "user"}
         m["type"] = 19
@@ -355,11 +452,11 @@ class FakeDiscord:
         )
         return iid, token
 
-    def _message(self, mid: int, author: dict[str, Any], content: str) -> dict[str, Any]:
+    def _message(self, mid: int, author: dict[str, Any], content: str, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
         return {
             "id": str(mid),
-            "channel_id": str(CHANNEL_ID),
-            "guild_id": str(GUILD_ID),
+            "channel_id": str(channel_id),
+            "guild_id": str(self.channel_guild.get(channel_id, GUILD_ID)),
             "author": author,
             "content": content,
             "timestamp": now_iso(),
@@ -407,7 +504,8 @@ class FakeDiscord:
             else:
                 text = await request.text()
                 body = json.loads(text) if text else None
-        self.requests.append(Request(request.method, path, body))
+        token = request.headers.get("Authorization", "").removeprefix("Bot ")
+        self.requests.append(Request(request.method, path, body, token))
         seg = path.strip("/").split("/")
         m = request.method
 
@@ -433,7 +531,7 @@ class FakeDiscord:
             return _json(
                 {
                     "url": self.gateway_url,
-                    "shards": 1,
+                    "shards": self.shard_count,
                     "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
                 }
             )
@@ -455,9 +553,14 @@ class FakeDiscord:
                     headers={"Content-Type": "application/json", "Via": "1.1 google", "X-RateLimit-Scope": "user"},
                 )
             mid = snowflake()
-            msg = self._message(mid, user(BOT_ID, "kilroy", bot=True), body.get("content") or "")
+            msg = self._message(mid, user(BOT_ID, "kilroy", bot=True), body.get("content") or "", int(seg[1]))
             self.messages[mid] = msg
             return _json(msg)
+        if seg[0] == "channels" and len(seg) == 2 and m == "GET":
+            cid = int(seg[1])
+            if cid not in self.channel_guild:
+                return _json({"message": "Unknown Channel", "code": 10003}, status=404)
+            return _json(_channel(cid, self.channel_guild[cid], f"channel-{cid}"))
         if seg[0] == "channels" and len(seg) == 4 and seg[2] == "messages" and m == "GET":
             mid = int(seg[3])
             if mid not in self.messages:
@@ -525,6 +628,28 @@ def _role(rid: int, name: str, perms: str, position: int) -> dict[str, Any]:
         "mentionable": False,
         "flags": 0,
     }
+
+
+def _channel(cid: int, guild_id: int, name: str) -> dict[str, Any]:
+    return {
+        "id": str(cid),
+        "type": 0,
+        "name": name,
+        "position": 0,
+        "permission_overwrites": [],
+        "guild_id": str(guild_id),
+    }
+
+
+def _shard_asked(d: dict[str, Any]) -> tuple[int, int] | None:
+    """The shard an IDENTIFY asks for, or a RESUME's (from the session id READY gave it)."""
+    if "shard" in d:
+        return int(d["shard"][0]), int(d["shard"][1])
+    session = str(d.get("session_id", ""))
+    if session.count("-") == 2:
+        _, shard, count = session.split("-")
+        return int(shard), int(count)
+    return None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
