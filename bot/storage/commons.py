@@ -14,7 +14,8 @@ class CommonsMixin(StorageBase):
             return {int(g): str(c) for g, c in await cur.fetchall()}
 
     async def set_commons_choice(self, guild_id: int, choice: str | None, *, at: float) -> None:
-        """Record a server's choice (no member id is kept: nothing for a forget-me to find) ('in', 'out'), or forget it (None: back to the bot-wide default)."""
+        """Record a server's choice ('in', 'out'), or forget it (None: back to the bot-wide default). No member id
+        is kept: nothing here for a forget-me to find."""
         if choice not in (None, "in", "out"):
             raise ValueError(f"a commons choice is 'in', 'out' or None, not {choice!r}")
         async with self._write:
