@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nights", type=int, default=8)
     p.add_argument("--posts-per-night", type=int, default=64, help="per server")
     p.add_argument("--eval-samples", type=int, default=128)
+    p.add_argument("--gate-samples", type=int, default=None, help="KILROY_GATE_SAMPLES (default: the shipped 256)")
     p.add_argument("--min-posts", type=int, default=None, help="KILROY_COMMUNITY_MIN_POSTS for the commons mode")
     p.add_argument("--model", default="tiny")
     p.add_argument("--data-dir", default="data", help="where the tiny model is cached")
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     from bot.logs import setup_logging
     from bot.sim.communities import audiences_from, simulate_communities, summarise
 
-    settings = load_settings(
-        None, {"KILROY_MODEL": args.model, "KILROY_LOG_LEVEL": "error", "KILROY_DATA_DIR": args.data_dir}
-    )
+    env = {"KILROY_MODEL": args.model, "KILROY_LOG_LEVEL": "error", "KILROY_DATA_DIR": args.data_dir}
+    if args.gate_samples is not None:
+        env["KILROY_GATE_SAMPLES"] = str(args.gate_samples)
+    settings = load_settings(None, env)
     setup_logging(settings.log_level)
     audiences = audiences_from(args.communities or ",".join(SETTINGS[args.setting]))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "nights": args.nights,
         "posts_per_night": args.posts_per_night,
         "min_posts": args.min_posts,
+        "eval_samples": args.eval_samples,
+        "gate_samples": settings.training.gate_samples,
         "seconds": {},
     }
     with tempfile.TemporaryDirectory(prefix="kilroy-communities-") as tmp:
