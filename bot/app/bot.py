@@ -39,6 +39,7 @@ EXTENSIONS = (
     "cogs.adapters",
     "cogs.stats",
     "cogs.privacy",
+    "cogs.commons",
 )
 
 

@@ -85,3 +85,16 @@ def commons_batch(
         elif since is None or r.post.created_at > since:
             fresh.append(r)
     return window, fresh, [r.post.id for r in fresh if r.post.guild_id is None]
+
+
+def describe(mode: str, choice: str | None) -> str:
+    """What `/commons` says about a server: whether it pools, and why."""
+    if mode == "off":
+        return "The commons is off for this bot (KILROY_COMMONS=off): no server's posts are pooled."
+    why = "its admin chose so" if choice in (JOIN, LEAVE) else f"the bot-wide default (KILROY_COMMONS={mode})"
+    if pools(mode, choice):
+        return (
+            f"This server's posts and their reactions help train the commons, the shared adapter that serves new "
+            f"and quiet servers ({why}). Members' messages are never pooled."
+        )
+    return f"This server's posts are not pooled into the commons ({why})."
