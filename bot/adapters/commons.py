@@ -1,6 +1,6 @@
 """The commons as a serving `Policy` (bot/adapters/lineages.py): a quiet server is served by the commons.
 
-    policy = CommonsPolicy(mode="opt-out", min_posts=64)
+    policy = commons_policy(settings)                  # KILROY_COMMONS, KILROY_COMMUNITY_MIN_POSTS
     lineages = Lineages(root, policy=policy)
     await policy.refresh(storage, now=time.time())   # settled posts per server (the bot: after each night)
     lineages.serving("g123") -> "commons/v0002" until g123 has 64 settled posts and its own gate passed
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.adapters.lineages import Lineages
+from bot.config.settings import Settings
 from bot.domain import commons
 from bot.domain.community import COMMONS, guild_of
 from bot.storage import Storage
@@ -53,3 +54,9 @@ class CommonsPolicy:
         """Count every server's settled posts (call after a night's training, and at start)."""
         self.settled = await storage.settled_by_guild(created_before=now - settle_hours * 3600.0)
         self.counted = True
+
+
+def commons_policy(settings: Settings) -> CommonsPolicy:
+    """The policy the settings ask for (the composition root builds `Lineages(root, policy=commons_policy(s))` and
+    gives each server's runner `parent=lambda: policy.parent(community, lineages)`)."""
+    return CommonsPolicy(mode=settings.training.commons, min_posts=settings.training.community_min_posts)

@@ -1,4 +1,4 @@
-from bot.adapters.commons import CommonsPolicy
+from bot.adapters.commons import CommonsPolicy, commons_policy
 from bot.adapters.lineages import Lineages
 from bot.domain.community import COMMONS
 from bot.storage import NewPost
@@ -58,3 +58,8 @@ async def test_an_admin_choice_is_stored_per_server_and_can_be_forgotten(storage
     assert await storage.commons_choices() == {1: "in", 2: "in"}
     await storage.set_commons_choice(2, None, at=3.0)
     assert await storage.commons_choices() == {1: "in"}
+
+
+def test_the_settings_choose_the_policy(make_settings):
+    policy = commons_policy(make_settings(KILROY_COMMONS="opt-in", KILROY_COMMUNITY_MIN_POSTS="12"))
+    assert (policy.mode, policy.min_posts, policy.counted) == ("opt-in", 12, False)
