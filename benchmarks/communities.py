@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -54,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny")
     p.add_argument("--data-dir", default="data", help="where the tiny model is cached")
     p.add_argument("--json", default=None, help="write every run and the summary here (rewritten after each run)")
+    p.add_argument("--merge", nargs="+", default=None, help="report on these --json files together (runs nothing)")
     args = p.parse_args(argv)
+    if args.merge:
+        return report([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge], args.json)
 
     from bot.config.settings import load_settings
     from bot.logs import setup_logging
@@ -104,14 +108,68 @@ def main(argv: list[str] | None = None) -> int:
                 out["modes"] = {m: summarise(r) for m, r in runs.items() if r}
                 if args.json:
                     Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{out['setting']}: {len(seeds)} seed(s), {args.nights} nights, {args.posts_per_night} posts a night")
-    print(f"{'server':<22}" + "".join(f"{m:>30}" for m in modes))
-    for i, name in enumerate(out["audiences"]):
-        cells = []
-        for m in modes:
-            c = out["modes"][m]["communities"][i]
-            cells.append(f"{c['lift']:.3f} [{c['lift_ci'][0]:.3f}, {c['lift_ci'][1]:.3f}]")
-        print(f"{name:<22}" + "".join(f"{c:>30}" for c in cells))
+    return report([out], None)
+
+
+def report(outs: list[dict], path: str | None) -> int:
+    """Print (and with `path`, write) the runs of one or more --json files as one table: per mode and server the
+    mean lift, its 95% interval and each seed's lift; each night's mean lift (where the commons gives way); and the
+    issue's checks (per-community above shared everywhere, intervals apart, >= 90% of shared)."""
+    from bot.sim.nights import mean_ci
+
+    runs: dict[str, dict[int, dict]] = {}
+    for out in outs:
+        for mode, summary in out.get("modes", {}).items():
+            for run in summary["runs"]:
+                runs.setdefault(mode, {})[run["seed"]] = run
+    first = outs[0]
+    modes = list(runs)
+    names = first["audiences"]
+    table: dict[str, list[tuple[float, float, float, list[float]]]] = {}
+    for mode in modes:
+        seeds = sorted(runs[mode])
+        rows = []
+        for i in range(len(names)):
+            lifts = [runs[mode][s]["communities"][i]["lift"] for s in seeds]
+            rows.append((*mean_ci(lifts), lifts))
+        table[mode] = rows
+        print(f"{mode}: seeds {seeds}")
+    print(f"\n{first['setting']}: {first['nights']} nights, {first['posts_per_night']} posts a night per server")
+    for i, name in enumerate(names):
+        for mode in modes:
+            mean, lo, hi, lifts = table[mode][i]
+            each = " ".join(f"{x:.2f}" for x in lifts)
+            print(f"  {name:<20} {mode:<9} lift {mean:.3f} [{lo:.3f}, {hi:.3f}]  seeds: {each}")
+    print("\nmean expected-score lift by night (night n: the adapter trained on n nights of posts)")
+    for i, name in enumerate(names):
+        for mode in modes:
+            nights = [runs[mode][s]["communities"][i]["nights"] for s in sorted(runs[mode])]
+            by_night = [
+                statistics.fmean(n[k]["expected_score"] / n[0]["expected_score"] for n in nights)
+                for k in range(len(nights[0]))
+            ]
+            print(f"  {name:<20} {mode:<9} " + " ".join(f"{x:5.2f}" for x in by_night))
+    checks = {}
+    if "community" in table and "shared" in table:
+        above = [table["community"][i][0] > table["shared"][i][0] for i in range(len(names))]
+        apart = [table["community"][i][1] > table["shared"][i][2] for i in range(len(names))]
+        checks["per_community_above_shared"] = above
+        checks["intervals_apart"] = apart
+        print(f"\nper-community above shared: {above}; 95% intervals apart (per-community higher): {apart}")
+    if "commons" in table and "shared" in table:
+        ratio = [
+            (table["commons"][i][0] - 1) / (table["shared"][i][0] - 1) if table["shared"][i][0] > 1 else None
+            for i in range(len(names))
+        ]
+        checks["commons_share_of_shared_lift"] = ratio
+        print(f"per-community with the commons, share of the shared adapter's lift (lift - 1): {ratio}")
+    if path:
+        merged = {
+            **first,
+            "modes": {m: {"seeds": sorted(runs[m]), "runs": [runs[m][s] for s in sorted(runs[m])]} for m in modes},
+            "checks": checks,
+        }
+        Path(path).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
