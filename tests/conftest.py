@@ -49,6 +49,9 @@ def make_settings(tmp_path):
             "KILROY_DATA_DIR": str(tmp_path / "data"),
             "KILROY_ADAPTERS_DIR": str(tmp_path / "adapters"),
             "KILROY_MODEL": "gpt2",
+            # a server's own lineage trains from its first settled posts: tests about training seed a handful; the
+            # commons' wait for KILROY_COMMUNITY_MIN_POSTS is tested with its own value (tests/training/test_commons.py)
+            "KILROY_COMMUNITY_MIN_POSTS": "0",
         }
         return Settings.from_env({**base, **env})
 

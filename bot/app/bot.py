@@ -41,6 +41,7 @@ EXTENSIONS = (
     "cogs.adapters",
     "cogs.stats",
     "cogs.privacy",
+    "cogs.commons",
 )
 
 

@@ -61,10 +61,75 @@ def _simulate_ab(settings: Settings, args: argparse.Namespace, audience: Audienc
     return 0
 
 
+def _simulate_communities(settings: Settings, args: argparse.Namespace) -> int:
+    """`kilroy simulate --communities A,B`: one simulated server per audience on one bot; each server's lift."""
+    from bot.sim.communities import audiences_from, simulate_communities, summarise
+    from bot.sim.nights import AudienceError
+
+    try:
+        audiences = audiences_from(args.communities)
+    except AudienceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.nights < 1 or args.posts_per_night < 2 or args.seeds < 1 or args.eval_samples < 2:
+        print(
+            "error: --nights and --seeds must be at least 1, --posts-per-night and --eval-samples at least 2",
+            file=sys.stderr,
+        )
+        return 2
+    workdir = Path(args.workdir) if args.workdir else settings.data_dir / "simulate-communities"
+    started = time.perf_counter()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("event") == "night" and e.get("stage") == "posting":
+            print(f"night {e['night']}: {e['community']} served by {e['adapter']}", file=sys.stderr)
+        elif e.get("event") == "trained":
+            print(f"night {e['night']}: trained {e['community']}: {e['what']}", file=sys.stderr)
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    results = []
+    for seed in seeds:
+        print(
+            f"simulating {len(audiences)} servers ({', '.join(a.name for a in audiences)}), {args.nights} nights x "
+            f"{args.posts_per_night} posts each, learning: {args.community_mode} (seed {seed})",
+            file=sys.stderr,
+        )
+        results.append(
+            asyncio.run(
+                simulate_communities(
+                    settings,
+                    audiences,
+                    mode=args.community_mode,
+                    nights=args.nights,
+                    posts_per_night=args.posts_per_night,
+                    seed=seed,
+                    workdir=workdir if len(seeds) == 1 else workdir / f"seed-{seed}",
+                    eval_samples=args.eval_samples,
+                    on_event=on_event,
+                )
+            )
+        )
+    out = summarise(results)
+    out["seconds"] = time.perf_counter() - started
+    several = len(seeds) > 1
+    print(f"\nlearning: {args.community_mode}; lift (final / night-0 expected score) per server")
+    for c in out["communities"]:
+        lo, hi = c["lift_ci"]
+        band = f"95% CI [{lo:.2f}, {hi:.2f}] over {len(seeds)} seeds" if several else "one seed, no interval"
+        served = results[-1].servers[[s.community for s in results[-1].servers].index(c["community"])].nights[-1]
+        print(f"  {c['community']:<6} {c['audience']:<20} {c['lift']:.2f}x, {band}; last served by {served.adapter}")
+    print(f"{out['seconds']:.0f}s")
+    if args.json:
+        write_atomic(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the offline nights loop against a simulated audience, once per seed."""
     from bot.sim.nights import AudienceError, AudienceSpec, builtin_audiences, mean_ci, simulate, summarise
 
+    if args.communities:  # several servers on one bot (bot/sim/communities.py)
+        return _simulate_communities(settings, args)
     try:
         if args.audience_file:
             audience = AudienceSpec.from_file(Path(args.audience_file))
@@ -205,4 +270,18 @@ def add_parser(command: CommandFactory) -> None:
     s.add_argument("--isolated", action="store_true", help="train each night in the worker process, as the bot does")
     s.add_argument(
         "--ab", action="store_true", help="live A/B trials: candidates go on trial, posts split between arms"
+    )
+    s.add_argument(
+        "--communities",
+        default=None,
+        help="several servers on one bot, one per audience: comma-separated built-in names or JSON spec files "
+        "(e.g. cat_people,realistic); reports each server's lift",
+    )
+    s.add_argument(
+        "--community-mode",
+        choices=("commons", "community", "shared"),
+        default="commons",
+        help="with --communities: commons (as the bot ships: the commons serves a server until "
+        "KILROY_COMMUNITY_MIN_POSTS, then its own adapter), community (each its own from the base), "
+        "shared (one adapter for all)",
     )

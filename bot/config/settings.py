@@ -283,6 +283,22 @@ class TrainingSettings:
         hi=1_000_000,
         help="A run needs at least this many settled, untrained posts.",
     )
+    commons: str = setting(
+        "KILROY_COMMONS",
+        "opt-out",
+        choices=("opt-in", "opt-out", "off"),
+        help="The commons, the shared adapter that serves new and quiet servers, trains on the pooled posts of: every "
+        "server unless its admin leaves (opt-out), only servers whose admin joins (opt-in), or none (off: no commons). "
+        "An admin changes it for their server with /commons. Only the bot's own posts and their reactions are pooled.",
+    )
+    community_min_posts: int = setting(
+        "KILROY_COMMUNITY_MIN_POSTS",
+        64,
+        lo=0,
+        hi=1_000_000,
+        help="A server is served by the commons until it has this many settled posts of its own and its own gate "
+        "has passed; its own training starts then, from the commons.",
+    )
     gate_max_kl: float = setting(
         "KILROY_GATE_MAX_KL", 0.3, lo=0, hi=1000, help="Gate: largest per-token KL to the base allowed for promotion."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.domain.records import NewPost, Post, PostRecord, Reply, Story, StoryLine, TrainingRun, Trial, Vote
 from bot.storage._db import StorageBase, migrations
+from bot.storage.commons import CommonsMixin
 from bot.storage.communities import CommunitiesMixin
 from bot.storage.ops import Counters, OpsMixin, ScoredPost
 from bot.storage.posts import PostCandidate, PostsMixin
@@ -51,6 +52,7 @@ class Storage(
     TrialsMixin,
     OpsMixin,
     CommunitiesMixin,
+    CommonsMixin,
     StorageBase,
 ):
     """The database. Open with `async with Storage.open(path) as storage:`."""

@@ -27,8 +27,9 @@ from dataclasses import asdict
 from bot.adapters.lineages import Lineages
 from bot.adapters.store import BASE, AdapterStore
 from bot.config.settings import Settings
+from bot.domain.commons import commons_batch, pooled_guilds, trains_own
 from bot.domain.community import COMMONS, guild_of
-from bot.domain.records import RunResult
+from bot.domain.records import PostRecord, RunResult
 from bot.domain.scoring import normalise_rewards, score_post
 from bot.logs import bind_log_context
 from bot.storage import Storage
@@ -93,11 +94,21 @@ async def _run_training(
     # the trailing window: already-trained posts form each channel's baseline; untrained ones are the batch
     guild = guild_of(community) if community is not None else None
     records = await storage.post_records(
-        created_before=settled_before, limit=settings.scoring.baseline_window, guild_id=guild
+        created_before=settled_before,
+        limit=settings.scoring.baseline_window * (4 if community == COMMONS else 1),  # the commons pools servers
+        guild_id=guild,
     )
-    if community == COMMONS:  # the commons learns from posts made outside any server (pooling: a later step)
-        records = [r for r in records if r.post.guild_id is None]
-    fresh = [r for r in records if r.post.trained_at is None and r.post.trained_run is None]
+    claim: list[int] | None = None  # None: the run claims every post it trains on
+    if community == COMMONS:  # the pooled posts of every server that allows it (bot/domain/commons.py)
+        records, fresh, claim = await _commons_inputs(settings, storage, store, records)
+    else:
+        fresh = [r for r in records if r.post.trained_at is None and r.post.trained_run is None]
+        wait = await _waits_for_commons(settings, storage, guild, settled_before)
+        if wait is not None:
+            await storage.finish_run(run_id, status="skipped", at=time.time(), message=wait)
+            emit(Progress("skipped", reason=wait))
+            log.info("run %d skipped: %s", run_id, wait)
+            return RunResult("skipped", run_id, reason=wait)
     history: dict[int, list[float]] = defaultdict(list)
     for r in records:
         if r.post.trained_at is not None:
@@ -195,7 +206,7 @@ async def _run_training(
         accepted=decision.accepted,
         message=decision.reason,
         metrics=metrics,
-        post_ids=post_ids,
+        post_ids=post_ids if claim is None else sorted(set(claim) & set(post_ids)),
     )
     log.info(
         "run %d: committed %s (gate: %s, %s)",
@@ -205,3 +216,26 @@ async def _run_training(
         decision.reason,
     )
     return RunResult("done", run_id, name, parent, decision.accepted, False, decision.reason, metrics)
+
+
+async def _commons_inputs(
+    settings: Settings, storage: Storage, store: AdapterStore, records: list[PostRecord]
+) -> tuple[list[PostRecord], list[PostRecord], list[int]]:
+    """The commons' window, batch and claimed posts: the servers that pool (KILROY_COMMONS and each admin's choice),
+    the posts made since its last training (the newest post its latest version trained on)."""
+    guilds = {r.post.guild_id for r in records if r.post.guild_id is not None}
+    pooled = pooled_guilds(settings.training.commons, guilds, await storage.commons_choices())
+    ends = [float(i.meta["data"]["to"]) for i in store.list() if isinstance(i.meta.get("data"), dict)]
+    return commons_batch(records, pooled, max(ends) if ends else None)
+
+
+async def _waits_for_commons(settings: Settings, storage: Storage, guild: int | None, before: float) -> str | None:
+    """Why a server's own lineage does not train yet (served by the commons until KILROY_COMMUNITY_MIN_POSTS settled
+    posts of its own), or None."""
+    if guild is None or settings.training.commons == "off":
+        return None
+    settled = (await storage.settled_by_guild(created_before=before)).get(guild, 0)
+    need = settings.training.community_min_posts
+    if trains_own(settled, need):
+        return None
+    return f"served by the commons: {settled} settled posts of its own (KILROY_COMMUNITY_MIN_POSTS={need})"
