@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -489,7 +490,9 @@ class Generator:
     def _evict_sync(self) -> None:
         """Evict least recently used adapters down to the bound; never the serving, a pinned or an in-flight one."""
         for victim in self._resident.victims(keep={self._active}):
-            self._peft.delete_adapter(peft_name(victim))
+            with warnings.catch_warnings():  # "X was active which is now deleted": only while the base serves
+                warnings.simplefilter("ignore", UserWarning)
+                self._peft.delete_adapter(peft_name(victim))
             log.debug("evicted adapter %s", victim)
 
     async def health_check(self) -> None:
