@@ -495,6 +495,20 @@ class Generator:
                 self._peft.delete_adapter(peft_name(victim))
             log.debug("evicted adapter %s", victim)
 
+    async def unload(self, name: str) -> bool:
+        """Drop `name` from memory now (a lineage deleted, a trial over); False if it is not resident, serves, is
+        pinned or in flight."""
+        return await self._run(self._unload_sync, name)
+
+    def _unload_sync(self, name: str) -> bool:
+        if name not in self._resident or name == self._active or name in self._resident.pinned:
+            return False
+        self._resident.remove(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self._peft.delete_adapter(peft_name(name))
+        return True
+
     async def health_check(self) -> None:
         """Generate one short sample with the active adapter, outside the queue bound; raises if it fails."""
         params = replace(self.params, max_new_tokens=4)
