@@ -1,6 +1,6 @@
 """Serving many adapters from one base model (issue 24, part 3), on GPT-2's 124M shape, measured in one run.
 
-    python benchmarks/serving.py [--rank 8] [--tokens 32] [--repeats 5] [--json serving.json]
+    python benchmarks/serving.py [--rank 8] [--tokens 32] [--repeats 5] [--threads 1] [--json serving.json]
 
 - tokens/s of one mixed batch of 8 rows by 8 different adapters (peft's `adapter_names`) against one batch of the
   same 8 rows by a single adapter (the ordinary active-adapter path), interleaved repeat by repeat; the cost ratio
@@ -86,13 +86,17 @@ async def throughput(g: Generator, refs: list[str], tokens: int, repeats: int, p
     for batch in (single, mixed, base):  # warm up every path once
         await g.generate_mixed(batch, stop_at_newline=False, max_new_tokens=2)
     rates: dict[str, list[float]] = {"single": [], "mixed": [], "base": []}
+    cpu_rates: dict[str, list[float]] = {"single": [], "mixed": [], "base": []}
     for r in range(repeats):
         for name, batch in (("single", single), ("mixed", mixed), ("base", base)):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             out = await g.generate_mixed(batch, seed=r, **kw)
-            took = time.perf_counter() - started
-            rates[name].append(sum(s.tokens for group in out for s in group) / took)
+            took, cpu_took = time.perf_counter() - started, time.process_time() - cpu
+            tokens = sum(s.tokens for group in out for s in group)
+            rates[name].append(tokens / took)
+            cpu_rates[name].append(tokens / cpu_took)
     ratios = [s / m for s, m in zip(rates["single"], rates["mixed"], strict=True)]
+    cpu_ratios = [s / m for s, m in zip(cpu_rates["single"], cpu_rates["mixed"], strict=True)]
     return {
         "rows": len(refs),
         "tokens_per_row": tokens,
@@ -101,24 +105,34 @@ async def throughput(g: Generator, refs: list[str], tokens: int, repeats: int, p
         "mixed_tok_s": spread(rates["mixed"]),
         "base_tok_s": spread(rates["base"]),
         "mixed_cost_x": spread(ratios),
+        # per CPU-second of this process: what a shared, busy machine does not blur
+        "single_tok_cpu_s": spread(cpu_rates["single"]),
+        "mixed_tok_cpu_s": spread(cpu_rates["mixed"]),
+        "mixed_cost_cpu_x": spread(cpu_ratios),
     }
 
 
 def load_times(g: Generator, refs: list[str], paths: dict[str, Path], repeats: int) -> dict:
     """On the model thread: cold loads (evict, then load from disk) and resident hits, in ms."""
-    cold, hit = [], []
+    cold, cold_cpu, hit = [], [], []
     for _ in range(repeats):
         for ref in refs:
-            g._unload_sync(ref)  # evict it, as the LRU would
-            started = time.perf_counter()
+            assert g._unload_sync(ref)  # evict it, as the LRU would
+            started, cpu = time.perf_counter(), time.process_time()
             g._ensure_resident(ref, paths[ref])
             g._resident.touch(ref)
             cold.append((time.perf_counter() - started) * 1000)
+            cold_cpu.append((time.process_time() - cpu) * 1000)
             started = time.perf_counter()
             g._ensure_resident(ref, paths[ref])
             g._resident.touch(ref)
             hit.append((time.perf_counter() - started) * 1000)
-    return {"cold_load_ms": spread(cold), "hit_ms": spread(hit), "loads": len(cold)}
+    return {
+        "cold_load_ms": spread(cold),
+        "cold_load_cpu_ms": spread(cold_cpu),
+        "hit_ms": spread(hit),
+        "loads": len(cold),
+    }
 
 
 async def main() -> None:
@@ -128,7 +142,12 @@ async def main() -> None:
     p.add_argument("--prompt", type=int, default=16, help="prompt tokens per row")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1: CPU time is the work, even on a busy box)"
+    )
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     config = GPT2Config(vocab_size=50257, bos_token_id=0, eos_token_id=0)
     store = AdapterStore(Path(tempfile.mkdtemp()) / "adapters")
@@ -155,6 +174,7 @@ async def main() -> None:
     await g.use_adapter(refs[0], None)  # the single-adapter batch runs the ordinary path with it active
 
     tput = await throughput(g, refs, args.tokens, args.repeats, args.prompt)
+    await g.use_adapter("base", None)  # none serving: every adapter can be evicted and cold-loaded
     loads = await g._run(load_times, g, refs, by_ref, args.repeats)
     await g.close()
 
@@ -185,12 +205,19 @@ async def main() -> None:
         f"mixed cost = single tok/s / mixed tok/s: {c['median']:.3f}x [{c['min']:.3f}-{c['max']:.3f}] "
         f"(bar <= 1.3x: {ok})"
     )
+    cc = t["mixed_cost_cpu_x"]
+    print(
+        f"  per CPU-second: single {m(t['single_tok_cpu_s'])}, mixed {m(t['mixed_tok_cpu_s'])} tok; "
+        f"cost {cc['median']:.3f}x [{cc['min']:.3f}-{cc['max']:.3f}]"
+    )
     cold, hit = result["cold_load_ms"], result["hit_ms"]
     ok = "PASS" if cold["median"] < 200 else "FAIL"
     print(
         f"cold load from disk: {cold['median']:.1f} ms median [{cold['min']:.1f}-{cold['max']:.1f}] over "
         f"{result['loads']} loads (bar < 200 ms: {ok}); resident hit {hit['median'] * 1000:.1f} us median"
     )
+    cpu = result["cold_load_cpu_ms"]
+    print(f"  cold load CPU time: {cpu['median']:.1f} ms median [{cpu['min']:.1f}-{cpu['max']:.1f}]")
     print(f"first adapter (wraps the base in peft, once per process): {first_ms:.0f} ms")
     print(
         f"memory per resident adapter: {result['adapter_tensor_mb']:.2f} MB of LoRA tensors; "
