@@ -145,6 +145,7 @@ async def main() -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (1: CPU time is the work, even on a busy box)"
     )
+    p.add_argument("--mixed", choices=("peft", "batched"), default="peft", help="how a mixed batch runs")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,6 +174,7 @@ async def main() -> None:
     )
     await g.use_adapter(refs[0], None)  # the single-adapter batch runs the ordinary path with it active
 
+    g.mixed_batches = args.mixed
     tput = await throughput(g, refs, args.tokens, args.repeats, args.prompt)
     await g.use_adapter("base", None)  # none serving: every adapter can be evicted and cold-loaded
     loads = await g._run(load_times, g, refs, by_ref, args.repeats)
@@ -181,6 +183,7 @@ async def main() -> None:
     result = {
         "model": "gpt2-124m shape (random init)",
         "rank": args.rank,
+        "mixed_batches": args.mixed,
         "threads": torch.get_num_threads(),
         "throughput": tput,
         "first_adapter_ms": first_ms,

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from bot.config.settings import ModelSettings, SamplingParams
 from bot.domain.records import BASE
 from bot.engine.adapter_check import AdapterShapeError, check_adapter_shape
+from bot.engine.batched_lora import batched_lora
 from bot.engine.model import LORA_TARGETS, LoadedModel
 from bot.engine.resident import DEFAULT_PIN, ResidentSet
 from bot.engine.sampling import (
@@ -158,6 +159,10 @@ class Generator:
         self._resident = ResidentSet(keep_loaded)
         # where a non-resident adapter is loaded from when a call gives no path (called on the model thread)
         self.resolver = resolver
+        # how a batch of several adapters runs: "peft" (peft's adapter_names: a loop over the adapters in every
+        # layer; measured in benchmarks/serving.py) or "batched" (stacked LoRA weights, two bmm per layer,
+        # bot/engine/batched_lora.py; equal outputs in tests, its speed not yet measured on the 124M shape)
+        self.mixed_batches = "peft"
         self._keys_by_shape: dict[str, set[str]] = {}  # an adapter shape's weight keys (see _expected_keys)
         self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
@@ -365,8 +370,12 @@ class Generator:
             return sample_rows(self.loaded.model, tok, rows, **kwargs)
         names = {r.adapter for r in rows}
         if len(names) > 1:
-            mixed = [replace(r, peft_adapter=PEFT_BASE if r.adapter == BASE else peft_name(r.adapter)) for r in rows]
-            return sample_rows(self._peft, tok, mixed, **kwargs)
+            inner = [None if r.adapter == BASE else peft_name(r.adapter) for r in rows]
+            if self.mixed_batches == "peft":  # peft's own mixed batch: a loop over the adapters in every layer
+                mixed = [replace(r, peft_adapter=name or PEFT_BASE) for r, name in zip(rows, inner, strict=True)]
+                return sample_rows(self._peft, tok, mixed, **kwargs)
+            with batched_lora(self._peft, inner):  # two batched matmuls per layer (bot/engine/batched_lora.py)
+                return sample_rows(self._peft, tok, rows, **kwargs)
         (name,) = names
         if name == BASE:
             with self._peft.disable_adapter():

@@ -38,9 +38,11 @@ async def gen(loaded, refs):  # noqa: F811
     await g.close()
 
 
-async def test_each_row_is_written_by_its_own_adapter(gen, refs):
-    """In one mixed batch, each request's rows equal what its adapter writes alone (same prompt, deterministic
-    decoding), whatever else shares the batch; prompts of different lengths are padded without changing a row."""
+@pytest.mark.parametrize("mode", ["peft", "batched"])
+async def test_each_row_is_written_by_its_own_adapter(gen, refs, mode):
+    """Both ways of running a mixed batch (peft's adapter_names, stacked LoRA weights): in one mixed batch, each
+    request's rows equal what its adapter writes alone (same prompt, deterministic decoding), whatever else shares
+    the batch; prompts of different lengths are padded without changing a row."""
     requests = [
         Request("g1/v0001", "the cat", n=2),
         Request(BASE, "a much longer prompt about football and the match", n=1),
@@ -48,6 +50,7 @@ async def test_each_row_is_written_by_its_own_adapter(gen, refs):
         Request("commons/v0001", "the cat", n=1),
         Request("g1/v0001", "a much longer prompt about football and the match", n=1),
     ]
+    gen.mixed_batches = mode
     mixed = await gen.generate_mixed(requests, **GREEDY)
     assert [len(m) for m in mixed] == [2, 1, 2, 1, 1]
     for req, samples in zip(requests, mixed, strict=True):
