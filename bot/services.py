@@ -332,6 +332,7 @@ async def open_services(
         loaded,
         SamplingParams.from_settings(settings.generation),
         max_queue=settings.safety.max_queue,
+        keep_loaded=settings.model.max_resident_adapters,
         lora_rank=settings.model.lora_rank,
         # trainings run in a worker process beside us: while one runs, take only our share of the cores
         # (bot/engine/threads.py); when training runs in this process (the simulation) nothing competes, so torch

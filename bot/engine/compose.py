@@ -1,5 +1,13 @@
 """Composing a scheduled post: sample a batch of candidates, pass every text through the output filter, send the one
-the reward model scores highest (best-of-N), resample a bounded number of times, then skip."""
+the reward model scores highest (best-of-N), resample a bounded number of times, then skip.
+
+`compose_post` writes one post. `compose_posts` writes several at once (posts for several communities that fall due
+together, an A/B trial's arms beside them): each `PostRequest` names its adapter reference, its channel, its prompt,
+its community's reward model (`scorer`) and its N; every request's N candidates are drawn in ONE mixed-adapter batch
+(`Generator.generate_mixed`), and each request is then picked on its own with `pick` (its filter, its scorer, its
+exploration). Only the requests whose whole group was refused are drawn again, again together; a request whose
+adapter cannot load gets None and the others go on.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,10 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.domain.records import BASE
 from bot.domain.safety import OutputFilter
 
 if TYPE_CHECKING:
@@ -81,6 +91,14 @@ def pick(
     return Choice(sample, candidates, chosen, explored)
 
 
+def draws(best_of: int, scorer: Scorer | None) -> tuple[int, Scorer | None]:
+    """How many samples a post draws, and the scorer its pick uses: N with a reward model and best-of-N on, else
+    two and no scorer (a plain draw of the policy; without a reward model N draws would choose nothing)."""
+    if best_of <= 1 or scorer is None:
+        return 2, None
+    return max(2, best_of), scorer
+
+
 async def compose_post(
     generator: Generator,
     *,
@@ -95,14 +113,12 @@ async def compose_post(
     """A choice among `best_of` samples drawn in one batch (written by `adapter`, default the serving one) that
     passed the filter, or None after `tries` batches without one. With `best_of` 1 (or no scorer) it is the first
     postable sample of a batch of two, as before best-of-N."""
-    if best_of <= 1:
-        scorer = None  # best-of-N off: a plain draw of the policy, as before
-    n = max(2, best_of) if scorer is not None else 2  # without a reward model, N draws would choose nothing
+    n, scorer = draws(best_of, scorer)
     for attempt in range(tries):
         choice = pick(
             await generator.generate(n, prompt=prompt, adapter=adapter),
             output_filter,
-            scorer=scorer if best_of > 1 else None,
+            scorer=scorer,
             explore=explore,
         )
         if choice is not None:
@@ -111,3 +127,80 @@ async def compose_post(
     output_filter.gave_up()
     log.warning("skipped a post: the output filter refused %d batches of samples", tries)
     return None
+
+
+@dataclass(frozen=True)
+class PostRequest:
+    """One post to write as a part of a mixed batch.
+
+    `adapter`: the serving reference that writes it ("g123/v0004", "commons/v0002", "base"; an A/B arm is just
+    another reference). `channel_id`: where it goes (logged; the caller sends). `scorer`: that community's reward
+    model (None: a plain draw). `output_filter`: None uses compose_posts' own. `path`: where to load the adapter
+    from when it is not resident (None: the generator's resolver).
+    """
+
+    adapter: str = BASE
+    channel_id: int | None = None
+    prompt: str = ""
+    prompt_ids: tuple[int, ...] | None = None
+    scorer: Scorer | None = None
+    best_of: int = 1
+    explore: float = 0.0
+    output_filter: OutputFilter | None = None
+    path: Path | None = None
+
+
+async def compose_posts(
+    generator: Generator,
+    requests: Sequence[PostRequest],
+    *,
+    output_filter: OutputFilter,
+    tries: int = 3,
+    rng: random.Random | None = None,
+) -> list[Choice | None]:
+    """One choice per request (None: refused `tries` batches running, or its adapter could not load), in order.
+
+    Every pending request's candidates go into one mixed batch per try; a request is picked exactly as
+    compose_post picks (same draws, same `pick`), on its own rows only. Raises GeneratorBusy like `generate`.
+    """
+    from bot.engine.generator import AdapterLoadError, Request
+
+    results: list[Choice | None] = [None] * len(requests)
+    plans = [draws(r.best_of, r.scorer) for r in requests]
+    pending = list(range(len(requests)))
+    attempt = 0
+    while pending and attempt < tries:
+        batch = [
+            Request(
+                adapter=requests[i].adapter,
+                prompt=requests[i].prompt,
+                n=plans[i][0],
+                prompt_ids=requests[i].prompt_ids,
+                path=requests[i].path,
+            )
+            for i in pending
+        ]
+        try:
+            groups = await generator.generate_mixed(batch)
+        except AdapterLoadError as exc:
+            if exc.adapter is None:
+                raise
+            # that adapter's posts are skipped this round; the others are drawn without them (not a try spent)
+            log.error("skipping posts by adapter %s: %s", exc.adapter, exc)
+            pending = [i for i in pending if requests[i].adapter != exc.adapter]
+            continue
+        attempt += 1
+        still = []
+        for i, group in zip(pending, groups, strict=True):
+            r = requests[i]
+            choice = pick(group, r.output_filter or output_filter, scorer=plans[i][1], explore=r.explore, rng=rng)
+            if choice is None:
+                log.info("no postable sample for channel %s (attempt %d of %d)", r.channel_id, attempt, tries)
+                still.append(i)
+            results[i] = choice
+        pending = still
+    for i in pending:
+        (requests[i].output_filter or output_filter).gave_up()
+        channel = requests[i].channel_id
+        log.warning("skipped a post in channel %s: the output filter refused %d batches of samples", channel, tries)
+    return results

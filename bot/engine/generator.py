@@ -2,6 +2,21 @@
 
 One thread on purpose: it serialises generations and swaps, so a swap (which rewrites weights in place) can never
 land in the middle of a generation, and the event loop never runs torch.
+
+The API, for one lineage and for many (issue 24: a community's adapter is referenced as "g123/v0004", the commons'
+as "commons/v0002", "base" is no adapter; any string works, the engine maps it to a valid peft name itself):
+
+- `generate(n, prompt=..., adapter=None)`: n samples of one prompt by one adapter (None: the serving one).
+- `generate_mixed([Request(adapter, prompt, n), ...])`: every request's samples in ONE batch, each row written by
+  its own adapter (peft's mixed-adapter batch). Returns one list of `n` samples per request, in order. The samples
+  of a request are exactly what `generate` would draw for it alone, up to sampling noise (same distribution).
+- Resident adapters form a bounded LRU cache (`keep_loaded`, KILROY_MAX_RESIDENT_ADAPTERS): an adapter a call names
+  that is not resident is loaded on demand from `Request.path`, else from `resolver(ref)` (a callable the
+  composition root sets: reference -> folder), else the call fails with AdapterLoadError. Every use makes an adapter
+  the most recently used; the least recently used goes once the cache is over its bound, except the serving one,
+  the pinned ones (`pin(names, key=...)`, one key per trial) and those of the batch in flight (bot/engine/resident.py).
+- `use_adapter(ref, path)`: the serving adapter (single-lineage callers); `preload(ref, path)`: resident, pinned.
+- `resident`, `is_resident(ref)`: what is in memory now.
 """
 
 from __future__ import annotations
@@ -10,9 +25,10 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,18 +36,41 @@ from typing import Any, TypeVar
 from bot.config.settings import ModelSettings, SamplingParams
 from bot.domain.records import BASE
 from bot.engine.adapter_check import AdapterShapeError, check_adapter_shape
+from bot.engine.batched_lora import batched_lora
 from bot.engine.model import LORA_TARGETS, LoadedModel
-from bot.engine.norepeat import NoRepeatedWords
+from bot.engine.resident import DEFAULT_PIN, ResidentSet
+from bot.engine.sampling import (
+    PEFT_BASE,
+    Row,
+    Sample,
+    prompt_ids_for,
+    sample_batch,
+    sample_rows,
+    stop_token_ids,
+)
 from bot.engine.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdapterLoadError", "Generator", "Sample", "SamplingParams", "sample_batch"]
+__all__ = [
+    "AdapterLoadError",
+    "Generator",
+    "Request",
+    "Sample",
+    "SamplingParams",
+    "prompt_ids_for",
+    "sample_batch",
+    "stop_token_ids",
+]
 T = TypeVar("T")
 
 
 class AdapterLoadError(Exception):
-    """An adapter could not be loaded; the serving adapter is unchanged."""
+    """An adapter could not be loaded; the serving adapter is unchanged. `adapter` names it when known."""
+
+    def __init__(self, message: str, adapter: str | None = None) -> None:
+        super().__init__(message)
+        self.adapter = adapter
 
 
 class GeneratorBusy(Exception):
@@ -42,92 +81,19 @@ class GeneratorBusy(Exception):
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One generated text with the exact ids it was sampled as."""
+class Request:
+    """`n` samples of one prompt by one adapter, as a part of a mixed batch.
 
-    text: str
-    prompt: str
-    prompt_ids: tuple[int, ...]
-    completion_ids: tuple[int, ...]
-    adapter: str
-    params: dict[str, Any]
+    `adapter` is the serving reference recorded on each sample ("g123/v0004", "commons/v0002", "base").
+    `prompt_ids` (when given) are used instead of tokenizing `prompt`. `path` is where to load the adapter from if
+    it is not resident (default: the generator's resolver).
+    """
 
-    @property
-    def tokens(self) -> int:
-        """Number of generated tokens."""
-        return len(self.completion_ids)
-
-
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    """EOS plus every token that contains a newline (byte-level BPE writes '\\n' as 'Ċ')."""
-    ids = {tokenizer.eos_token_id}
-    cached = getattr(tokenizer, "_kilroy_stop_ids", None)
-    if cached is not None:
-        return cached
-    for token, idx in tokenizer.get_vocab().items():
-        if "Ċ" in token or "\n" in token:
-            ids.add(idx)
-    out = sorted(i for i in ids if i is not None)
-    tokenizer._kilroy_stop_ids = out
-    return out
-
-
-def prompt_ids_for(tokenizer: Any, prompt: str, budget: int) -> list[int]:
-    """Token ids of a prompt, starting with BOS, keeping the last `budget` tokens."""
-    ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-    if prompt:
-        ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return ids[-budget:]
-
-
-def sample_batch(
-    model: Any,
-    tokenizer: Any,
-    *,
-    prompt: str,
-    n: int,
-    params: SamplingParams,
-    stop_at_newline: bool,
-    context_size: int,
-    adapter: str,
-    prompt_ids: Sequence[int] | None = None,
-) -> list[Sample]:
-    """Sample `n` completions of one prompt in one batch (synchronous; call from a worker thread)."""
-    import torch
-    from transformers import LogitsProcessorList
-
-    budget = max(1, context_size - params.max_new_tokens)
-    ids = list(prompt_ids)[-budget:] if prompt_ids is not None else prompt_ids_for(tokenizer, prompt, budget)
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([ids] * n, device=device)  # (n, P): same prompt, no padding needed
-    stops = stop_token_ids(tokenizer) if stop_at_newline else [tokenizer.eos_token_id]
-    guards = [NoRepeatedWords(tokenizer, params.no_repeat_ngram, len(ids))] if params.no_repeat_ngram > 0 else []
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_new_tokens=params.max_new_tokens,
-            repetition_penalty=params.repetition_penalty,
-            logits_processor=LogitsProcessorList(guards),
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    stop_set = set(stops)
-    samples = []
-    for row in out[:, len(ids) :].tolist():
-        completion: list[int] = []
-        for tok in row:
-            completion.append(tok)
-            if tok in stop_set:  # keep the stop token: training teaches where a post ends
-                break
-        body = completion[:-1] if completion and completion[-1] in stop_set else completion
-        text = tokenizer.decode(body, skip_special_tokens=True).strip()
-        samples.append(Sample(text, prompt, tuple(ids), tuple(completion), adapter, asdict(params)))
-    return samples
+    adapter: str = BASE
+    prompt: str = ""
+    n: int = 1
+    prompt_ids: tuple[int, ...] | None = None
+    path: Path | None = None
 
 
 def peft_name(name: str) -> str:
@@ -154,25 +120,26 @@ def check_adapter_weights(tensors: dict[str, Any], expected: set[str], name: str
 
 
 class Generator:
-    """Generates text with the base model plus the active LoRA adapter; swaps adapters without a restart."""
+    """Generates text with the base model plus LoRA adapters (one serving, any resident one per call or per row of a
+    mixed batch); swaps adapters without a restart."""
 
     def __init__(
         self,
         loaded: LoadedModel,
         params: SamplingParams,
         *,
-        keep_loaded: int = 2,
+        keep_loaded: int = ModelSettings.max_resident_adapters,
         max_queue: int | None = None,
         threads: int | None = None,
         lora_rank: int = ModelSettings.lora_rank,
         lora_targets: Sequence[str] = tuple(LORA_TARGETS),
+        resolver: Callable[[str], Path] | None = None,
     ) -> None:
         self.loaded = loaded
         # the configured LoRA shape (KILROY_LORA_RANK, the target modules): an adapter is checked against it before
         # anything is allocated (bot/engine/adapter_check.py)
         self.lora_rank, self.lora_targets = lora_rank, tuple(lora_targets)
         self.params = params
-        self.keep_loaded = keep_loaded
         self.max_queue = max_queue  # generations waiting or running at once; None = unbounded
         self._pending = 0
         # `threads`: torch intra-op threads while a training competes for the cores (bot/engine/threads.py); set when
@@ -188,14 +155,31 @@ class Generator:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilroy-model", initializer=self._start)
         self._peft: Any = None  # PeftModel, created on the first adapter load
         self._active = BASE
-        self._resident: list[str] = []  # adapters loaded in memory, least recently used first
-        self._pinned: set[str] = set()  # resident adapters eviction must keep (an A/B trial's arms)
+        # adapters loaded in memory (KILROY_MAX_RESIDENT_ADAPTERS, least recently used out; bot/engine/resident.py)
+        self._resident = ResidentSet(keep_loaded)
+        # where a non-resident adapter is loaded from when a call gives no path (called on the model thread)
+        self.resolver = resolver
+        # how a batch of several adapters runs: "peft" (peft's adapter_names: a loop over the adapters in every
+        # layer; measured in benchmarks/serving.py) or "batched" (stacked LoRA weights, two bmm per layer,
+        # bot/engine/batched_lora.py; equal outputs in tests, its speed not yet measured on the 124M shape)
+        self.mixed_batches = "peft"
+        self._keys_by_shape: dict[str, set[str]] = {}  # an adapter shape's weight keys (see _expected_keys)
         self.observers: list[Callable[[float, list[Sample]], None]] = []  # called with (seconds, samples) per call
 
     @property
     def active(self) -> str:
         """The adapter serving right now (`base` for none)."""
         return self._active
+
+    @property
+    def keep_loaded(self) -> int:
+        """How many adapters stay resident at most (outside a batch that needs more)."""
+        return self._resident.capacity
+
+    @property
+    def resident(self) -> list[str]:
+        """Resident adapters, least recently used first."""
+        return self._resident.names
 
     @property
     def context_size(self) -> int:
@@ -257,37 +241,65 @@ class Generator:
     ) -> list[Sample]:
         """Sample `n` texts off the event loop; each carries the adapter that wrote it.
 
-        `adapter` names a resident adapter to write with for this call only (an A/B trial's arm); None uses the
-        serving one. The choice travels with the call into the model thread, so concurrent calls never mix arms.
+        `adapter` names an adapter to write with for this call only (an A/B trial's arm); None uses the serving
+        one. A non-resident one is loaded through the resolver (AdapterLoadError without one). The choice travels
+        with the call into the model thread, so concurrent calls never mix arms.
         Raises GeneratorBusy at once when the queue is full. The check and the count happen before the first await,
         so simultaneous callers cannot all slip past the bound.
         """
+        params = self._params(overrides)  # a bad override fails here, on the caller's side
+        return await self._queued(self._generate_sync, n, prompt, params, stop_at_newline, prompt_ids, seed, adapter)
+
+    async def generate_mixed(
+        self,
+        requests: Sequence[Request],
+        *,
+        stop_at_newline: bool = True,
+        seed: int | None = None,
+        **overrides: Any,
+    ) -> list[list[Sample]]:
+        """Every request's `n` samples in one batch, each row by its request's adapter; one list per request.
+
+        Loads missing adapters first (from `Request.path` or the resolver) and keeps the batch's adapters from
+        eviction until it is done. All or nothing: an adapter that cannot load raises AdapterLoadError (its
+        `adapter` names it) and nothing is generated. One call counts once against KILROY_MAX_QUEUE.
+        """
+        if not requests:
+            return []
+        return await self._queued(self._mixed_sync, list(requests), self._params(overrides), stop_at_newline, seed)
+
+    async def _queued(self, fn: Callable[..., T], *args: Any) -> T:
         if self.busy:
             raise GeneratorBusy()
-        params = replace(self.params, **overrides) if overrides else self.params
         started = time.perf_counter()
         self._pending += 1
         try:
-            samples = await self._run(
-                self._with_threads,
-                self._threads_now(),
-                self._generate_sync,
-                n,
-                prompt,
-                params,
-                stop_at_newline,
-                prompt_ids,
-                seed,
-                adapter,
-            )
+            out = await self._run(self._with_threads, self._threads_now(), fn, *args)
         finally:
             self._pending -= 1
+        samples: list[Sample] = [s for part in out for s in (part if isinstance(part, list) else [part])]
         for observe in self.observers:
             try:
                 observe(time.perf_counter() - started, samples)
             except Exception:  # an observer (metrics) must never cost a post
                 log.warning("generation observer failed", exc_info=True)
-        return samples
+        return out
+
+    def _params(self, overrides: dict[str, Any]) -> SamplingParams:
+        return replace(self.params, **overrides) if overrides else self.params
+
+    def _seeded(self, seed: int | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` with the RNG seeded, without resetting the RNG that later unseeded posts draw from."""
+        if seed is None:
+            return fn(*args)
+        import torch
+
+        # a seeded sample (a health check, a reproducible `generate --seed`) must not reset the RNG that later
+        # unseeded posts draw from: fork it, seed the fork, and restore it afterwards
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return fn(*args)
 
     def _generate_sync(
         self,
@@ -299,51 +311,104 @@ class Generator:
         seed: int | None,
         adapter: str | None = None,
     ) -> list[Sample]:
-        import torch
-
         name = self._active if adapter is None else adapter
-        if not self.is_resident(name):
-            raise AdapterLoadError(f"adapter {name!r} is not loaded; load it before generating with it")
-        if seed is not None:
-            # a seeded sample (a health check, a reproducible `generate --seed`) must not reset the RNG that later
-            # unseeded posts draw from: fork it, seed the fork, and restore it afterwards
-            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
-        return self._generate_unseeded(n, prompt, params, stop_at_newline, prompt_ids, name)
+        budget = max(1, self.context_size - params.max_new_tokens)
+        tok = self.loaded.tokenizer
+        ids = list(prompt_ids)[-budget:] if prompt_ids is not None else prompt_ids_for(tok, prompt, budget)
+        rows = [Row(prompt, tuple(ids), name)] * n
+        if name != BASE and name not in self._resident:  # loaded on demand through the resolver
+            self._resident.in_flight = frozenset({name})
+            try:
+                self._ensure_resident(name, None)
+                return self._seeded(seed, self._sample, rows, params, stop_at_newline)
+            finally:
+                self._resident.in_flight = frozenset()
+                self._evict_sync()
+        self._resident.touch(name)
+        return self._seeded(seed, self._sample, rows, params, stop_at_newline)
 
-    def _generate_unseeded(
+    def _mixed_sync(
         self,
-        n: int,
-        prompt: str,
-        params: SamplingParams,
+        requests: list[Request],
+        p: SamplingParams,
         stop_at_newline: bool,
-        prompt_ids: Sequence[int] | None,
-        name: str,
-    ) -> list[Sample]:
-        model = self._peft if self._peft is not None else self.loaded.model
-        kwargs = dict(
-            prompt=prompt,
-            n=n,
-            params=params,
-            stop_at_newline=stop_at_newline,
-            context_size=self.context_size,
-            adapter=name,
-            prompt_ids=prompt_ids,
-        )
-        if self._peft is not None and name == BASE:
+        seed: int | None,
+    ) -> list[list[Sample]]:
+        refs = list(dict.fromkeys(r.adapter for r in requests if r.adapter != BASE))
+        paths = {r.adapter: r.path for r in requests if r.path is not None}
+        self._resident.in_flight = frozenset(refs)  # none of them may go while the batch loads the others
+        try:
+            for ref in refs:
+                self._ensure_resident(ref, paths.get(ref))
+            for ref in refs:
+                self._resident.touch(ref)
+            budget = max(1, self.context_size - p.max_new_tokens)
+            tok = self.loaded.tokenizer
+            rows: list[Row] = []
+            for r in requests:
+                if r.prompt_ids is not None:
+                    ids = list(r.prompt_ids)[-budget:]
+                else:
+                    ids = prompt_ids_for(tok, r.prompt, budget)
+                rows += [Row(r.prompt, tuple(ids), r.adapter)] * r.n
+            samples = self._seeded(seed, self._sample, rows, p, stop_at_newline) if rows else []
+        finally:
+            self._resident.in_flight = frozenset()
+            self._evict_sync()
+        out, at = [], 0
+        for r in requests:
+            out.append(samples[at : at + r.n])
+            at += r.n
+        return out
+
+    def _sample(self, rows: list[Row], params: SamplingParams, stop_at_newline: bool) -> list[Sample]:
+        """Sample the rows (their adapters resident): one adapter through the active-adapter path, several through
+        peft's mixed-adapter batch."""
+        tok = self.loaded.tokenizer
+        kwargs = dict(params=params, stop_at_newline=stop_at_newline)
+        if self._peft is None:  # no adapter was ever loaded: every row is the base model's
+            return sample_rows(self.loaded.model, tok, rows, **kwargs)
+        names = {r.adapter for r in rows}
+        if len(names) > 1:
+            inner = [None if r.adapter == BASE else peft_name(r.adapter) for r in rows]
+            if self.mixed_batches == "peft":  # peft's own mixed batch: a loop over the adapters in every layer
+                mixed = [replace(r, peft_adapter=name or PEFT_BASE) for r, name in zip(rows, inner, strict=True)]
+                return sample_rows(self._peft, tok, mixed, **kwargs)
+            with batched_lora(self._peft, inner):  # two batched matmuls per layer (bot/engine/batched_lora.py)
+                return sample_rows(self._peft, tok, rows, **kwargs)
+        (name,) = names
+        if name == BASE:
             with self._peft.disable_adapter():
-                return sample_batch(model, self.loaded.tokenizer, **kwargs)
-        if name == self._active or self._peft is None:
-            return sample_batch(model, self.loaded.tokenizer, **kwargs)
+                return sample_rows(self._peft, tok, rows, **kwargs)
+        if name == self._active:
+            return sample_rows(self._peft, tok, rows, **kwargs)
         # another resident adapter for this call only (~3 ms each way); this thread runs nothing else meanwhile
         self._peft.set_adapter(peft_name(name))
         try:
-            return sample_batch(model, self.loaded.tokenizer, **kwargs)
+            return sample_rows(self._peft, tok, rows, **kwargs)
         finally:
             if self._active != BASE:
                 self._peft.set_adapter(peft_name(self._active))
+
+    def _ensure_resident(self, name: str, path: Path | None) -> float:
+        """On the model thread: load `name` if it is not resident (from `path`, else the resolver); return the
+        seconds the load took (0 for a hit). The serving adapter stays the active one."""
+        if self.is_resident(name):
+            return 0.0
+        if path is None and self.resolver is not None:
+            try:
+                path = self.resolver(name)
+            except Exception as exc:
+                raise AdapterLoadError(f"adapter {name!r} cannot be found: {exc}", name) from exc
+        if path is None:
+            raise AdapterLoadError(f"adapter {name!r} is not loaded; load it before generating with it", name)
+        started = time.perf_counter()
+        self._load_sync(name, path)
+        if self._active != BASE:
+            self._peft.set_adapter(peft_name(self._active))  # keep serving what served
+        took = time.perf_counter() - started
+        log.info("loaded adapter %s from disk in %.0f ms", name, took * 1000)
+        return took
 
     async def use_adapter(self, name: str, path: Path | None) -> float:
         """Switch the live model to `name` (loading it from `path` if not resident); return seconds taken.
@@ -359,32 +424,41 @@ class Generator:
             return time.perf_counter() - started
         if name not in self._resident:
             if path is None:
-                raise AdapterLoadError(f"adapter {name!r} is not loaded and no path was given")
+                raise AdapterLoadError(f"adapter {name!r} is not loaded and no path was given", name)
             self._load_sync(name, path)
         self._peft.set_adapter(peft_name(name))
         self._active = name
-        self._resident.remove(name)
-        self._resident.append(name)  # most recently used last: eviction takes the least recently used
+        self._resident.touch(name)  # most recently used last: eviction takes the least recently used
         self._evict_sync()
         took = time.perf_counter() - started
         log.info("serving adapter %s (switch took %.0f ms)", name, took * 1000)
         return took
 
-    async def preload(self, name: str, path: Path, *, pin: bool = True) -> None:
-        """Make `name` resident without serving it (an A/B trial's candidate); `pin` keeps it from eviction."""
-        await self._run(self._preload_sync, name, path, pin)
+    async def preload(self, name: str, path: Path | None = None, *, pin: bool = True, key: str = DEFAULT_PIN) -> float:
+        """Make `name` resident without serving it (an A/B trial's candidate); `pin` adds it to the pins under
+        `key`, which keeps it from eviction. `path` None: the resolver's. Returns the seconds the load took (0 if
+        it was resident)."""
+        return await self._run(self._preload_sync, name, path, pin, key)
 
-    def _preload_sync(self, name: str, path: Path, pin: bool) -> None:
-        if name != BASE and name not in self._resident:
-            self._load_sync(name, path)
-            if self._active != BASE:
-                self._peft.set_adapter(peft_name(self._active))  # keep serving what served
+    def _preload_sync(self, name: str, path: Path | None, pin: bool, key: str = DEFAULT_PIN) -> float:
+        took = 0.0
+        if name != BASE:
+            took = self._ensure_resident(name, path)
+            self._resident.touch(name)
         if pin:
-            self._pinned.add(name)
+            self._resident.pin(self._resident.pins(key) | {name}, key)
+        self._evict_sync()
+        return took
 
-    def pin(self, names: set[str]) -> None:
-        """Exactly these resident adapters are kept from eviction (a trial's arms); others may be evicted."""
-        self._pinned = set(names)
+    def pin(self, names: Iterable[str], *, key: str = DEFAULT_PIN) -> None:
+        """Exactly these adapters are kept from eviction under `key` (a trial's arms; one key per community's
+        trial); an empty set releases the key. Pins under other keys are untouched."""
+        self._resident.pin(names, key)
+
+    @property
+    def pinned(self) -> frozenset[str]:
+        """Every pinned adapter, whatever its key."""
+        return self._resident.pinned
 
     def _load_sync(self, name: str, path: Path) -> None:
         from peft import PeftModel, get_peft_model_state_dict
@@ -396,7 +470,7 @@ class Generator:
         try:  # before any allocation: peft would build layers of whatever rank the folder's own config says
             check_adapter_shape(Path(path), self.loaded.model, max_rank=self.lora_rank, targets=self.lora_targets)
         except AdapterShapeError as exc:
-            raise AdapterLoadError(f"adapter {name!r} is refused: {exc}") from exc
+            raise AdapterLoadError(f"adapter {name!r} is refused: {exc}", name) from exc
         try:
             tensors = load_file(str(Path(path) / WEIGHTS))
             if self._peft is None:
@@ -406,8 +480,7 @@ class Generator:
                 self._peft.load_adapter(str(path), adapter_name=inner)
             # peft loads whatever keys match and silently keeps fresh (zero) LoRA weights for the rest: a file whose
             # keys match nothing would serve the base model under the adapter's name. Compare exactly.
-            expected = set(get_peft_model_state_dict(self._peft, adapter_name=inner))
-            check_adapter_weights(tensors, expected, name)
+            check_adapter_weights(tensors, self._expected_keys(inner, get_peft_model_state_dict), name)
         except Exception as exc:
             # a half-registered adapter must not linger; the active one is untouched
             if self._peft is not None and inner in getattr(self._peft, "peft_config", {}):
@@ -418,25 +491,48 @@ class Generator:
                 if self._active != BASE:
                     self._peft.set_adapter(peft_name(self._active))
             if isinstance(exc, AdapterLoadError):
+                exc.adapter = exc.adapter or name
                 raise
-            raise AdapterLoadError(f"could not load adapter {name!r}: {exc}") from exc
-        self._resident.append(name)
+            raise AdapterLoadError(f"could not load adapter {name!r}: {exc}", name) from exc
+        self._resident.add(name)
+
+    def _expected_keys(self, inner: str, state_dict: Callable[..., dict[str, Any]]) -> set[str]:
+        """The weight keys an adapter of this config must have. They name no adapter, so adapters of one shape share
+        them: computed once per shape (a walk over every parameter, ~15% of a cold load on the 124M shape)."""
+        cfg = self._peft.peft_config[inner]
+        shape = repr((cfg.target_modules, cfg.bias, cfg.modules_to_save, cfg.layers_to_transform))
+        if shape not in self._keys_by_shape:
+            self._keys_by_shape[shape] = set(state_dict(self._peft, adapter_name=inner))
+        return self._keys_by_shape[shape]
 
     def _evict_sync(self) -> None:
-        # keep the active adapter and the one before it resident, so a rollback is instant
-        while len(self._resident) > self.keep_loaded:
-            victim = next((n for n in self._resident if n != self._active and n not in self._pinned), None)
-            if victim is None:
-                break
-            self._resident.remove(victim)
-            self._peft.delete_adapter(peft_name(victim))
+        """Evict least recently used adapters down to the bound; never the serving, a pinned or an in-flight one."""
+        for victim in self._resident.victims(keep={self._active}):
+            with warnings.catch_warnings():  # "X was active which is now deleted": only while the base serves
+                warnings.simplefilter("ignore", UserWarning)
+                self._peft.delete_adapter(peft_name(victim))
+            log.debug("evicted adapter %s", victim)
+
+    async def unload(self, name: str) -> bool:
+        """Drop `name` from memory now (a lineage deleted, a trial over); False if it is not resident, serves, is
+        pinned or in flight."""
+        return await self._run(self._unload_sync, name)
+
+    def _unload_sync(self, name: str) -> bool:
+        if name not in self._resident or name == self._active or name in self._resident.pinned:
+            return False
+        self._resident.remove(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self._peft.delete_adapter(peft_name(name))
+        return True
 
     async def health_check(self) -> None:
         """Generate one short sample with the active adapter, outside the queue bound; raises if it fails."""
         params = replace(self.params, max_new_tokens=4)
         (sample,) = await self._run(self._generate_sync, 1, "", params, True, None, 0)
         if not sample.completion_ids:
-            raise AdapterLoadError(f"adapter {self._active!r} generated nothing")
+            raise AdapterLoadError(f"adapter {self._active!r} generated nothing", self._active)
 
     def is_resident(self, name: str) -> bool:
         """True if the adapter is loaded in memory (a switch to it needs no disk read)."""

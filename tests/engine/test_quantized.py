@@ -99,3 +99,23 @@ async def test_4bit_load_lora_generate_and_backward_on_cuda(tiny_model_dir, tmp_
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+async def test_4bit_mixed_batch_writes_each_row_with_its_own_adapter(tiny_model_dir, tmp_path):
+    """peft's mixed-adapter batch runs through bitsandbytes' 4-bit LoRA layers too: each row equals its adapter alone
+    (deterministic decoding), in one generate."""
+    from bot.engine.generator import Request
+
+    store = AdapterStore(tmp_path / "adapters")
+    fp32 = load_base(ModelSettings(name=str(tiny_model_dir), quantization="none"), tmp_path, device="cpu")
+    paths = {ref: store.path(make_adapter(fp32, store, seed)) for ref, seed in (("g1/v0001", 1), ("g2/v0001", 2))}
+    quantized = load_base(ModelSettings(name=str(tiny_model_dir), quantization="4bit"), tmp_path, device="cpu")
+    g = Generator(quantized, SamplingParams(max_new_tokens=10), resolver=paths.get)
+    try:
+        requests = [Request("g1/v0001", "the cat"), Request("base", "the cat"), Request("g2/v0001", "the cat")]
+        mixed = await g.generate_mixed(requests, top_k=1)
+        alone = [(await g.generate(1, prompt="the cat", adapter=r.adapter, top_k=1))[0] for r in requests]
+    finally:
+        await g.close()
+    assert [m[0].completion_ids for m in mixed] == [a.completion_ids for a in alone]
+    assert len({a.completion_ids for a in alone}) == 3
