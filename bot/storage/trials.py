@@ -42,7 +42,7 @@ class TrialsMixin(StorageBase):
                     raise TrialActive()
             cur = await self.db.execute(
                 "INSERT INTO trials (candidate, incumbent, run_id, share, alpha, max_posts, seed, baselines, "
-                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     candidate,
                     incumbent,
@@ -55,8 +55,8 @@ class TrialsMixin(StorageBase):
                     at,
                 ),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            (row,) = await cur.fetchall()
+            return int(row[0])
 
     async def active_trial(self) -> Trial | None:
         """The running trial, or None."""
