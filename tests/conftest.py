@@ -97,6 +97,17 @@ def database(request, tmp_path) -> Path | str:
     return url
 
 
+@pytest.fixture(params=BACKENDS)
+def bare_database(request, tmp_path) -> Path | str:
+    """As `database`, but not migrated: for tests of the migrations themselves."""
+    if request.param == "sqlite":
+        return tmp_path / "kilroy.db"
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database(migrated=False)
+    request.addfinalizer(lambda: server.drop_database(url))
+    return url
+
+
 @pytest.fixture
 def backend(database) -> str:
     """'sqlite' or 'postgresql': the backend of this run of a test that takes `database`."""

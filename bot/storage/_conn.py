@@ -96,7 +96,10 @@ POSTGRES = Dialect("postgresql")
 try:  # asyncpg is a dependency; the guard only keeps a SQLite-only install importable
     import asyncpg
 
-    IntegrityError: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+    IntegrityError: tuple[type[BaseException], ...] = (
+        sqlite3.IntegrityError,
+        asyncpg.IntegrityConstraintViolationError,
+    )
     DatabaseError: tuple[type[BaseException], ...] = (sqlite3.DatabaseError, asyncpg.PostgresError)
 except ImportError:  # pragma: no cover
     asyncpg = None
@@ -337,7 +340,9 @@ class PostgresConnection(Connection):
     @classmethod
     async def connect(cls, url: str) -> PostgresConnection:
         if asyncpg is None:  # pragma: no cover
-            raise RuntimeError("KILROY_DATABASE_URL names PostgreSQL, but asyncpg is not installed (pip install asyncpg)")
+            raise RuntimeError(
+                "KILROY_DATABASE_URL names PostgreSQL, but asyncpg is not installed (pip install asyncpg)"
+            )
         try:
             conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=30)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

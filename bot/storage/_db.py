@@ -28,6 +28,7 @@ __all__ = ["StorageBase", "_finish", "chunks", "create_private", "migrations"]
 
 log = logging.getLogger("bot.storage")
 
+
 def migrations(dialect: str = "sqlite") -> list[tuple[int, str]]:
     """The numbered SQL migrations of a dialect, in order: `bot/storage/migrations/*.sql` for SQLite,
     `bot/storage/migrations/postgresql/*.sql` for PostgreSQL (the same numbers and names, ported)."""

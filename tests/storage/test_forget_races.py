@@ -23,7 +23,11 @@ BASE_ID = 515151515151515000  # members BASE_ID + round: distinctive, a scan can
 async def holding(storage: Storage, needles: list[str]) -> list[str]:
     """Those of `needles` found in any column of any row of any table (every value read back as text)."""
     texts: list[str] = []
-    async with storage.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+    if storage.dialect.postgres:
+        tables_sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    else:
+        tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    async with storage.db.execute(tables_sql) as cur:
         tables = [r[0] for r in await cur.fetchall()]
     for table in tables:
         async with storage.db.execute(f"SELECT * FROM {table}") as cur:
@@ -49,9 +53,11 @@ async def race(write, forget, rnd: random.Random) -> None:
     await asyncio.gather(later(first, 0), later(second, rnd.randrange(4)), return_exceptions=False)
 
 
-@pytest.fixture
-async def db():
-    async with Storage.open(":memory:") as storage:  # fast; the WAL after a forget has its own test
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request):
+    # SQLite in memory: fast; the WAL after a forget has its own test
+    target = request.getfixturevalue("postgres_server").new_database() if request.param == "postgresql" else ":memory:"
+    async with Storage.open(target) as storage:
         await storage.add_post(post(1))
         yield storage
 

@@ -1,7 +1,7 @@
 """A real PostgreSQL server for the tests: one per test session, a fresh database per test.
 
 The server runs from the installed binaries (Debian's `postgresql` package: /usr/lib/postgresql/<v>/bin, or
-`KILROY_TEST_PG_BIN`), in a temporary folder, listening on a unix socket only, with durability off (fsync,
+`KILROY_TEST_PG_BIN`), in a temporary folder (in /dev/shm when there is one), listening on a unix socket only, with durability off (fsync,
 synchronous_commit, full_page_writes: a test database needs none of it). initdb and postgres refuse to run as root:
 as root, the server runs as the `postgres` system user (created if missing).
 
@@ -53,7 +53,9 @@ def find_bindir() -> Path:
         candidates.append(os.environ["KILROY_TEST_PG_BIN"])
     if shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            candidates.append(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+            candidates.append(
+                subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+            )
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
     if shutil.which("initdb"):
         candidates.append(str(Path(shutil.which("initdb") or "").parent))
@@ -126,14 +128,19 @@ class PostgresServer:
     def _start_own(self) -> None:
         self.bindir = find_bindir()
         user = _server_user()
-        self.root = Path(tempfile.mkdtemp(prefix="kilroy-pg-"))
+        # in memory where there is a tmpfs: each test's database is a copy of the template's ~8 MB of files
+        shm = Path("/dev/shm")
+        tmp = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.root = Path(tempfile.mkdtemp(prefix="kilroy-pg-", dir=tmp))
         data, sock = self.root / "data", self.root / "sock"
         sock.mkdir()
         if user is not None:
             for p in (self.root, sock):
                 os.chown(p, user.pw_uid, user.pw_gid)
         self.owned = True
-        as_user: dict[str, Any] = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        as_user: dict[str, Any] = (
+            {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        )
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         if user is not None:
             env["HOME"] = str(self.root)
