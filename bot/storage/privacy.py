@@ -17,9 +17,8 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any
-
 import sqlite3
+from typing import Any
 
 from bot.storage._db import StorageBase
 
@@ -215,7 +214,8 @@ class PrivacyMixin(StorageBase):
                 ("message_id", "at"),
             ),
             "audit": (
-                f"SELECT action, detail, at FROM audit_log WHERE actor_id = ? OR {instr('detail', '?')} > 0 ORDER BY id",
+                f"SELECT action, detail, at FROM audit_log WHERE actor_id = ? OR {instr('detail', '?')} > 0 "
+                "ORDER BY id",
                 (mid, text),
                 ("action", "detail", "at"),
             ),

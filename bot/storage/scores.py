@@ -1,7 +1,8 @@
 """The score formula in SQL, written once: every query that ranks or averages posts by score reads this CTE.
 
-It is `bot.domain.scoring.score_post` expressed in SQL that SQLite and PostgreSQL both run: for each member, the mean weight of their emoji on the
-post, summed over members, plus the reply weight per distinct replying member (bots never reach the votes table).
+It is `bot.domain.scoring.score_post` expressed in SQL that SQLite and PostgreSQL both run: for each member, the
+mean weight of their emoji on the post, summed over members, plus the reply weight per distinct replying member (bots
+never reach the votes table).
 A test compares the two on random data. Scoring in SQL keeps a year of posts off the event loop (SQLite releases
 the GIL, and only a few rows come back) and holds no per-member dict in Python; member ids never leave the
 database, only counts do.
