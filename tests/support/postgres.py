@@ -2,8 +2,8 @@
 
 The server runs from the installed binaries (Debian's `postgresql` package: /usr/lib/postgresql/<v>/bin, or
 `KILROY_TEST_PG_BIN`), in a temporary folder (in /dev/shm when there is one), listening on a unix socket only,
-with durability off (fsync, synchronous_commit, full_page_writes: a test database needs none of it). initdb and postgres refuse to run as root:
-as root, the server runs as the `postgres` system user (created if missing).
+with durability off (fsync, synchronous_commit, full_page_writes: a test database needs none of it). initdb and
+postgres refuse to run as root: as root, the server runs as the `postgres` system user (created if missing).
 
 Each test gets `CREATE DATABASE ... TEMPLATE kilroy_template`, a copy of a database migrated once per session, so a
 test pays a file copy (a few ms), not the migrations. A test that needs an unmigrated database asks for
