@@ -146,6 +146,11 @@ class Connection:
     """One database connection, either backend; see the module docstring."""
 
     dialect: Dialect
+    closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("the database connection is closed")
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> _Pending:
         """Run one statement; the result holds every row."""
@@ -226,6 +231,8 @@ class SqliteConnection(Connection):
         return cls(db, None if str(path) == ":memory:" else Path(path))
 
     async def _execute(self, sql: str, args: Sequence[Any]) -> Result:
+        self._check_open()
+
         def run(con: sqlite3.Connection) -> Result:
             cur = con.execute(sql, args)
             try:
@@ -267,6 +274,7 @@ class SqliteConnection(Connection):
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Connection]:
         """A private read-only connection on its own thread: WAL lets it read the last commit while we write."""
+        self._check_open()
         if self.path is None:
             raise RuntimeError("dashboard reads need a database file")
         con = await SqliteConnection.connect(self.path, read_only=True)
@@ -281,6 +289,7 @@ class SqliteConnection(Connection):
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
     async def close(self) -> None:
+        self.closed = True
         await self.raw.close()
 
 
@@ -356,10 +365,12 @@ class PostgresConnection(Connection):
             return await _finish(aw)
 
     async def _execute(self, sql: str, args: Sequence[Any]) -> Result:
+        self._check_open()
         query = to_postgres(sql)
         if _RETURNS_ROWS.search(sql):
             records = await self._run(self.raw.fetch(query, *args))
-            description = [(k,) for k in records[0].keys()]  # noqa: SIM118 (a Record) if records else []
+            names = list(records[0].keys()) if records else []
+            description = [(k,) for k in names]
             return Result([tuple(r) for r in records], description, len(records))
         status = await self._run(self.raw.execute(query, *args))
         return Result([], [], _rowcount(status))
@@ -414,6 +425,7 @@ class PostgresConnection(Connection):
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Connection]:
         """A second connection, opened on first use and kept: MVCC lets it read while this one writes."""
+        self._check_open()
         async with self._reader_lock:
             if self._reader is None:
                 self._reader = await PostgresConnection.connect(self.url)
@@ -423,6 +435,7 @@ class PostgresConnection(Connection):
         return int(await self._run(self.raw.fetchval("SELECT pg_database_size(current_database())")))
 
     async def close(self) -> None:
+        self.closed = True
         try:
             if self._reader is not None:
                 await self._reader.close()
