@@ -38,6 +38,7 @@ from bot.adapters.store import AdapterStore, fsync_dir, validate_name
 from bot.config.settings import Settings
 from bot.ops.backup import (
     DB_NAME,
+    DUMP_NAME,
     STATE,
     BackupError,
     RunLock,
@@ -197,6 +198,17 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
     step = on_step or (lambda name: None)
     src = Path(src).resolve()
     manifest = verify(src)
+    if DUMP_NAME in manifest["files"]:
+        raise BackupError(
+            f"{src} is a PostgreSQL backup ({DUMP_NAME}): `kilroy restore` restores SQLite backups only so far. With "
+            "the bot stopped: pg_restore --clean --if-exists --single-transaction --no-owner --dbname=URL "
+            f"{src / DUMP_NAME}, then copy its adapters/ folder over (README, PostgreSQL)"
+        )
+    if settings.database_url:
+        raise BackupError(
+            f"this install runs on PostgreSQL ({settings.database_shown}): restoring the SQLite backup {src} into "
+            f"{settings.db_path} would not be seen; copy it in with `kilroy migrate-db --from` a restored file instead"
+        )
     names = [validate_name(n) for n in manifest.get("adapters", [])]
     with exclusive(settings):
         recovered = recover(settings)

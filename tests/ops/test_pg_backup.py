@@ -1,0 +1,71 @@
+"""Backups of a PostgreSQL install: pg_dump into the backup folder, checked before it counts, verified like any
+backup, and restorable with pg_restore (the README's recipe); `kilroy restore` says what to run instead."""
+
+import json
+import subprocess
+
+import asyncpg
+import pytest
+
+from bot.ops.backup import BackupError, DamagedDatabase, backup, verify
+from bot.ops.pg_backup import DUMP_NAME, tool
+from bot.ops.restore import restore
+from bot.storage import Storage
+from tests.storage.test_privacy import seed
+
+
+@pytest.fixture
+async def pg_install(make_settings, postgres_server):
+    url = postgres_server.new_database()
+    async with Storage.open(url) as storage:
+        await seed(storage)
+    return make_settings(KILROY_DATABASE_URL=url)
+
+
+async def counts(url: str) -> dict[str, int]:
+    con = await asyncpg.connect(url)
+    try:
+        tables = [r[0] for r in await con.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return {t: await con.fetchval(f"SELECT COUNT(*) FROM {t}") for t in sorted(tables)}
+    finally:
+        await con.close()
+
+
+async def test_a_backup_holds_a_checked_dump_and_restores_with_pg_restore(pg_install, postgres_server, tmp_path):
+    result = backup(pg_install, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["database"] == "postgresql" and manifest["posts"] == 3 and manifest["integrity"] == "ok"
+    assert DUMP_NAME in manifest["files"] and "kilroy.db" not in manifest["files"]
+    assert (tmp_path / "b" / DUMP_NAME).stat().st_mode & 0o777 == 0o600 and result.files == 2
+    assert verify(tmp_path / "b")["schema_version"] == manifest["schema_version"] >= 8
+    fresh = postgres_server.new_database(migrated=False)
+    subprocess.run(
+        [tool("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--no-owner", f"--dbname={fresh}",
+         str(tmp_path / "b" / DUMP_NAME)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert await counts(fresh) == await counts(pg_install.database_url.get())
+    async with Storage.open(fresh) as storage:  # the restored database opens at its schema and serves
+        assert len(await storage.post_records()) == 3
+
+
+async def test_a_damaged_dump_is_refused_by_verify(pg_install, tmp_path):
+    backup(pg_install, tmp_path / "b")
+    dump = tmp_path / "b" / DUMP_NAME
+    dump.write_bytes(dump.read_bytes()[:200])
+    with pytest.raises(BackupError, match="checksum differs"):
+        verify(tmp_path / "b")
+
+
+def test_kilroy_restore_names_the_pg_restore_recipe(pg_install, tmp_path):
+    backup(pg_install, tmp_path / "b")
+    with pytest.raises(BackupError, match="pg_restore --clean"):
+        restore(pg_install, tmp_path / "b")
+
+
+def test_an_unreachable_server_writes_nothing_and_hides_the_password(make_settings, tmp_path):
+    settings = make_settings(KILROY_DATABASE_URL="postgresql://kilroy:hunter2@127.0.0.1:1/kilroy")
+    with pytest.raises(DamagedDatabase) as err:
+        backup(settings, tmp_path / "b")
+    assert "hunter2" not in str(err.value) and "pg_dump failed" in str(err.value)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
