@@ -1,6 +1,7 @@
 """Backups of a PostgreSQL install: pg_dump into the backup folder, checked before it counts, verified like any
 backup, and restorable with pg_restore (the README's recipe); `kilroy restore` says what to run instead."""
 
+import asyncio
 import json
 import subprocess
 
@@ -39,7 +40,8 @@ async def test_a_backup_holds_a_checked_dump_and_restores_with_pg_restore(pg_ins
     assert (tmp_path / "b" / DUMP_NAME).stat().st_mode & 0o777 == 0o600 and result.files == 2
     assert verify(tmp_path / "b")["schema_version"] == manifest["schema_version"] >= 8
     fresh = postgres_server.new_database(migrated=False)
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [tool("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--no-owner", f"--dbname={fresh}",
          str(tmp_path / "b" / DUMP_NAME)],
         check=True, capture_output=True,
