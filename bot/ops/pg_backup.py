@@ -8,8 +8,9 @@ writing. The password never goes on a command line (where `ps` shows it): it tra
 The dump is checked before the backup counts: `pg_restore --list` must read its whole table of contents, and its
 `kilroy_schema` row gives the schema version (newer than this Kilroy knows: refused).
 
-Restoring one (`pg_restore --clean --if-exists --single-transaction --no-owner --dbname=URL kilroy.pgdump`, the bot
-stopped) is documented in the README; `kilroy restore` does it for SQLite backups only so far.
+`kilroy restore` puts one back with `restore_dump` (pg_restore --clean --single-transaction: the database is the old
+one or the backup's), then forgets again the members the replaced database had recorded as opted out
+(`bot/ops/restore.py`).
 """
 
 from __future__ import annotations
@@ -94,3 +95,15 @@ def check_dump(path: Path, *, what: str) -> int:
     if not match:
         raise DumpError(f"{what} holds no schema version (kilroy_schema): not a dump of a Kilroy database")
     return int(match.group(1))
+
+
+def restore_dump(url: str, path: Path) -> None:
+    """Replace the database's Kilroy tables by those of the dump, in one transaction (all or nothing)."""
+    bare, env = _split_password(url)
+    _run(
+        [tool("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--no-owner", "--no-privileges",
+         f"--dbname={bare}", str(path)],
+        env,
+        "pg_restore",
+        url,
+    )  # fmt: skip

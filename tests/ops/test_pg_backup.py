@@ -10,9 +10,10 @@ import pytest
 
 from bot.ops.backup import BackupError, DamagedDatabase, backup, verify
 from bot.ops.pg_backup import DUMP_NAME, tool
-from bot.ops.restore import restore
-from bot.storage import Storage
-from tests.storage.test_privacy import seed
+from bot.ops.restore import pending, recover, restore
+from bot.storage import NewPost, Storage
+from tests.storage.test_privacy import M, seed
+from tests.support.storage import rows_holding
 
 
 @pytest.fixture
@@ -59,10 +60,54 @@ async def test_a_damaged_dump_is_refused_by_verify(pg_install, tmp_path):
         verify(tmp_path / "b")
 
 
-def test_kilroy_restore_names_the_pg_restore_recipe(pg_install, tmp_path):
+async def test_restore_puts_the_dump_back_and_forgets_again(pg_install, tmp_path):
+    """`kilroy restore` of a PostgreSQL backup: the database is the backup's, and a member who used /forget-me
+    after the backup was taken is forgotten again (their opt-out carried)."""
+    url = pg_install.database_url.get()
     backup(pg_install, tmp_path / "b")
-    with pytest.raises(BackupError, match="pg_restore --clean"):
-        restore(pg_install, tmp_path / "b")
+    async with Storage.open(url) as storage:
+        await storage.forget_member(M, at=20.0)
+        await storage.add_post(NewPost(1, "after the backup", "base", 30.0, message_id=99))
+    manifest = await asyncio.to_thread(restore, pg_install, tmp_path / "b")
+    assert manifest["opt_outs"]["members forgotten"] == 1 and manifest["opt_outs"]["opt-outs carried"] == 1
+    assert await rows_holding(url, [M, "My secret"]) == []
+    async with Storage.open(url) as storage:
+        assert storage.is_opted_out(M)
+        assert sorted(r.post.message_id for r in await storage.post_records()) == [1]  # 99 is gone; 2, 3 redacted
+
+
+async def test_a_restore_killed_after_its_journal_is_finished_at_the_next_start(pg_install, tmp_path):
+    url = pg_install.database_url.get()
+    backup(pg_install, tmp_path / "b")
+    async with Storage.open(url) as storage:
+        await storage.forget_member(M, at=20.0)
+
+    def crash(step: str) -> None:
+        if step == "database replaced":
+            raise KeyboardInterrupt  # killed after the replace, before the forget was re-applied
+
+    with pytest.raises(KeyboardInterrupt):
+        await asyncio.to_thread(restore, pg_install, tmp_path / "b", on_step=crash)
+    assert await rows_holding(url, [M])  # the backup's rows are back: the window the journal closes
+    assert "interrupted restore" in (pending(pg_install) or "")
+    assert "finished an interrupted restore" in await asyncio.to_thread(recover, pg_install)
+    assert await rows_holding(url, [M, "My secret"]) == [] and pending(pg_install) is None
+
+
+async def test_restore_refuses_while_another_client_is_connected(pg_install, tmp_path):
+    backup(pg_install, tmp_path / "b")
+    other = await asyncpg.connect(pg_install.database_url.get())
+    try:
+        with pytest.raises(BackupError, match="other connection"):
+            await asyncio.to_thread(restore, pg_install, tmp_path / "b")
+    finally:
+        await other.close()
+
+
+def test_backups_restore_only_into_their_own_kind_of_database(pg_install, make_settings, tmp_path):
+    backup(pg_install, tmp_path / "b")
+    with pytest.raises(BackupError, match="set KILROY_DATABASE_URL"):
+        restore(make_settings(), tmp_path / "b")
 
 
 def test_an_unreachable_server_writes_nothing_and_hides_the_password(make_settings, tmp_path):
