@@ -57,6 +57,9 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+OPT_OUT_LOCK = 0x4B494C4F  # 'KILO': PostgreSQL's advisory lock between forgets and writes, across processes
+
+
 class StorageBase:
     """The shared connection, the write lock, the transaction helper, migrations."""
 
@@ -77,8 +80,12 @@ class StorageBase:
         return f"member {digest[:12]}"
 
     def _opted_out(self, member_id: int) -> bool:
-        """True for a member who asked to be forgotten: nothing of theirs is recorded. Writers call it again under
-        the write lock, where `forget_member` also updates the set, so a check and its write see one state."""
+        """True for a member who asked to be forgotten: nothing of theirs is recorded. Writers call it again inside
+        a write transaction, where `forget_member` also updates the set, so a check and its write see one state.
+
+        On PostgreSQL other processes (shards) forget members too: every write transaction takes the opt-out lock
+        shared and re-reads the set (`_opt_out_barrier`), and a forget takes it exclusively, so a write and a forget
+        in any two processes are ordered, and the write sees the forget that came first."""
         return self.member_hash(member_id) in self._opted_out_hashes
 
     async def _shutdown(self) -> None:
@@ -89,10 +96,19 @@ class StorageBase:
         """The SQL that differs between SQLite and PostgreSQL (`bot/storage/_conn.py`)."""
         return self.db.dialect
 
+    async def _opt_out_barrier(self, *, forgetting: bool) -> None:
+        """PostgreSQL, inside a transaction: the cross-process opt-out lock (exclusive to forget, shared to write),
+        then the opted-out set as committed now."""
+        mode = "" if forgetting else "_shared"
+        await self.db.execute(f"SELECT pg_advisory_xact_lock{mode}(?)", (OPT_OUT_LOCK,))
+        rows = await self.db.execute_fetchall("SELECT member_hash FROM opt_outs")
+        self._opted_out_hashes = {str(r[0]) for r in rows}
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, forgetting: bool = False) -> AsyncIterator[Connection]:
         """Serialised write transaction: BEGIN (IMMEDIATE on SQLite) ... COMMIT, or ROLLBACK on any error or
-        cancellation."""
+        cancellation. On PostgreSQL it also orders itself with the forgets of every process (`_opted_out`);
+        `forgetting`: this transaction records an opt-out."""
         async with self._write:
             if self.db.in_transaction:  # belt and braces: never build on a transaction someone left open
                 log.warning("storage: found the connection inside a transaction; rolling it back")
@@ -104,6 +120,8 @@ class StorageBase:
                     await _finish(self.db.rollback())
                 raise
             try:
+                if self.dialect.postgres:
+                    await self._opt_out_barrier(forgetting=forgetting)
                 yield self.db
             except BaseException:
                 await _finish(self.db.rollback())

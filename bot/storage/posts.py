@@ -180,7 +180,7 @@ class PostsMixin(StorageBase):
         post_id = await self.post_id_by_message(parent_message_id)
         if post_id is None:
             return False
-        async with self._write:
+        async with self.transaction():
             if self._opted_out(member_id):
                 return False
             cur = await self.db.execute(

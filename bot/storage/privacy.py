@@ -75,7 +75,7 @@ class PrivacyMixin(StorageBase):
         digest = self.member_hash(mid)
         done: dict[str, int] = {}
         was_out = digest in self._opted_out_hashes
-        async with self.transaction():
+        async with self.transaction(forgetting=True):
             # the opt-out first, under the write lock: a writer queued behind this transaction sees it
             self._opted_out_hashes.add(digest)
             try:
@@ -271,7 +271,7 @@ class PrivacyMixin(StorageBase):
 
         An actor who used /forget-me is recorded as nobody: the check runs under the write lock, as forget does.
         """
-        async with self._write:
+        async with self.transaction():
             if actor_id is not None and self._opted_out(actor_id):
                 detail = detail.replace(str(int(actor_id)), FORGOTTEN)
                 actor_id = None

@@ -46,7 +46,7 @@ class StoriesMixin(PostsMixin):
 
         `opening_custom` says the opening is the starter's own words (forget-me then removes it).
         """
-        async with self._write:
+        async with self.transaction():
             if started_by is not None and self._opted_out(started_by):
                 # they used /forget-me: the story starts, with nothing of theirs in it
                 started_by, opening = None, REMOVED if opening_custom else opening

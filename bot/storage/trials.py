@@ -99,7 +99,7 @@ class TrialsMixin(StorageBase):
         `member_id`: the operator who decided; stored as their label (a keyed hash), never the id, and as a
         forgotten member if they used /forget-me (checked under the write lock, as forget writes).
         """
-        async with self._write:
+        async with self.transaction():
             if member_id is not None:
                 decided_by = FORGOTTEN if self._opted_out(member_id) else self.member_label(member_id)
             cur = await self.db.execute(
