@@ -25,9 +25,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiosqlite
+
+from bot.config.env import hide_password
 
 log = logging.getLogger("bot.storage")
 
@@ -57,15 +58,6 @@ async def _finish(aw: Awaitable[T]) -> T:
 def is_postgres_url(target: object) -> bool:
     """True for a `postgresql://` (or `postgres://`) URL."""
     return isinstance(target, str) and target.split("://", 1)[0].lower() in POSTGRES_SCHEMES and "://" in target
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by `***`: what logs and error messages show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
 
 
 @dataclass(frozen=True)
@@ -356,7 +348,8 @@ class PostgresConnection(Connection):
             conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=30)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             # the message names the server, never the password
-            raise ConnectionError(f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}") from exc
+            reason = str(exc).replace(url, hide_password(url))
+            raise ConnectionError(f"cannot connect to PostgreSQL at {hide_password(url)}: {reason}") from exc
         await conn.execute("SET TIME ZONE 'UTC'")
         return cls(conn, url)
 
