@@ -109,6 +109,14 @@ def bare_database(request, tmp_path) -> Path | str:
 
 
 @pytest.fixture
+def postgres_database(postgres_server) -> str:
+    """A fresh, migrated PostgreSQL database's URL (PostgreSQL-only tests: the job queue, several processes)."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
 def backend(database) -> str:
     """'sqlite' or 'postgresql': the backend of this run of a test that takes `database`."""
     return "postgresql" if isinstance(database, str) else "sqlite"
