@@ -9,6 +9,11 @@ Each test gets `CREATE DATABASE ... TEMPLATE kilroy_template`, a copy of a datab
 test pays a file copy (a few ms), not the migrations. A test that needs an unmigrated database asks for
 `template0` (`new_database(migrated=False)`).
 
+Fixtures (tests/conftest.py): `postgres_server` (this server, session-wide), `postgres_database` (a fresh migrated
+database's URL), `database` / `bare_database` (parametrized: a SQLite path, then a PostgreSQL URL: a test taking
+one runs on both backends), `any_storage` (a Storage on each backend; tests/storage and tests/privacy make it their
+`storage`).
+
 If the server cannot start, the tests that need it fail with the reason; they never skip (`.ci/run` installs the
 package first). `KILROY_TEST_DATABASE_URL` points the tests at an existing server instead (a superuser URL; each
 test's database is created on it).
