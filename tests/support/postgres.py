@@ -179,6 +179,7 @@ class PostgresServer:
                 self._loop.run(self._admin.close(), timeout=10)
             self._admin = None
         if self.owned and self.root is not None and self.bindir is not None:
+            self._report_cpu()
             user = _server_user()
             as_user: dict[str, Any] = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid}
             with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -189,6 +190,19 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
             self.owned = False
         self._loop.close()
+
+    def _report_cpu(self) -> None:
+        """With KILROY_TEST_PG_CPU_FILE set, append the server's CPU seconds (postmaster and its reaped backends):
+        what the session's PostgreSQL tests cost beyond the pytest process (`/usr/bin/time` cannot see it)."""
+        out = os.environ.get("KILROY_TEST_PG_CPU_FILE")
+        if not out or self.root is None:
+            return
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(f"{ticks / os.sysconf('SC_CLK_TCK'):.1f}\n")
 
     # --- databases ---------------------------------------------------------------------------------------------------
 
