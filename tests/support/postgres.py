@@ -134,8 +134,10 @@ class PostgresServer:
         self.bindir = find_bindir()
         user = _server_user()
         # in memory where there is a tmpfs: each test's database is a copy of the template's ~8 MB of files
+        # (a container's /dev/shm is often 64 MB: too small, so the disk then)
         shm = Path("/dev/shm")
-        tmp = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30
+        tmp = str(shm) if roomy else None
         self.root = Path(tempfile.mkdtemp(prefix="kilroy-pg-", dir=tmp))
         data, sock = self.root / "data", self.root / "sock"
         sock.mkdir()
@@ -157,7 +159,8 @@ class PostgresServer:
             )  # fmt: skip
             options = (
                 f"-k {sock} -c listen_addresses='' -p 5432 -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"
+                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB "
+                "-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=128MB"
             )
             subprocess.run(
                 [self.bindir / "pg_ctl", "-D", data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60",
