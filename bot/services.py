@@ -233,7 +233,7 @@ async def prepare_lineages(settings: Settings, storage: Storage | None = None) -
         return Lineages(settings.adapters_dir)
     try:
         if storage is None:
-            async with Storage.open(settings.db_path) as opened:
+            async with Storage.open(settings.database) as opened:
                 guilds = await opened.guilds_with_posts()
         else:
             guilds = await storage.guilds_with_posts()
@@ -343,7 +343,7 @@ async def open_services(
     hooks = BotHooks()
     clock = time.time
     try:
-        async with Storage.open(settings.db_path) as storage:
+        async with Storage.open(settings.database) as storage:
             # trial starts and decisions go to each server's log channel once the bot plugs in
             communities = Communities(
                 settings,
@@ -495,7 +495,7 @@ async def open_shell_services(settings: Settings) -> AsyncIterator[ShellServices
     files are checked and the pointer moves, and a bot started later serves it (a running bot holds the training
     lock, so this cannot race it). With A/B trials on, a gate-passing candidate waits for the bot, whose next start
     puts it on trial."""
-    async with Storage.open(settings.db_path) as storage:
+    async with Storage.open(settings.database) as storage:
         lineages = await prepare_lineages(settings, storage)
         communities = Communities(
             settings, storage, lineages, None, in_process=True, defer_to_trial=settings.trials.share > 0

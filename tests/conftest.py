@@ -71,9 +71,71 @@ def tiny_settings(make_settings, tiny_model_dir):
     return make
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (tests/support/postgres.py). If it cannot start, every test that
+    needs it fails with the reason: never a silent skip."""
+    from tests.support.postgres import PostgresUnavailable, start_server
+
+    try:
+        server = start_server()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request, tmp_path) -> Path | str:
+    """Where a storage test's database lives, once per backend: a SQLite file, or a fresh PostgreSQL database
+    (migrated: a copy of the session's template). Tests that take it run on both backends."""
+    if request.param == "sqlite":
+        return tmp_path / "kilroy.db"
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    request.addfinalizer(lambda: server.drop_database(url))
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def bare_database(request, tmp_path) -> Path | str:
+    """As `database`, but not migrated: for tests of the migrations themselves."""
+    if request.param == "sqlite":
+        return tmp_path / "kilroy.db"
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database(migrated=False)
+    request.addfinalizer(lambda: server.drop_database(url))
+    return url
+
+
+@pytest.fixture
+def postgres_database(postgres_server) -> str:
+    """A fresh, migrated PostgreSQL database's URL (PostgreSQL-only tests: the job queue, several processes)."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def backend(database) -> str:
+    """'sqlite' or 'postgresql': the backend of this run of a test that takes `database`."""
+    return "postgresql" if isinstance(database, str) else "sqlite"
+
+
 @pytest.fixture
 async def storage(tmp_path):
+    """A migrated SQLite storage (tests/storage, tests/privacy and tests/ops override it to run on both backends)."""
     async with Storage.open(tmp_path / "kilroy.db") as s:
+        yield s
+
+
+@pytest.fixture
+async def any_storage(database):
+    """A migrated storage on each backend in turn."""
+    async with Storage.open(database) as s:
         yield s
 
 

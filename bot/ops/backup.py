@@ -1,9 +1,10 @@
 """Backups: the database, the adapters the pointer's history names, STATE.json, and a manifest; and their checks.
 
 `backup()` runs while the bot runs: the database is copied with SQLite's online backup API (a consistent snapshot
-even while gateway events write), and the adapter folders are immutable once committed. Everything is written into
-a temporary folder renamed into place last, only after the copy passed `PRAGMA integrity_check`, so a backup folder
-either is complete and sound or does not exist. Files are created 0600 and folders 0700 whatever the umask: a
+even while gateway events write), or dumped with pg_dump on PostgreSQL (`pg_backup.py`), and the adapter folders
+are immutable once committed. Everything is written into a temporary folder renamed into place last, only after the
+copy passed `PRAGMA integrity_check` (a dump: `pg_restore --list`), so a backup folder either is complete and sound
+or does not exist. Files are created 0600 and folders 0700 whatever the umask: a
 backup holds members' ids and words.
 
 `verify()` checks a backup before anything is restored from it (see `bot/ops/restore.py`): every name in the
@@ -30,6 +31,7 @@ from typing import Any
 
 from bot.adapters.store import BASE, AdapterError, validate_name
 from bot.config.settings import Settings
+from bot.ops.pg_backup import DUMP_NAME
 from bot.training.lock import TrainingLock
 
 log = logging.getLogger(__name__)
@@ -218,13 +220,89 @@ def _copy_adapter(src: Path, dst: Path) -> None:
             raise BackupError(f"{path} is not a regular file")
 
 
+def _copy_sqlite(settings: Settings, tmp: Path) -> tuple[int, int]:
+    """The SQLite database into `tmp` by the online backup API, checked; (schema version, posts)."""
+    db = tmp / DB_NAME
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # SQLite would create it 0644
+    try:
+        source = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)
+        target = sqlite3.connect(db)
+        try:
+            # online backup: copies pages in steps, restarting if a writer changes the source meanwhile
+            source.backup(target, pages=1024, sleep=0.005)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no -wal beside it
+        finally:
+            target.close()
+            source.close()
+        # the copy is checked before the backup counts: a damaged database never replaces a good backup
+        schema, posts = check_database(db, what=str(settings.db_path))
+    except (sqlite3.DatabaseError, DamagedDatabase) as exc:
+        what = exc if isinstance(exc, DamagedDatabase) else f"{settings.db_path} cannot be read ({exc})"
+        raise DamagedDatabase(
+            f"{what}. Nothing was written and older backups are kept: restore the last good one "
+            "(`kilroy restore PATH`, the bot stopped), or repair the database (sqlite3 .recover)"
+        ) from exc
+    return schema, posts
+
+
+def _dump_postgres(settings: Settings, tmp: Path) -> tuple[int, int]:
+    """The PostgreSQL database into `tmp` by pg_dump, checked; (schema version, posts at the time of the dump)."""
+    from bot.ops import pg_backup
+    from bot.storage import migrations
+
+    url = settings.database_url.get()
+    try:
+        pg_backup.dump(url, tmp / pg_backup.DUMP_NAME)
+        schema = pg_backup.check_dump(tmp / pg_backup.DUMP_NAME, what=f"the dump of {settings.database_shown}")
+        posts = _count_posts(url)
+    except (pg_backup.DumpError, OSError, ConnectionError) as exc:
+        raise DamagedDatabase(
+            f"{exc}. Nothing was written and older backups are kept: check the server (`kilroy doctor`)"
+        ) from exc
+    latest = max(n for n, _ in migrations("postgresql"))
+    if schema > latest:
+        raise BackupError(f"{settings.database_shown} has schema {schema}, newer than this Kilroy knows ({latest})")
+    return schema, posts
+
+
+def _count_posts(url: str) -> int:
+    """Posts in the PostgreSQL database (on a thread of its own: `backup` may be called from a running loop)."""
+    import asyncio
+    import threading
+
+    from bot.storage._conn import PostgresConnection
+
+    box: dict[str, Any] = {}
+
+    async def count() -> None:
+        con = await PostgresConnection.connect(url)
+        try:
+            box["posts"] = int((await con.execute_fetchall("SELECT COUNT(*) FROM posts"))[0][0])
+        finally:
+            await con.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(count())
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="kilroy-backup-count")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return int(box["posts"])
+
+
 def backup(settings: Settings, dest: Path) -> BackupResult:
     """Write a consistent, checked snapshot into the new folder `dest` (it must not exist yet, or be empty)."""
     started = time.perf_counter()
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} already exists and is not empty; choose a new folder")
-    if not Path(settings.db_path).is_file():
+    postgres = bool(settings.database_url)
+    if not postgres and not Path(settings.db_path).is_file():
         raise BackupError(f"no database at {settings.db_path}; nothing to back up (check KILROY_DB_PATH)")
     if not dest.parent.exists():
         private_dir(dest.parent)
@@ -235,26 +313,10 @@ def backup(settings: Settings, dest: Path) -> BackupResult:
     try:
         # the pointer first: adapters it names are committed (immutable) folders, so copying them later is safe
         state, names = _named_adapters(Path(settings.adapters_dir))
-        db = tmp / DB_NAME
-        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # SQLite would create it 0644
-        try:
-            source = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)
-            target = sqlite3.connect(db)
-            try:
-                # online backup: copies pages in steps, restarting if a writer changes the source meanwhile
-                source.backup(target, pages=1024, sleep=0.005)
-                target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no -wal beside it
-            finally:
-                target.close()
-                source.close()
-            # the copy is checked before the backup counts: a damaged database never replaces a good backup
-            schema, posts = check_database(db, what=str(settings.db_path))
-        except (sqlite3.DatabaseError, DamagedDatabase) as exc:
-            what = exc if isinstance(exc, DamagedDatabase) else f"{settings.db_path} cannot be read ({exc})"
-            raise DamagedDatabase(
-                f"{what}. Nothing was written and older backups are kept: restore the last good one "
-                "(`kilroy restore PATH`, the bot stopped), or repair the database (sqlite3 .recover)"
-            ) from exc
+        if postgres:
+            schema, posts = _dump_postgres(settings, tmp)
+        else:
+            schema, posts = _copy_sqlite(settings, tmp)
         private_dir(tmp / "adapters")
         lineages = set(_lineages(Path(settings.adapters_dir)))
         for name in names:
@@ -272,6 +334,7 @@ def backup(settings: Settings, dest: Path) -> BackupResult:
             "schema_version": schema,
             "posts": posts,
             "integrity": "ok",
+            "database": "postgresql" if postgres else "sqlite",
             "current": state.get("current") or BASE,
             "adapters": names,
             "files": files,
@@ -358,10 +421,12 @@ def verify(src: Path) -> dict[str, Any]:
         if p is None:
             problems.append(f"{str(rel)[:120]!r}: not a plain relative name inside the backup")
         elif not (
-            rel in (DB_NAME, f"adapters/{STATE}")
+            rel in (DB_NAME, DUMP_NAME, f"adapters/{STATE}")
             or (len(p.parts) >= 3 and p.parts[0] == "adapters" and p.parts[1] in names)
         ):
-            problems.append(f"{rel}: not a file a backup holds (kilroy.db, adapters/STATE.json, a listed adapter)")
+            problems.append(
+                f"{rel}: not a file a backup holds (kilroy.db or kilroy.pgdump, adapters/STATE.json, a listed adapter)"
+            )
         elif not isinstance(info, dict):
             problems.append(f"{rel}: no checksum")
     for path, st in _entries(src):
@@ -382,8 +447,8 @@ def verify(src: Path) -> dict[str, Any]:
             problems.append(f"adapters/{name}: listed in the manifest but missing")
         elif not any(str(r).startswith(f"adapters/{name}/") for r in files):
             problems.append(f"adapters/{name}: listed in the manifest without any file")
-    if DB_NAME not in files:
-        problems.append(f"{DB_NAME}: not in the manifest")
+    if (DB_NAME in files) == (DUMP_NAME in files):
+        problems.append(f"{DB_NAME} or {DUMP_NAME} (one of them): not in the manifest")
     if problems:  # stop here: nothing below may read a file through a bad name or a link
         raise BackupError("the backup does not match its manifest:\n  " + "\n  ".join(problems))
     for rel, info in sorted(files.items()):
@@ -396,6 +461,17 @@ def verify(src: Path) -> dict[str, Any]:
         problems += _check_state(src / "adapters" / STATE)
     if problems:
         raise BackupError("the backup does not match its manifest:\n  " + "\n  ".join(problems))
+    if DUMP_NAME in files:
+        from bot.ops.pg_backup import DumpError, check_dump
+        from bot.storage import migrations
+
+        try:
+            schema = check_dump(src / DUMP_NAME, what=f"{DUMP_NAME} in the backup")
+        except DumpError as exc:
+            raise BackupError(str(exc)) from exc
+        if schema > max(n for n, _ in migrations("postgresql")):
+            raise BackupError(f"{DUMP_NAME} in the backup has schema {schema}, newer than this Kilroy knows")
+        return manifest
     try:
         check_database(src / DB_NAME, what=f"{DB_NAME} in the backup")
     except DamagedDatabase as exc:

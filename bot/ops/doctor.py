@@ -83,6 +83,8 @@ def database_check(s: Settings) -> Check:
     """The database opens, its migrations are current, and integrity_check passes."""
     from bot.storage import migrations
 
+    if s.database_url:
+        return postgres_check(s)
     db = Path(s.db_path)
     latest = max(n for n, _ in migrations())
     if not db.exists():
@@ -117,6 +119,62 @@ def database_check(s: Settings) -> Check:
         )
     pending = "" if version == latest else f"; migrations {version + 1}..{latest} apply at the next start"
     return Check("database", True, f"{db}: integrity ok, schema {version}{pending}")
+
+
+def postgres_check(s: Settings) -> Check:
+    """KILROY_DATABASE_URL: the server answers, the database exists, its schema is one this Kilroy knows."""
+    import asyncio
+    import threading
+
+    from bot.storage import migrations
+
+    shown = s.database_shown
+    latest = max(n for n, _ in migrations("postgresql"))
+    box: dict[str, object] = {}
+
+    async def probe() -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(s.database_url.get(), timeout=5)
+        try:
+            exists = await con.fetchval("SELECT to_regclass('kilroy_schema') IS NOT NULL")
+            box["version"] = (
+                int(await con.fetchval("SELECT version FROM kilroy_schema WHERE id = 1") or 0) if exists else 0
+            )
+            box["server"] = con.get_server_version()
+        finally:
+            await con.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(probe())
+        except BaseException as exc:  # reported as the check's failure, in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="kilroy-doctor-postgres")
+    thread.start()
+    thread.join()
+    error = box.get("error")
+    if error is not None:
+        name = type(error).__name__
+        fix = "start the server, and check the host, port, user and password in KILROY_DATABASE_URL"
+        if name == "InvalidCatalogNameError":
+            fix = "create the database first (createdb, or CREATE DATABASE as a superuser), then start the bot"
+        elif name in ("InvalidPasswordError", "InvalidAuthorizationSpecificationError"):
+            fix = "check the user and password in KILROY_DATABASE_URL (and the server's pg_hba.conf)"
+        detail = str(error).replace(s.database_url.get(), shown) or name
+        return Check("database", False, f"{shown}: cannot connect ({name}: {detail})", fix)
+    version, server = int(box["version"]), box["server"]  # type: ignore[call-overload]
+    if version > latest:
+        return Check(
+            "database",
+            False,
+            f"{shown}: schema version {version} is newer than this Kilroy knows ({latest})",
+            "run the Kilroy version that wrote it, or restore a backup made by this one",
+        )
+    pending = "" if version == latest else f"; migrations {version + 1}..{latest} apply at the next start"
+    major = getattr(server, "major", "?")
+    return Check("database", True, f"{shown}: PostgreSQL {major}, schema {version}{pending}")
 
 
 def adapters_check(s: Settings) -> Check:

@@ -12,6 +12,12 @@ The order, each step safe to be killed after:
    (`kilroy.db.replaced-<stamp>`, `adapters/.replaced-<stamp>/`), the staged ones renamed in, STATE.json last.
 6. Remove the journal.
 
+On PostgreSQL (a backup holding `kilroy.pgdump`) the dump is staged instead (`.kilroy.pgdump.restoring-<stamp>`
+beside the SQLite path), the replaced database's privacy key and opt-out hashes go into the journal, and step 5
+first replaces the database with `pg_restore --clean --single-transaction`, forgets those members again and scrubs
+the staged adapters, then removes the staged dump: killed before that, the next start does it all again (the same
+result). It refuses while any other client is connected to the database (a bot or worker on another machine).
+
 Killed before 4, the install is untouched and the next start (`kilroy run`, `kilroy restore`) removes the staged
 copies. Killed after 4, the next start walks the swap to its end from the journal. Either way it is the old
 install or the new one, never a mix.
@@ -39,6 +45,7 @@ from bot.adapters.store import AdapterStore, fsync_dir, validate_name
 from bot.config.settings import Settings
 from bot.ops.backup import (
     DB_NAME,
+    DUMP_NAME,
     STATE,
     BackupError,
     RunLock,
@@ -48,6 +55,7 @@ from bot.ops.backup import (
     verify,
     write_private,
 )
+from bot.ops.pg_backup import check_dump
 from bot.storage.privacy import FORGOTTEN
 from bot.training.lock import TrainingBusy, TrainingLock
 
@@ -61,6 +69,7 @@ def _paths(settings: Settings, stamp: str) -> dict[str, Path]:
     return {
         "db": db,
         "staged_db": db.with_name(f".{db.name}.restoring-{stamp}"),
+        "staged_dump": db.with_name(f".{DUMP_NAME}.restoring-{stamp}"),
         "aside_db": db.with_name(f"{db.name}.replaced-{stamp}"),
         "journal": db.with_name(f".{db.name}.restore.json"),
         "adapters": adapters,
@@ -149,26 +158,7 @@ def reapply_opt_outs(staged_db: Path, live: tuple[bytes, set[str]]) -> tuple[dic
         from bot.storage import Storage
 
         async with Storage.open(staged_db) as storage:
-            ids: set[int] = set()
-            for table, column in _MEMBER_COLUMNS:
-                async with storage.db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL") as c:
-                    ids |= {int(r[0]) for r in await c.fetchall()}
-            for mid in sorted(ids):
-                if hmac.new(key, str(mid).encode(), hashlib.sha256).hexdigest() in hashes:
-                    await storage.forget_member(mid)
-                    forgotten.append(mid)
-            result["members forgotten"] = len(forgotten)
-            async with storage.db.execute("SELECT key FROM privacy_key WHERE id = 1") as c:
-                row = await c.fetchone()
-            if row is not None and str(row[0]).encode() == key:  # one database lineage: the hashes mean the same
-                async with storage.transaction():
-                    for digest in sorted(hashes):
-                        await storage.db.execute(
-                            "INSERT INTO opt_outs (member_hash, at) VALUES (?, 0) ON CONFLICT DO NOTHING", (digest,)
-                        )
-                result["opt-outs carried"] = len(hashes)
-            else:  # another database: hashes under another key name nobody here; their members were forgotten above
-                result["opt-outs not carried"] = len(hashes)
+            await _reapply_into(storage, key, hashes, result, forgotten)
             await storage.checkpoint()
         con = sqlite3.connect(staged_db)  # one self-contained file again: no -wal may follow it into place
         try:
@@ -190,6 +180,102 @@ def reapply_opt_outs(staged_db: Path, live: tuple[bytes, set[str]]) -> tuple[dic
     return result, forgotten
 
 
+async def _reapply_into(
+    storage: Any, key: bytes, hashes: set[str], result: dict[str, int], forgotten: list[int]
+) -> None:
+    """Forget again in `storage` every member whose keyed hash is in `hashes`; carry the opt-outs if the key is the
+    same (one database lineage)."""
+    ids: set[int] = set()
+    for table, column in _MEMBER_COLUMNS:
+        async with storage.db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL") as c:
+            ids |= {int(r[0]) for r in await c.fetchall()}
+    for mid in sorted(ids):
+        if hmac.new(key, str(mid).encode(), hashlib.sha256).hexdigest() in hashes:
+            await storage.forget_member(mid)
+            forgotten.append(mid)
+    result["members forgotten"] = len(forgotten)
+    async with storage.db.execute("SELECT key FROM privacy_key WHERE id = 1") as c:
+        row = await c.fetchone()
+    if row is not None and str(row[0]).encode() == key:  # one database lineage: the hashes mean the same
+        async with storage.transaction():
+            for digest in sorted(hashes):
+                await storage.db.execute(
+                    "INSERT INTO opt_outs (member_hash, at) VALUES (?, 0) ON CONFLICT DO NOTHING", (digest,)
+                )
+        result["opt-outs carried"] = len(hashes)
+    else:  # another database: hashes under another key name nobody here; their members were forgotten above
+        result["opt-outs not carried"] = len(hashes)
+
+
+def _in_thread(make: Callable[[], Any]) -> Any:
+    """Run the coroutine `make()` returns to completion on a thread of its own (callable inside a running loop)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="kilroy-restore")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+async def _live_opt_outs_pg(url: str) -> tuple[bytes, set[str]] | None:
+    """(privacy key, opted-out hashes) of the PostgreSQL database about to be replaced; None if it has no tables."""
+    from bot.storage._conn import PostgresConnection
+
+    con = await PostgresConnection.connect(url)
+    try:
+        if not (await con.execute_fetchall("SELECT to_regclass('opt_outs') IS NOT NULL"))[0][0]:
+            return None
+        key = await con.execute_fetchall("SELECT key FROM privacy_key WHERE id = 1")
+        hashes = {str(r[0]) for r in await con.execute_fetchall("SELECT member_hash FROM opt_outs")}
+        return (str(key[0][0]).encode() if key else b""), hashes
+    finally:
+        await con.close()
+
+
+async def _reapply_pg(url: str, live: tuple[bytes, set[str]]) -> tuple[dict[str, int], list[int]]:
+    from bot.storage import Storage
+
+    result: dict[str, int] = {"members forgotten": 0, "opt-outs carried": 0, "opt-outs not carried": 0}
+    forgotten: list[int] = []
+    async with Storage.open(url) as storage:
+        await _reapply_into(storage, live[0], live[1], result, forgotten)
+    return result, forgotten
+
+
+def _only_session(settings: Settings) -> None:
+    """Refuse while another client is connected to the PostgreSQL database (a bot or worker on another machine: the
+    run lock only covers this one)."""
+    from bot.storage._conn import PostgresConnection
+
+    async def others() -> int:
+        con = await PostgresConnection.connect(settings.database_url.get())
+        try:
+            rows = await con.execute_fetchall(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            return int(rows[0][0])
+        finally:
+            await con.close()
+
+    try:
+        n = _in_thread(others)
+    except ConnectionError as exc:
+        raise BackupError(str(exc)) from exc
+    if n:
+        raise BackupError(
+            f"{n} other connection(s) to {settings.database_shown}: stop every bot and worker using it, then restore"
+        )
+
+
 # --- restore -------------------------------------------------------------------------------------------------------
 
 
@@ -198,6 +284,18 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
     step = on_step or (lambda name: None)
     src = Path(src).resolve()
     manifest = verify(src)
+    postgres = DUMP_NAME in manifest["files"]
+    if postgres and not settings.database_url:
+        raise BackupError(
+            f"{src} is a backup of a PostgreSQL database ({DUMP_NAME}); this install runs on SQLite: set "
+            "KILROY_DATABASE_URL to the (empty or replaceable) database to restore it into"
+        )
+    if settings.database_url and not postgres:
+        raise BackupError(
+            f"this install runs on PostgreSQL ({settings.database_shown}): restoring the SQLite backup {src} into "
+            f"{settings.db_path} would not be seen; restore it with KILROY_DATABASE_URL unset, then copy it over with "
+            "`kilroy migrate-db`"
+        )
     names = [validate_name(n) for n in manifest.get("adapters", [])]
     with exclusive(settings):
         recovered = recover(settings)
@@ -208,13 +306,22 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
         if not p["adapters"].exists():
             private_dir(p["adapters"])
         files = manifest["files"]
+        pg_live: tuple[bytes, set[str]] | None = None
         try:
-            copy_private(src / DB_NAME, p["staged_db"], expect=files[DB_NAME]["sha256"])
-            check_database(p["staged_db"], what="the staged database")
-            step("stage database")
-            live = live_opt_outs(p["db"], p["db"].with_name(f".{p['db'].name}.optouts-{stamp}"))
-            reapplied, forgotten = reapply_opt_outs(p["staged_db"], live) if live is not None else (None, [])
-            step("re-apply opt-outs")
+            if postgres:  # the dump is staged; it replaces the database after the journal (_swap)
+                _only_session(settings)
+                copy_private(src / DUMP_NAME, p["staged_dump"], expect=files[DUMP_NAME]["sha256"])
+                check_dump(p["staged_dump"], what="the staged dump")
+                step("stage database")
+                pg_live = _in_thread(lambda: _live_opt_outs_pg(settings.database_url.get()))
+                reapplied, forgotten = None, []
+            else:
+                copy_private(src / DB_NAME, p["staged_db"], expect=files[DB_NAME]["sha256"])
+                check_database(p["staged_db"], what="the staged database")
+                step("stage database")
+                live = live_opt_outs(p["db"], p["db"].with_name(f".{p['db'].name}.optouts-{stamp}"))
+                reapplied, forgotten = reapply_opt_outs(p["staged_db"], live) if live is not None else (None, [])
+                step("re-apply opt-outs")
             private_dir(p["staged"])
             for rel in sorted(r for r in files if r.startswith("adapters/")):
                 target = p["staged"] / rel.removeprefix("adapters/")
@@ -229,13 +336,23 @@ def restore(settings: Settings, src: Path, *, on_step: Step | None = None) -> di
         except BaseException:
             _undo(p)
             raise
-        journal = {"stamp": stamp, "source": str(src), "adapters": names, "state": f"adapters/{STATE}" in files}
+        journal: dict[str, Any] = {
+            "stamp": stamp,
+            "source": str(src),
+            "adapters": names,
+            "state": f"adapters/{STATE}" in files,
+        }
+        if postgres:  # what re-applying needs after the replace: the replaced database's key and opt-out hashes
+            journal["postgresql"] = {
+                "opt_outs": None if pg_live is None else {"key": pg_live[0].hex(), "hashes": sorted(pg_live[1])}
+            }
         tmp = p["journal"].with_name(p["journal"].name + ".tmp")
         write_private(tmp, json.dumps(journal))
         os.replace(tmp, p["journal"])
         fsync_dir(p["journal"].parent)
         step("journal")
         moved = _swap(settings, journal, step)
+        reapplied = journal.get("reapplied", reapplied)
     log.info(
         "restored %s (%d posts, serving %s); opt-outs re-applied: %s; moved aside: %s",
         src,
@@ -251,6 +368,28 @@ def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
     """The renames of a journaled restore, each skipped when already done: run again, it finishes the swap."""
     p = _paths(settings, str(journal["stamp"]))
     moved: list[str] = []
+    if "postgresql" in journal and p["staged_dump"].exists():
+        # replace the database (one transaction), forget again, scrub the staged adapters; all of it again if we
+        # are killed before the staged dump is removed
+        from bot.ops.pg_backup import restore_dump
+
+        url = settings.database_url.get()
+        if not url:
+            raise BackupError("an interrupted PostgreSQL restore waits: set KILROY_DATABASE_URL, then run again")
+        restore_dump(url, p["staged_dump"])
+        step("database replaced")
+        carried = journal["postgresql"].get("opt_outs")
+        if carried is not None:
+            live = (bytes.fromhex(carried["key"]), set(carried["hashes"]))
+            result, forgotten = _in_thread(lambda: _reapply_pg(url, live))
+            journal["reapplied"] = result
+            staged_store = AdapterStore(p["staged"])
+            for mid in forgotten:
+                if p["staged"].exists():
+                    staged_store.scrub(str(mid), FORGOTTEN)
+        step("re-apply opt-outs")
+        p["staged_dump"].unlink()
+        fsync_dir(p["staged_dump"].parent)
     if p["staged_db"].exists():
         # the -wal and -shm first: an old -wal beside the new database would be replayed into it
         for suffix in ("-wal", "-shm", ""):
@@ -284,6 +423,7 @@ def _swap(settings: Settings, journal: dict[str, Any], step: Step) -> list[str]:
 
 def _undo(p: dict[str, Path]) -> None:
     """Remove what a failed staging wrote (the live install was not touched)."""
+    p["staged_dump"].unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{p['staged_db']}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(p["staged"], ignore_errors=True)
@@ -308,7 +448,11 @@ def recover(settings: Settings) -> str | None:
         message = f"finished an interrupted restore of {journal.get('source')} (stamp {stamp})"
         log.warning("%s", message)
         return message
-    leftovers = [*db.parent.glob(f".{db.name}.restoring-*"), *db.parent.glob(f".{db.name}.optouts-*")]
+    leftovers = [
+        *db.parent.glob(f".{db.name}.restoring-*"),
+        *db.parent.glob(f".{db.name}.optouts-*"),
+        *db.parent.glob(f".{DUMP_NAME}.restoring-*"),
+    ]
     if adapters.is_dir():
         leftovers += list(adapters.glob(".restoring-*"))
     if not leftovers:
@@ -328,7 +472,7 @@ def pending(settings: Settings) -> str | None:
     db, adapters = Path(settings.db_path), Path(settings.adapters_dir)
     if db.with_name(f".{db.name}.restore.json").exists():
         return "an interrupted restore (journal written): the next `kilroy run` or `kilroy restore` finishes it"
-    staged = list(db.parent.glob(f".{db.name}.restoring-*"))
+    staged = [*db.parent.glob(f".{db.name}.restoring-*"), *db.parent.glob(f".{DUMP_NAME}.restoring-*")]
     if adapters.is_dir():
         staged += list(adapters.glob(".restoring-*"))
     if staged:

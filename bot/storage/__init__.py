@@ -1,7 +1,10 @@
-"""All persistence: aiosqlite, WAL, numbered migrations, and every SQL statement of the project.
+"""All persistence: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg), numbered migrations per dialect, and every SQL
+statement of the project.
 
 One module per aggregate (posts and engagement, live votes, training runs, stories, privacy and audit), sharing one
-connection and one transaction helper (`_db.py`); `Storage` composes them, so callers see one object. Writes are
+connection (`_conn.py`: either backend, one SQL text with the differences named) and one transaction helper
+(`_db.py`); `Storage` composes them, so callers see one object. `Storage.open(path)` opens a SQLite file,
+`Storage.open("postgresql://...")` a PostgreSQL database. Writes are
 idempotent through natural keys, so a replayed gateway event or a catch-up pass can run freely. Rows come back as small
 frozen dataclasses (`records.py`); nothing above this package depends on the driver.
 """
@@ -55,4 +58,4 @@ class Storage(
     CommonsMixin,
     StorageBase,
 ):
-    """The database. Open with `async with Storage.open(path) as storage:`."""
+    """The database. Open with `async with Storage.open(settings.database) as storage:` (a path or a URL)."""

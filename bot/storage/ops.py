@@ -1,21 +1,21 @@
 """Operations: the health write check, and the figures behind /metrics and the dashboard.
 
-Reads that grow with the history (a year of posts for the dashboard) run on a private read-only sqlite3
-connection in a worker thread, so they hold neither the event loop nor the shared connection that gateway events
-write through. WAL lets that reader see the last committed state while the bot keeps writing.
+Reads that grow with the history (a year of posts for the dashboard) run on a second connection (SQLite: a private
+read-only one on its own thread; PostgreSQL: a second session), so they hold neither the event loop nor the shared
+connection that gateway events write through. WAL (SQLite) or MVCC (PostgreSQL) lets that reader see the last
+committed state while the bot keeps writing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.domain.scoring import ScoreFormula
+from bot.storage._conn import Connection
 from bot.storage._db import StorageBase
 from bot.storage.scores import scored_cte
 
@@ -54,8 +54,6 @@ class ScoredPost:
 class OpsMixin(StorageBase):
     """Health, metrics and dashboard reads."""
 
-    _db_file: Path | None = None
-
     # --- health ------------------------------------------------------------------------------------------------------
 
     async def write_check(self, *, at: float) -> None:
@@ -66,60 +64,45 @@ class OpsMixin(StorageBase):
             )
 
     async def database_file(self) -> Path | None:
-        """The main database file (None for an in-memory database)."""
-        if self._db_file is None:
-            async with self.db.execute("PRAGMA database_list") as cur:
-                rows = await cur.fetchall()
-            main = next((r[2] for r in rows if r[1] == "main"), "")
-            self._db_file = Path(main) if main else None
-        return self._db_file
+        """The main database file (None for an in-memory database, or PostgreSQL)."""
+        return getattr(self.db, "path", None)
 
     async def database_bytes(self) -> int:
-        """Size on disk of the database with its WAL."""
-        path = await self.database_file()
-        if path is None:
-            return 0
-        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+        """Size on disk of the database (SQLite: the file with its WAL; PostgreSQL: pg_database_size)."""
+        return await self.db.database_bytes()
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on a private read-only connection in a thread (or on the shared one for :memory:)."""
-        path = await self.database_file()
-        if path is None:
-            raise RuntimeError("dashboard reads need a database file")
-
-        def work() -> T:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-            try:
-                return fn(con)
-            finally:
-                con.close()
-
-        return await asyncio.to_thread(work)
+    async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `fn` on a second connection (`Connection.reader`): off the shared one gateway events write through."""
+        async with self.db.reader() as con:
+            return await fn(con)
 
     # --- metrics -----------------------------------------------------------------------------------------------------
 
     async def counters(self) -> Counters:
-        """Totals for /metrics (a few indexed aggregates, in a thread)."""
+        """Totals for /metrics (a few indexed aggregates, on the reader)."""
 
-        def read(con: sqlite3.Connection) -> Counters:
+        async def read(con: Connection) -> Counters:
             posts = {
                 (int(c), str(a), str(k)): int(n)
-                for c, a, k, n in con.execute(
+                for c, a, k, n in await con.execute_fetchall(
                     "SELECT channel_id, adapter, kind, COUNT(*) FROM posts GROUP BY channel_id, adapter, kind"
                 )
             }
             events = {
                 str(a): int(n)
-                for a, n in con.execute("SELECT action, COUNT(*) FROM reaction_events WHERE is_bot = 0 GROUP BY action")
+                for a, n in await con.execute_fetchall(
+                    "SELECT action, COUNT(*) FROM reaction_events WHERE is_bot = 0 GROUP BY action"
+                )
             }
-            replies = int(con.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
-            votes = int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
-            row = con.execute(
+            replies = int((await con.execute_fetchall("SELECT COUNT(*) FROM replies"))[0][0])
+            votes = int((await con.execute_fetchall("SELECT COUNT(*) FROM votes"))[0][0])
+            rows = await con.execute_fetchall(
                 "SELECT status, started_at, finished_at, accepted, reason FROM training_runs "
                 "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
-            ).fetchone()
+            )
             last = None
-            if row is not None:
+            if rows:
+                row = rows[0]
                 last = {
                     "status": row[0],
                     "seconds": float(row[2]) - float(row[1]),
@@ -155,29 +138,29 @@ class OpsMixin(StorageBase):
         """The adapter each training run wrote, newest first, with the gate's verdict (accepted, message) and
         the promotion stage it reached (promoted, trial, kept, refused)."""
 
-        def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = con.execute(
+        async def read(con: Connection) -> list[dict[str, Any]]:
+            cols = ("name", "run_id", "finished_at", "accepted", "stage", "message", "reason", "community")
+            rows = await con.execute_fetchall(
                 "SELECT adapter AS name, id AS run_id, finished_at, accepted, stage, message, reason, community "
                 "FROM training_runs WHERE adapter IS NOT NULL ORDER BY id DESC"
             )
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            return [dict(zip(cols, row, strict=True)) for row in rows]
 
         return await self._read(read)
 
     async def stories_with_lines(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest stories with their transcripts (speakers, not members)."""
 
-        def read(con: sqlite3.Connection) -> list[dict[str, Any]]:
-            stories = con.execute(
+        async def read(con: Connection) -> list[dict[str, Any]]:
+            stories = await con.execute_fetchall(
                 "SELECT id, channel_id, opening, started_at, ended_at FROM stories ORDER BY started_at DESC LIMIT ?",
                 (limit,),
-            ).fetchall()
+            )
             out = []
             for sid, ch, opening, started, ended in stories:
-                lines = con.execute(
+                lines = await con.execute_fetchall(
                     "SELECT seq, speaker, text, at FROM story_lines WHERE story_id = ? ORDER BY seq", (sid,)
-                ).fetchall()
+                )
                 out.append(
                     {
                         "id": sid,
@@ -204,8 +187,8 @@ def _filters(since: float, channel_id: int | None, adapter: str | None) -> tuple
     return " AND ".join(where), args
 
 
-def _scored(
-    con: sqlite3.Connection,
+async def _scored(
+    con: Connection,
     formula: ScoreFormula,
     *,
     since: float = 0.0,
@@ -221,7 +204,7 @@ def _scored(
         f"{cte} SELECT id, created_at, channel_id, guild_id, message_id, adapter, kind, text, arm, score, voters, "
         f"repliers FROM scored ORDER BY {order_by}" + ("" if limit is None else f" LIMIT {int(limit)}")
     )
-    rows = con.execute(sql, args).fetchall()
+    rows = await con.execute_fetchall(sql, args)
     return [
         ScoredPost(int(pid), float(at), int(ch), guild, message, str(ad), str(kind), str(text), float(score),
                    int(voters), int(repliers), arm)

@@ -44,7 +44,7 @@ class PostsMixin(StorageBase):
             """INSERT INTO posts (message_id, channel_id, guild_id, kind, text, prompt, prompt_ids, completion_ids,
                                   adapter, params, created_at, trial_id, arm)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (message_id) DO NOTHING""",
+               ON CONFLICT (message_id) DO NOTHING RETURNING id""",
             (
                 post.message_id,
                 post.channel_id,
@@ -61,8 +61,9 @@ class PostsMixin(StorageBase):
                 post.arm,
             ),
         )
-        if cur.rowcount == 1 and cur.lastrowid is not None:
-            return cur.lastrowid
+        row = await cur.fetchone()
+        if row is not None:
+            return int(row[0])
         found = await self.post_id_by_message(post.message_id) if post.message_id is not None else None
         if found is None:  # pragma: no cover - only reachable through a race we do not have (one connection)
             raise RuntimeError("post insert failed")
@@ -179,7 +180,7 @@ class PostsMixin(StorageBase):
         post_id = await self.post_id_by_message(parent_message_id)
         if post_id is None:
             return False
-        async with self._write:
+        async with self.transaction():
             if self._opted_out(member_id):
                 return False
             cur = await self.db.execute(

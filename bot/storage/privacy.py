@@ -6,7 +6,9 @@ member asked to be left out. The set of opted-out hashes is small and mirrored i
 without a query. Every writer that records a member checks that set under the write lock, and `forget_member`
 updates it inside its transaction, so a write either lands before the forget (and is deleted by it) or sees the
 opt-out. After a forget, the WAL is checkpointed and truncated: the old pages holding the member's words do not
-stay in the -wal file.
+stay in the -wal file (SQLite). On PostgreSQL the deleted row versions stay in the table's pages until a VACUUM
+reclaims them (autovacuum, or `vacuum()` after retention), and in the server's WAL until its next checkpoint
+recycles the segment: the server's, not ours, to manage.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ import asyncio
 import json
 import logging
 import re
+import sqlite3
 from typing import Any
-
-import aiosqlite
 
 from bot.storage._db import StorageBase
 
@@ -34,8 +35,6 @@ class PrivacyMixin(StorageBase):
     async def migrate(self) -> int:
         """Apply migrations, then load the privacy key and the opted-out set."""
         version = await super().migrate()
-        # deleted rows are overwritten with zeros, not left readable in free pages until the next VACUUM
-        await self.db.execute("PRAGMA secure_delete=ON")
         async with self.db.execute("SELECT key FROM privacy_key WHERE id = 1") as cur:
             row = await cur.fetchone()
         self._privacy_key = str(row[0]).encode() if row else b""
@@ -76,7 +75,7 @@ class PrivacyMixin(StorageBase):
         digest = self.member_hash(mid)
         done: dict[str, int] = {}
         was_out = digest in self._opted_out_hashes
-        async with self.transaction():
+        async with self.transaction(forgetting=True):
             # the opt-out first, under the write lock: a writer queued behind this transaction sees it
             self._opted_out_hashes.add(digest)
             try:
@@ -119,16 +118,17 @@ class PrivacyMixin(StorageBase):
         done["stories started"] = cur.rowcount
         text = str(mid)
         runs = 0
+        instr = self.dialect.instr
         for column in ("reason", "message"):
             cur = await self.db.execute(
-                f"UPDATE training_runs SET {column} = replace({column}, ?, ?) WHERE instr({column}, ?) > 0",
+                f"UPDATE training_runs SET {column} = replace({column}, ?, ?) WHERE {instr(column, '?')} > 0",
                 (text, FORGOTTEN, text),
             )
             runs += cur.rowcount
         done["training runs"] = runs
         cur = await self.db.execute(
             "UPDATE audit_log SET actor_id = NULL, detail = replace(detail, ?, ?) "
-            "WHERE actor_id = ? OR instr(detail, ?) > 0",
+            f"WHERE actor_id = ? OR {instr('detail', '?')} > 0",
             (text, FORGOTTEN, mid, text),
         )
         done["audit entries"] = cur.rowcount
@@ -149,13 +149,15 @@ class PrivacyMixin(StorageBase):
         the member's words would still be readable there. A read still open on this connection or another process
         (the dashboard's reader) blocks it for a moment: try again a few times, then leave it to the next one.
         """
+        if self.dialect.postgres:
+            return True  # no -wal file of ours: the server's WAL segments are recycled by its own checkpoints
         for attempt in range(tries):
             try:
                 async with self._write, self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
                     row = await cur.fetchone()
                 if not (row and row[0]):
                     return True
-            except aiosqlite.OperationalError:  # 'database table is locked': a statement of ours is still reading
+            except sqlite3.OperationalError:  # 'database table is locked': a statement of ours is still reading
                 pass
             await asyncio.sleep(0.01 * (attempt + 1))
         log.warning("storage: the WAL checkpoint was blocked by readers; the next forget or VACUUM runs it again")
@@ -166,6 +168,8 @@ class PrivacyMixin(StorageBase):
         their words, or their label."""
         mid = int(member_id)
         text, label = str(mid), self.member_label(mid)
+        instr = self.dialect.instr
+        message = "COALESCE(message, '')"
         out: dict[str, Any] = {"member_id": text, "opted_out": self._opted_out(mid), "label": label}
         queries: dict[str, tuple[str, tuple[Any, ...], tuple[str, ...]]] = {
             "votes": (
@@ -210,13 +214,14 @@ class PrivacyMixin(StorageBase):
                 ("message_id", "at"),
             ),
             "audit": (
-                "SELECT action, detail, at FROM audit_log WHERE actor_id = ? OR instr(detail, ?) > 0 ORDER BY id",
+                f"SELECT action, detail, at FROM audit_log WHERE actor_id = ? OR {instr('detail', '?')} > 0 "
+                "ORDER BY id",
                 (mid, text),
                 ("action", "detail", "at"),
             ),
             "training_runs": (
                 "SELECT id, reason, message, started_at FROM training_runs "
-                "WHERE instr(reason, ?) > 0 OR instr(COALESCE(message, ''), ?) > 0 ORDER BY id",
+                f"WHERE {instr('reason', '?')} > 0 OR {instr(message, '?')} > 0 ORDER BY id",
                 (text, text),
                 ("run_id", "reason", "message", "at"),
             ),
@@ -252,6 +257,8 @@ class PrivacyMixin(StorageBase):
     async def vacuum(self) -> None:
         """Rebuild the database file so deleted rows leave no trace on disk (and the file shrinks)."""
         async with self._write:
+            # PostgreSQL: VACUUM (not FULL, which would lock every table for minutes) makes the deleted row versions'
+            # space reusable; on SQLite the file is rebuilt without them
             await self.db.execute("VACUUM")
         await self.checkpoint()  # in WAL mode VACUUM writes the whole database into the -wal file first
 
@@ -264,16 +271,16 @@ class PrivacyMixin(StorageBase):
 
         An actor who used /forget-me is recorded as nobody: the check runs under the write lock, as forget does.
         """
-        async with self._write:
+        async with self.transaction():
             if actor_id is not None and self._opted_out(actor_id):
                 detail = detail.replace(str(int(actor_id)), FORGOTTEN)
                 actor_id = None
             cur = await self.db.execute(
-                "INSERT INTO audit_log (at, guild_id, actor_id, action, detail) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO audit_log (at, guild_id, actor_id, action, detail) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (at, guild_id, actor_id, action, detail),
             )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+            (row,) = await cur.fetchall()
+        return int(row[0])
 
     async def audit_entries(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest audit rows, newest first; `actor` is how to show who: a member's label, never the id.

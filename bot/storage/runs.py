@@ -18,11 +18,11 @@ class RunsMixin(StorageBase):
         """Open a training-run row for a community's lineage (None: no community, as before issue 24); return its id."""
         async with self._write:
             cur = await self.db.execute(
-                "INSERT INTO training_runs (reason, status, started_at, community) VALUES (?, 'running', ?, ?)",
+                "INSERT INTO training_runs (reason, status, started_at, community) VALUES (?, 'running', ?, ?) RETURNING id",
                 (reason, at, community),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            (run_id,) = await cur.fetchall()
+            return int(run_id[0])
 
     async def fail_stale_runs(self, *, at: float, message: str | None = None) -> int:
         """Close runs that never committed a candidate (stage 'training'): their process died or was killed.

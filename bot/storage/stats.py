@@ -1,4 +1,4 @@
-"""/stats in SQL: per-post scores, their daily means and the top posts, computed by SQLite on the connection's thread.
+"""/stats in SQL: per-post scores, their daily means and the top posts, computed by the database.
 
 The scores come from the one SQL score formula (`scores.py`), so `/stats 365` over tens of thousands of posts stays
 off the event loop (only a few rows come back).
@@ -43,7 +43,7 @@ class StatsMixin(StorageBase):
         )
         async with self.db.execute(
             # an A/B trial's posts form their own series, labelled with their arm (as the pure daily_scores does)
-            cte + "SELECT strftime('%Y-%m-%d', created_at, 'unixepoch') AS day, "
+            cte + f"SELECT {self.dialect.day('created_at')} AS day, "
             "CASE WHEN arm IS NULL THEN adapter ELSE adapter || ' (' || arm || ')' END AS series, AVG(score), COUNT(*) "
             "FROM scored GROUP BY day, series ORDER BY day, series",
             args,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import aiosqlite
-
 from bot.domain.records import NewPost, Story, StoryLine
+from bot.storage._conn import IntegrityError
 from bot.storage.posts import PostsMixin
 from bot.storage.privacy import REMOVED
 
@@ -47,20 +46,20 @@ class StoriesMixin(PostsMixin):
 
         `opening_custom` says the opening is the starter's own words (forget-me then removes it).
         """
-        async with self._write:
+        async with self.transaction():
             if started_by is not None and self._opted_out(started_by):
                 # they used /forget-me: the story starts, with nothing of theirs in it
                 started_by, opening = None, REMOVED if opening_custom else opening
             try:
                 cur = await self.db.execute(
                     "INSERT INTO stories (channel_id, instruction, opening, started_by, started_at, guild_id, "
-                    "opening_custom) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "opening_custom) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (channel_id, instruction, opening, started_by, at, guild_id, int(opening_custom)),
                 )
-            except aiosqlite.IntegrityError as exc:
+            except IntegrityError as exc:  # the one running story per channel (a unique partial index)
                 raise StoryExists(channel_id) from exc
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            (row,) = await cur.fetchall()
+            return int(row[0])
 
     async def add_story_turn(
         self,

@@ -46,7 +46,7 @@ class TrialsMixin(StorageBase):
                     raise TrialActive()
             cur = await self.db.execute(
                 "INSERT INTO trials (candidate, incumbent, run_id, share, alpha, max_posts, seed, baselines, "
-                "started_at, community) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_at, community) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     candidate,
                     incumbent,
@@ -60,8 +60,8 @@ class TrialsMixin(StorageBase):
                     community,
                 ),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            (row,) = await cur.fetchall()
+            return int(row[0])
 
     async def active_trial(self, community: str | None = None) -> Trial | None:
         """The running trial of `community` (None: the newest running trial of any), or None."""
@@ -108,7 +108,7 @@ class TrialsMixin(StorageBase):
         `member_id`: the operator who decided; stored as their label (a keyed hash), never the id, and as a
         forgotten member if they used /forget-me (checked under the write lock, as forget writes).
         """
-        async with self._write:
+        async with self.transaction():
             if member_id is not None:
                 decided_by = FORGOTTEN if self._opted_out(member_id) else self.member_label(member_id)
             cur = await self.db.execute(

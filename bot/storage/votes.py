@@ -211,7 +211,8 @@ class VotesMixin(StorageBase):
         """Those of `keys` that are votes now."""
         found: set[Key] = set()
         for chunk in chunks(list(keys), 300):  # three parameters a key: under SQLite's oldest limit of 999
-            values = ",".join(["(?, ?, ?)"] * len(chunk))
+            # typed: PostgreSQL would read untyped VALUES parameters as text
+            values = ",".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT))"] * len(chunk))
             # a join on a VALUES list searches the primary key; `(a, b, c) IN (VALUES ...)` would scan the table
             rows = await self.db.execute_fetchall(
                 f"SELECT v.post_id, v.member_id, v.emoji FROM (VALUES {values}) AS k JOIN votes v "

@@ -172,6 +172,10 @@ def stored_message_ids(db: Path) -> set[int]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return {r[0] for r in con.execute("SELECT message_id FROM posts WHERE message_id IS NOT NULL")}
+    except sqlite3.OperationalError as exc:  # polled while the bot creates the file and migrates it: none yet
+        if "no such table" not in str(exc):
+            raise
+        return set()
     finally:
         con.close()
 

@@ -145,3 +145,19 @@ def test_quantization_line_says_what_was_chosen_and_why(env_file, monkeypatch):
     monkeypatch.setattr("bot.engine.model.bnb_unsupported", lambda mode, device: f"bitsandbytes 0.1 cannot run {mode}")
     refused = by_name(doctor.run_checks(env_file(KILROY_QUANTIZATION="8bit")))["torch"]
     assert not refused.ok and "bitsandbytes 0.1" in refused.detail and "KILROY_QUANTIZATION" in refused.fix
+
+
+def test_postgresql_database_reported_and_its_failures_named(env_file, postgres_server):
+    """KILROY_DATABASE_URL: the server's version and schema when it answers; the fix when it does not."""
+    url = postgres_server.new_database()
+    check = by_name(doctor.run_checks(env_file(KILROY_DATABASE_URL=url)))["database"]
+    from bot.storage import migrations
+
+    latest = max(n for n, _ in migrations("postgresql"))
+    assert check.ok and "PostgreSQL" in check.detail and f"schema {latest}" in check.detail
+    missing = postgres_server.url("no_such_database")
+    check = by_name(doctor.run_checks(env_file(KILROY_DATABASE_URL=missing)))["database"]
+    assert not check.ok and "createdb" in check.fix
+    down = "postgresql://kilroy:hunter2@127.0.0.1:1/kilroy"
+    check = by_name(doctor.run_checks(env_file(KILROY_DATABASE_URL=down)))["database"]
+    assert not check.ok and "hunter2" not in check.detail and "KILROY_DATABASE_URL" in check.fix

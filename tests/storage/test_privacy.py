@@ -1,10 +1,8 @@
 """Privacy in storage: forget-me across every table in one transaction, the opt-out, my-data, retention, audit."""
 
-import sqlite3
-
 from bot.storage import NewPost, Storage
 from bot.storage.privacy import REMOVED
-from tests.support.storage import mark_trained
+from tests.support.storage import mark_trained, rows_holding
 
 M = 424242424242424242  # the member who asks to be forgotten (distinctive: a scan cannot hit it by chance)
 OTHER = 7
@@ -42,28 +40,13 @@ async def seed(storage: Storage) -> None:
     await storage.add_audit("/adapter use", actor_id=OTHER, guild_id=9, detail="v0001", at=5.0)
 
 
-def rows_holding(db_path, needles) -> list[tuple[str, str]]:
-    found = []
-    with sqlite3.connect(db_path) as db:
-        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-            for col in [r[1] for r in db.execute(f"PRAGMA table_info({table})")]:
-                for needle in needles:
-                    n = db.execute(
-                        f"SELECT COUNT(*) FROM {table} WHERE {col} = ? OR instr(CAST({col} AS TEXT), ?) > 0",
-                        (needle, str(needle)),
-                    ).fetchone()[0]
-                    if n:
-                        found.append((table, col))
-    return found
-
-
-async def test_forget_me_leaves_no_row_holding_the_member(tmp_path):
+async def test_forget_me_leaves_no_row_holding_the_member(database):
     """Every table: votes, events, replies, story lines and opening redacted, started_by cleared, prompts holding
     their words blanked (and never trained on), their id out of runs and the audit trail; others' data stays."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as storage:
         await seed(storage)
-        assert rows_holding(path, [M])  # the scan does find the member before
+        assert await rows_holding(path, [M])  # the scan does find the member before
         done = await storage.forget_member(M, at=10.0)
         assert done["votes"] == 1 and done["reaction events"] == 1 and done["replies"] == 1
         assert done["story lines"] == 1 and done["stories started"] == 1 and done["prompts redacted"] == 2
@@ -73,12 +56,12 @@ async def test_forget_me_leaves_no_row_holding_the_member(tmp_path):
         assert [(v.member_id, v.emoji) for v in records[0].votes] == [(OTHER, "👍")]
         story = await storage.active_story(5)
         assert story.opening == REMOVED and [ln.text for ln in story.lines][::2] == [REMOVED, "other words"]
-    assert rows_holding(path, [M, "My secret"]) == []
+    assert await rows_holding(path, [M, "My secret"]) == []
 
 
-async def test_opt_out_survives_reopen_and_can_be_lifted(tmp_path):
+async def test_opt_out_survives_reopen_and_can_be_lifted(database):
     """After forget-me, a replayed vote or reply is dropped, also after reopening; /opt-in lifts it."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as storage:
         await storage.add_post(post(1))
         await storage.forget_member(M, at=1.0)
@@ -159,10 +142,10 @@ async def test_my_data_lists_trial_decisions_runs_and_prompts(storage):
     assert str(M) not in storage.member_label(M)
 
 
-async def test_an_operators_id_is_stored_as_a_label_and_forgotten(tmp_path):
+async def test_an_operators_id_is_stored_as_a_label_and_forgotten(database):
     """Regression (issue 23, item 4): trials.decided_by held 'user:<id>' (shown raw, kept after forget-me), and a
     forgotten operator's audit rows read as 'dashboard'. Old 'user:<id>' rows get the label when opened."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as storage:
         args = dict(candidate="v2", incumbent="v1", run_id=None, share=0.5, alpha=0.05, max_posts=10, seed=1,
                     baselines={}, at=1.0)  # fmt: skip
@@ -182,7 +165,7 @@ async def test_an_operators_id_is_stored_as_a_label_and_forgotten(tmp_path):
         assert (await storage.get_trial(new)).decided_by == "[a forgotten member]"
         await storage.add_audit("/retrain", actor_id=M, guild_id=9, detail=f"by {M}", at=6.0)
         assert (await storage.audit_entries())[0]["actor"] == "[a forgotten member]"
-    assert rows_holding(path, [M, label]) == []
+    assert await rows_holding(path, [M, label]) == []
 
 
 async def test_the_database_file_is_created_owner_only(tmp_path):

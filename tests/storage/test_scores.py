@@ -34,7 +34,7 @@ replies = st.lists(st.tuples(st.integers(0, POSTS - 1), st.integers(1, MEMBERS))
 
 
 async def _scores(
-    path: Path, formula: ScoreFormula, reactions: list, removed: list[int], replies: list
+    path: Path | str, formula: ScoreFormula, reactions: list, removed: list[int], replies: list
 ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """Each post's score three ways: score_post on its record, the dashboard's SQL and /stats' SQL."""
     async with Storage.open(path) as storage:
@@ -71,6 +71,25 @@ def test_sql_scores_equal_the_python_formula_on_random_engagement(formula, react
     the dashboard's and /stats' SQL scores equal score_post on every post."""
     with tempfile.TemporaryDirectory() as tmp:
         python, dashboard, stats = asyncio.run(_scores(Path(tmp) / "k.db", formula, reactions, removed, replies))
+    _same(python, dashboard, stats)
+
+
+# fewer examples: the formula's logic is searched on SQLite above; here the other engine's arithmetic, casts and AVG
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(formula=formulas, reactions=reactions, removed=removals, replies=replies)
+def test_postgresql_scores_equal_the_python_formula_on_random_engagement(
+    postgres_server, formula, reactions, removed, replies
+):
+    """The same on PostgreSQL: its SQL (typed parameters, its own AVG and SUM) gives score_post's scores."""
+    url = postgres_server.new_database()
+    try:
+        python, dashboard, stats = asyncio.run(_scores(url, formula, reactions, removed, replies))
+    finally:
+        postgres_server.drop_database(url)
+    _same(python, dashboard, stats)
+
+
+def _same(python: dict[int, float], dashboard: dict[int, float], stats: dict[int, float]) -> None:
     assert set(python) == set(dashboard) == set(stats) and len(python) == POSTS
     for post_id, expected in python.items():
         assert math.isclose(dashboard[post_id], expected, abs_tol=1e-9), (post_id, dashboard[post_id], expected)

@@ -2,8 +2,9 @@ import sqlite3
 
 import pytest
 
-from bot.storage import NewPost, Storage, StoryExists
-from tests.support.storage import get_post, mark_trained, number_of_posts, post_by_message
+from bot.storage import NewPost, Storage, StoryExists, migrations
+from bot.storage._conn import IntegrityError, connect
+from tests.support.storage import get_post, mark_trained, migrate_to, number_of_posts, post_by_message
 
 
 def post(message_id: int, channel: int = 1, at: float = 100.0) -> NewPost:
@@ -28,9 +29,9 @@ async def test_migrates_fresh_db_to_latest(storage):
     assert await storage.schema_version() >= 1
 
 
-async def test_migrations_resume_on_existing_db(tmp_path):
+async def test_migrations_resume_on_existing_db(database):
     """Reopening an existing database keeps its data and applies nothing twice."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as s:
         await s.add_post(post(1))
         version = await s.schema_version()
@@ -40,11 +41,12 @@ async def test_migrations_resume_on_existing_db(tmp_path):
 
 
 async def test_wal_and_foreign_keys(storage):
-    """The database runs in WAL mode with foreign keys enforced."""
-    async with storage.db.execute("PRAGMA journal_mode") as cur:
-        assert (await cur.fetchone())[0] == "wal"
-    async with storage.db.execute("PRAGMA foreign_keys") as cur:
-        assert (await cur.fetchone())[0] == 1
+    """The database runs in WAL mode (SQLite) with foreign keys enforced (both)."""
+    if not storage.dialect.postgres:
+        async with storage.db.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone())[0] == "wal"
+    with pytest.raises(IntegrityError):
+        await storage.db.execute("INSERT INTO votes (post_id, member_id, emoji, at) VALUES (12345, 1, 'x', 1.0)")
 
 
 async def test_same_message_id_twice_keeps_one_post(storage):
@@ -236,53 +238,90 @@ async def test_a_write_cancelled_at_begin_does_not_wedge_the_connection(tmp_path
 
 def test_migration_numbers_have_no_gaps():
     """The runner applies numbers above the stored version: a gap (0005 shipped before 0003) would skip one forever."""
-    from bot.storage import migrations
-
     numbers = [n for n, _ in migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
 
 
-async def test_migration_rewrites_animated_custom_emoji_keys(tmp_path):
+def test_every_migration_is_ported_to_postgresql():
+    """Each numbered SQLite migration has its PostgreSQL port, under the same number and name
+    (bot/storage/migrations/postgresql/, see README "PostgreSQL"): a schema change lands on both backends."""
+    from importlib import resources
+
+    folder = resources.files("bot.storage") / "migrations"
+
+    def names(f):
+        return sorted(e.name for e in f.iterdir() if e.name.endswith(".sql"))
+
+    assert names(folder / "postgresql") == names(folder)
+    assert [n for n, _ in migrations("postgresql")] == [n for n, _ in migrations()]
+
+
+async def test_a_write_cancelled_while_waiting_for_a_lock_does_not_wedge_postgresql(postgres_server):
+    """PostgreSQL: a transaction cancelled while its statement waits for another session's lock is rolled back
+    whole (the statement runs to its end first, never cut off on the server), and the connection keeps working."""
+    import asyncio
+
+    import asyncpg
+
+    url = postgres_server.new_database()
+    async with Storage.open(url) as storage:
+        other = await asyncpg.connect(url)
+        blocker = other.transaction()
+        await blocker.start()
+        await other.execute("LOCK TABLE training_runs IN ACCESS EXCLUSIVE MODE")
+
+        async def write() -> None:
+            async with storage.transaction() as db:
+                await db.execute("INSERT INTO training_runs (reason, status, started_at) VALUES ('x', 'done', 0)")
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.3)  # the INSERT now waits for the lock
+        task.cancel()
+        await asyncio.sleep(0.2)
+        await blocker.rollback()
+        await other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        acked = await storage.add_post(NewPost(channel_id=1, text="kept", adapter="base", created_at=1.0, message_id=9))
+        await storage.start_run("next", at=2.0)
+        assert not storage.db.in_transaction
+    async with Storage.open(url) as storage:
+        post = await get_post(storage, acked)
+        assert post is not None and post.text == "kept"
+        assert [r.reason for r in await storage.runs()] == ["next"]  # the cancelled insert never landed
+
+
+async def test_migration_rewrites_animated_custom_emoji_keys(bare_database):
     """Votes stored as <a:name:id> before 0006 become <:name:id>, so their removals match; a duplicate collapses."""
-    import sqlite3
-
-    from bot.storage import Storage, migrations
-
-    path = tmp_path / "k.db"
-    with sqlite3.connect(path) as db:  # a database as version 5 left it (before 0006)
-        for number, sql in migrations():
-            if number <= 5:
-                db.executescript(sql)
-        db.execute("PRAGMA user_version = 5")
-        db.execute(
-            "INSERT INTO posts (id, message_id, channel_id, kind, text, adapter, created_at) "
-            "VALUES (1, 1, 1, 'post', 't', 'base', 1.0)"
-        )
-        for member, emoji in ((1, "<a:kilroy:7>"), (2, "<a:kilroy:7>"), (2, "<:kilroy:7>")):
-            db.execute("INSERT INTO votes (post_id, member_id, emoji, at) VALUES (1, ?, ?, 1.0)", (member, emoji))
+    path = bare_database
+    await migrate_to(path, 5)  # as if 0006 had not run yet
+    db = await connect(path)
+    await db.execute(
+        "INSERT INTO posts (id, message_id, channel_id, kind, text, adapter, created_at) "
+        "VALUES (1, 1, 1, 'post', 'x', 'base', 1.0)"
+    )
+    await db.executemany(
+        "INSERT INTO votes (post_id, member_id, emoji, at) VALUES (1, ?, ?, 1.0)",
+        [(1, "<a:kilroy:7>"), (2, "<a:kilroy:7>"), (2, "<:kilroy:7>")],
+    )
+    await db.close()
     async with Storage.open(path) as storage:
         rows = await storage.db.execute_fetchall("SELECT member_id, emoji FROM votes ORDER BY member_id")
     assert [tuple(r) for r in rows] == [(1, "<:kilroy:7>"), (2, "<:kilroy:7>")]
     assert len(list(migrations())) >= 6
 
 
-async def test_migration_names_the_gate_verdict_accepted(tmp_path):
+async def test_migration_names_the_gate_verdict_accepted(bare_database):
     """training_runs.promoted held the gate's verdict, not whether the adapter served: 0007 renames it `accepted`,
     keeping every row's value."""
-    import sqlite3
-
-    from bot.storage import Storage, migrations
-
-    path = tmp_path / "k.db"
-    with sqlite3.connect(path) as db:  # a database as version 6 left it
-        for number, sql in migrations():
-            if number <= 6:
-                db.executescript(sql)
-        db.execute("PRAGMA user_version = 6")
-        db.execute(
-            "INSERT INTO training_runs (reason, status, started_at, adapter, promoted, stage) "
-            "VALUES ('nightly', 'done', 1.0, 'v0001', 1, 'kept')"
-        )
+    path = bare_database
+    await migrate_to(path, 6)  # a database as version 6 left it
+    db = await connect(path)
+    await db.execute(
+        "INSERT INTO training_runs (reason, status, started_at, adapter, promoted, stage) "
+        "VALUES ('nightly', 'done', 1.0, 'v0001', 1, 'kept')"
+    )
+    await db.close()
     async with Storage.open(path) as storage:
         (run,) = await storage.runs()
     assert run.accepted is True and run.stage == "kept"

@@ -1,12 +1,11 @@
 """Trials persist: one running at a time, posts keep their arm, everything survives a reopen."""
 
-import sqlite3
-
 import pytest
 
 from bot.domain.scoring import Baseline
-from bot.storage import NewPost, Storage, TrialActive, migrations
-from tests.support.storage import post_by_message
+from bot.storage import NewPost, Storage, TrialActive
+from bot.storage._conn import connect
+from tests.support.storage import migrate_to, post_by_message
 
 
 def _post(message_id: int, *, trial_id=None, arm=None, at: float = 100.0) -> NewPost:
@@ -37,9 +36,9 @@ async def _start(s: Storage, **over) -> int:
     return await s.start_trial(**args)
 
 
-async def test_trial_and_arms_survive_a_reopen(tmp_path):
+async def test_trial_and_arms_survive_a_reopen(database):
     """A running trial, its frozen baselines and each post's arm are there after a restart."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as s:
         tid = await _start(s)
         await s.add_post(_post(1, trial_id=tid, arm="candidate"))
@@ -68,18 +67,16 @@ async def test_only_one_trial_runs_and_a_verdict_is_final(storage):
     assert (await _start(storage)) != tid
 
 
-async def test_trial_migration_applies_over_an_older_database(tmp_path):
+async def test_trial_migration_applies_over_an_older_database(bare_database):
     """A database at schema 1 with posts gains the trial columns and keeps its posts."""
-    path = tmp_path / "old.db"
-    con = sqlite3.connect(path)
-    first = dict(migrations())[1]
-    con.executescript(f"BEGIN;\n{first}\nPRAGMA user_version = 1;\nCOMMIT;")
-    con.execute(
+    path = bare_database
+    await migrate_to(path, 1)
+    db = await connect(path)
+    await db.execute(
         "INSERT INTO posts (message_id, channel_id, kind, text, adapter, created_at) "
         "VALUES (5, 1, 'post', 'x', 'base', 1.0)"
     )
-    con.commit()
-    con.close()
+    await db.close()
     async with Storage.open(path) as s:
         assert await s.schema_version() >= 3
         old = await post_by_message(s, 5)

@@ -2,11 +2,11 @@
 
 import asyncio
 import random
-import sqlite3
 
 import pytest
 
 from bot.storage import NewPost, Storage
+from bot.storage._conn import DatabaseError
 
 OURS = (1, 2)  # message ids of our posts; 3 is someone else's message
 M, OTHER = 42, 43
@@ -58,8 +58,15 @@ async def stored_events(storage: Storage) -> list[tuple]:
 
 
 async def count_begins(storage: Storage) -> list[str]:
+    """Every transaction the storage opens from now on (either backend) appends 'BEGIN'."""
     statements: list[str] = []
-    await storage.db.set_trace_callback(statements.append)
+    begin = storage.db.begin
+
+    async def counted() -> None:
+        statements.append("BEGIN")
+        await begin()
+
+    storage.db.begin = counted
     return statements
 
 
@@ -80,7 +87,7 @@ async def test_a_concurrent_burst_ends_as_the_sequential_replay(storage):
     assert answers == expected_answers
     assert await stored_votes(storage) == expected_votes
     assert await stored_events(storage) == [op for op in ops if op[0] in OURS]
-    assert statements.count("BEGIN IMMEDIATE") <= 6  # group commit: a few batches, not one transaction an event
+    assert statements.count("BEGIN") <= 6  # group commit: a few batches, not one transaction an event
 
 
 async def test_add_remove_add_in_one_batch_keeps_the_vote_with_the_last_adds_time(storage):
@@ -97,7 +104,7 @@ async def test_add_remove_add_in_one_batch_keeps_the_vote_with_the_last_adds_tim
         storage.remove_vote(1, OTHER, "👍", at=7.0),
     )
     assert answers == [True, True, False, False, True, True]
-    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("BEGIN") == 1
     assert await stored_votes(storage) == {(1, M, "❤️"): 3.0}
 
 
@@ -153,14 +160,23 @@ async def test_a_forget_me_racing_a_burst_leaves_none_of_the_members_rows(storag
 async def test_a_failing_batch_raises_in_its_callers_and_the_next_batch_works(storage):
     """A batch that fails is rolled back whole, every caller gets the error, and later events are written."""
     await add_posts(storage)
-    await storage.db.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON reaction_events WHEN NEW.emoji = 'boom' "
-        "BEGIN SELECT RAISE(ABORT, 'boom'); END"
-    )
+    if storage.dialect.postgres:
+        await storage.db.execute(
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN IF NEW.emoji = ''boom'' THEN RAISE EXCEPTION ''boom''; END IF; RETURN NEW; END'"
+        )
+        await storage.db.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON reaction_events FOR EACH ROW EXECUTE FUNCTION boom()"
+        )
+    else:
+        await storage.db.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON reaction_events WHEN NEW.emoji = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
     answers = await asyncio.gather(
         storage.add_vote(1, M, "❤️", at=1.0), storage.add_vote(1, OTHER, "boom", at=2.0), return_exceptions=True
     )
-    assert all(isinstance(a, sqlite3.DatabaseError) for a in answers)
+    assert all(isinstance(a, DatabaseError) for a in answers)
     assert await stored_votes(storage) == {}
     assert await storage.add_vote(1, M, "❤️", at=3.0) is True
     assert await stored_votes(storage) == {(1, M, "❤️"): 3.0}
@@ -176,9 +192,9 @@ async def test_a_cancelled_caller_still_has_its_event_written(storage):
     assert await stored_votes(storage) == {(1, M, "❤️"): 1.0}
 
 
-async def test_closing_storage_writes_the_queued_events(tmp_path):
+async def test_closing_storage_writes_the_queued_events(database):
     """Storage closing with events queued writes them first; after closing, a new event fails loudly."""
-    path = tmp_path / "k.db"
+    path = database
     async with Storage.open(path) as storage:
         await add_posts(storage)
         tasks = [asyncio.create_task(storage.add_vote(1, u, "❤️", at=1.0)) for u in range(1000)]

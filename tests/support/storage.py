@@ -4,8 +4,10 @@ posts trained outside a run, or appends a lone story line): kept here so that bo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
-from bot.storage import Post, Storage
+from bot.storage import Post, Storage, migrations
+from bot.storage._conn import connect
 from bot.storage.posts import _post
 
 
@@ -57,3 +59,41 @@ async def add_story_line(
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (story_id, seq, speaker, text, member_id, post_id, at),
         )
+
+
+async def migrate_to(target: Path | str, number: int) -> None:
+    """Apply this backend's migrations up to `number` only: a database as an older release left it."""
+    db = await connect(target)
+    try:
+        await db.apply_migrations([m for m in migrations(db.dialect.name) if m[0] <= number])
+    finally:
+        await db.close()
+
+
+async def rows_holding(target: Path | str, needles: Iterable[object]) -> list[tuple[str, str]]:
+    """Every (table, column) of the database where a value equals or contains one of `needles` (either backend)."""
+    needles = list(needles)
+    found = []
+    db = await connect(target)
+    try:
+        if db.dialect.postgres:
+            columns = await db.execute_fetchall(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+                "ORDER BY table_name, ordinal_position"
+            )
+        else:
+            columns = []
+            for (table,) in await db.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                columns += [(table, r[1]) for r in await db.execute_fetchall(f"PRAGMA table_info({table})")]
+        for table, col in columns:
+            for needle in needles:
+                text = f"CAST({col} AS TEXT)"
+                rows = await db.execute_fetchall(
+                    f"SELECT COUNT(*) FROM {table} WHERE {text} = ? OR {db.dialect.instr(text, '?')} > 0",
+                    (str(needle), str(needle)),
+                )
+                if rows[0][0]:
+                    found.append((str(table), str(col)))
+    finally:
+        await db.close()
+    return found
