@@ -18,7 +18,8 @@ class RunsMixin(StorageBase):
         """Open a training-run row for a community's lineage (None: no community, as before issue 24); return its id."""
         async with self._write:
             cur = await self.db.execute(
-                "INSERT INTO training_runs (reason, status, started_at, community) VALUES (?, 'running', ?, ?) RETURNING id",
+                "INSERT INTO training_runs (reason, status, started_at, community) VALUES (?, 'running', ?, ?) "
+                "RETURNING id",
                 (reason, at, community),
             )
             (run_id,) = await cur.fetchall()
