@@ -162,7 +162,7 @@ async def open_services(
     hooks = BotHooks()
     clock = time.time
     try:
-        async with Storage.open(settings.db_path) as storage:
+        async with Storage.open(settings.database) as storage:
             serving = AdapterService(store, generator)
             # trial starts and decisions go to KILROY_LOG_CHANNEL_ID once the bot plugs in
             trials = TrialService(storage, serving, generator, settings, clock=clock, announce=hooks.announce)
@@ -309,6 +309,6 @@ async def open_shell_services(settings: Settings) -> AsyncIterator[ShellServices
     lock, so this cannot race it). With A/B trials on, a gate-passing candidate waits for the bot, whose next start
     puts it on trial."""
     store = adapter_store(settings)
-    async with Storage.open(settings.db_path) as storage:
+    async with Storage.open(settings.database) as storage:
         training = TrainingRunner(settings, storage, store, in_process=True, defer_to_trial=settings.trials.share > 0)
         yield ShellServices(settings=settings, storage=storage, adapter_store=store, training=training)

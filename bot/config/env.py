@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MAX_WEIGHT = 100.0  # the largest |weight| an emoji or a reply may carry
@@ -69,6 +70,7 @@ class Kind:
     example: str = ""  # the error's example when the default's own text is no help
     strip: bool = True  # surrounding whitespace is not part of the value, and a blank value means the default
     numeric: bool = False  # has bounds: every numeric declaration names its lowest and highest value
+    quote: Callable[[str], str] = repr  # the rejected text as an error shows it (a URL's password is left out)
 
 
 def _bounded(x: float, low: float | None, high: float | None) -> None:
@@ -180,6 +182,41 @@ TEXT = Kind("text", "text", lambda v, s: v)
 VERBATIM = Kind("verbatim", "text", lambda v, s: v, strip=False)  # spaces are kept; only an empty value defaults
 PATH = Kind("path", "a path", lambda v, s: Path(v), show=_show)
 SECRET = Kind("secret", "a secret", lambda v, s: Secret(v), show=lambda v: "")  # never written out
+
+
+def hide_password(url: str) -> str:
+    """A URL with its password replaced by `***` (for errors and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+def _database_url(value: str, spec: Spec) -> Secret:
+    """A PostgreSQL URL: postgresql://USER:PASSWORD@HOST:PORT/DBNAME, or a unix socket folder as ?host=/run/..."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"the scheme must be postgresql://, not {parts.scheme + '://' if parts.scheme else 'none'}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise ValueError("the port must be a number") from exc
+    if not (parts.hostname or "host=" in parts.query):
+        raise ValueError("name the server: postgresql://USER:PASSWORD@HOST:5432/DBNAME")
+    if not parts.path.strip("/"):
+        raise ValueError("name the database after the host: .../DBNAME")
+    return Secret(value)
+
+
+DATABASE_URL = Kind(
+    "database url",
+    "a PostgreSQL URL",
+    _database_url,
+    show=lambda v: "",
+    example="postgresql://kilroy:PASSWORD@localhost:5432/kilroy",
+    quote=lambda v: repr(hide_password(v)),
+)
 IDS_EXAMPLE = "123456789012345678,234567890123456789"
 IDS = Kind("ids", "a comma-separated list of Discord ids", _ids, show=_show, example=IDS_EXAMPLE)
 ONE_ID = Kind("id", "a comma-separated list of Discord ids", _one_id, show=_show, example=IDS_EXAMPLE)
@@ -353,5 +390,7 @@ class _Reader:
             detail = f" ({exc})" if str(exc) and "invalid literal" not in str(exc) else ""
             expected = spec.expected or spec.kind.expected
             example = spec.example or spec.kind.example or spec.kind.show(default)
-            self.problems.append(f"{spec.env}={value!r} is not {expected}{detail}; set it to e.g. {example} in .env")
+            self.problems.append(
+                f"{spec.env}={spec.kind.quote(value)} is not {expected}{detail}; set it to e.g. {example} in .env"
+            )
             return default

@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.config import codec
 from bot.config.env import (
+    DATABASE_URL,
     IDS,
     INTEGER,
     LEVEL,
@@ -37,6 +38,7 @@ from bot.config.env import (
     Secret,
     emoji_key,
     environment,
+    hide_password,
     read,
     section,
     setting,
@@ -553,6 +555,14 @@ class Settings:
         shown="",
         help="SQLite database (default: <KILROY_DATA_DIR>/kilroy.db).",
     )
+    database_url: Secret = setting(
+        "KILROY_DATABASE_URL",
+        Secret(""),
+        kind=DATABASE_URL,
+        help="PostgreSQL instead of the SQLite file: postgresql://USER:PASSWORD@HOST:5432/DBNAME (a unix socket: "
+        "postgresql://USER@/DBNAME?host=/run/postgresql). Empty: the SQLite file at KILROY_DB_PATH. "
+        "`kilroy migrate-db --to URL` copies an existing SQLite install into it.",
+    )
     adapters_dir: Path = setting("KILROY_ADAPTERS_DIR", Path("adapters"), help="LoRA adapter versions.")
     log_level: str = setting(
         "KILROY_LOG_LEVEL",
@@ -591,8 +601,21 @@ class Settings:
         assert settings is not None
         return settings
 
+    @property
+    def database(self) -> Path | str:
+        """What the storage opens: the PostgreSQL URL when KILROY_DATABASE_URL is set, else the SQLite file."""
+        return self.database_url.get() or self.db_path
+
+    @property
+    def database_shown(self) -> str:
+        """The database as logs and messages name it: the URL without its password, or the file."""
+        return hide_password(self.database_url.get()) if self.database_url else str(self.db_path)
+
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with top-level fields changed."""
+        """Return a copy with top-level fields changed. A new `db_path` means that SQLite file (a simulation's
+        scratch database, the terminal story's ':memory:'): it also clears KILROY_DATABASE_URL unless given."""
+        if "db_path" in changes and "database_url" not in changes:
+            changes["database_url"] = Secret("")
         return dataclasses.replace(self, **changes)
 
     def check_context(self, context_size: int) -> None:

@@ -47,6 +47,12 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def database_env(settings: Settings) -> dict[str, str]:
+    """KILROY_DATABASE_URL for the worker when the bot runs on PostgreSQL (empty for SQLite: the path is a setting)."""
+    url = settings.database_url.get()
+    return {"KILROY_DATABASE_URL": url} if url else {}
+
+
 class TrainingRunner:
     """Runs one training at a time (across processes) and promotes its candidate through `Promoter`."""
 
@@ -141,7 +147,8 @@ class TrainingRunner:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=child_env(self.env),
+            # the one secret the worker needs: its database (settings on stdin leave secrets out)
+            env=child_env(self.env) | database_env(self.settings),
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(json.dumps(self.settings.to_json()).encode())

@@ -41,17 +41,22 @@ def share_cores() -> int:
 
 
 async def _main(reason: str, now: float | None) -> int:
+    import os
+
     from bot.adapters.store import AdapterStore
+    from bot.config.env import Secret
     from bot.config.settings import Settings
     from bot.logs import setup_logging
     from bot.storage import Storage
     from bot.training.nightly import run_training
 
     settings = Settings.from_json(json.loads(sys.stdin.read()))
+    if os.environ.get("KILROY_DATABASE_URL"):  # the parent's PostgreSQL URL (runner.database_env): not on stdin
+        settings = settings.replace(database_url=Secret(os.environ["KILROY_DATABASE_URL"]))
     setup_logging(settings.log_level, settings.ops.log_format)
     share_cores()
     _emit(Progress("settings", settings=settings.to_json()))
-    async with Storage.open(settings.db_path) as storage:
+    async with Storage.open(settings.database) as storage:
         result = await run_training(
             settings, storage, AdapterStore(settings.adapters_dir), now=now, reason=reason, on_progress=_emit
         )
