@@ -33,6 +33,7 @@ from bot.ops.backup import nightly_backup
 from bot.privacy.service import PrivacyService
 from bot.storage import Storage
 from bot.stories.service import StoryService
+from bot.training.queue import QueueRunner
 from bot.training.runner import TrainingRunner
 from bot.trials.service import TrialService
 
@@ -77,7 +78,7 @@ class Services:
     adapter_store: AdapterStore  # the versions on disk and the pointer
     generator: Generator
     serving: AdapterService  # what the live model serves: activate, use, roll back
-    training: TrainingRunner
+    training: TrainingRunner | QueueRunner  # QueueRunner: KILROY_TRAINING_QUEUE=postgres
     stories: StoryService
     trials: TrialService
     privacy: PrivacyService
@@ -162,28 +163,39 @@ async def open_services(
     hooks = BotHooks()
     clock = time.time
     try:
-        async with Storage.open(settings.database) as storage:
+        async with contextlib.AsyncExitStack() as stack, Storage.open(settings.database) as storage:
+            queue = None
+            if settings.training.queue == "postgres" and not in_process_training:
+                from bot.training.queue import JobQueue
+
+                queue = await stack.enter_async_context(JobQueue.open(settings.database_url.get()))
             serving = AdapterService(store, generator)
             # trial starts and decisions go to KILROY_LOG_CHANNEL_ID once the bot plugs in
             trials = TrialService(storage, serving, generator, settings, clock=clock, announce=hooks.announce)
-            training = TrainingRunner(
-                settings,
-                storage,
-                store,
-                # activate and move the pointer under the adapter service's lock: no /adapter use in between
-                swap=serving.use,
-                trial=trials.on_candidate,
-                in_process=in_process_training,
-                backup=nightly_backup,
-            )
-            # the model thread takes every core, except while a training (here or in another process) runs
-            generator.contended = TrainingNow(training)
+            training: TrainingRunner | QueueRunner
+            if queue is not None:
+                training = QueueRunner(queue)  # `kilroy worker` trains and promotes; we swap on its notice
+            else:
+                training = TrainingRunner(
+                    settings,
+                    storage,
+                    store,
+                    # activate and move the pointer under the adapter service's lock: no /adapter use in between
+                    swap=serving.use,
+                    trial=trials.on_candidate,
+                    in_process=in_process_training,
+                    backup=nightly_backup,
+                )
+                # the model thread takes every core, except while a training (here or in another process) runs
+                generator.contended = TrainingNow(training)
             await training.reconcile()
             if adapter is not None:
                 await serving.activate(adapter)
             else:
                 log.info("serving adapter %s", await serving.restore())
                 await trials.restore()
+            if queue is not None:
+                stack.push_async_callback(_stop, asyncio.create_task(follow_promotions(settings, serving)))
             if freeze_heap:
                 # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event
                 # loop for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything
@@ -312,3 +324,58 @@ async def open_shell_services(settings: Settings) -> AsyncIterator[ShellServices
     async with Storage.open(settings.database) as storage:
         training = TrainingRunner(settings, storage, store, in_process=True, defer_to_trial=settings.trials.share > 0)
         yield ShellServices(settings=settings, storage=storage, adapter_store=store, training=training)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def follow_promotions(settings: Settings, serving: AdapterService, *, ready: asyncio.Event | None = None) -> None:
+    """KILROY_TRAINING_QUEUE=postgres: serve each adapter a `kilroy worker` promotes, without a restart. The worker
+    moved the pointer in the shared adapters folder; a notice missed while reconnecting is caught up from it."""
+    from bot.training.queue import listen_promotions
+
+    async def on_promoted(community: str | None, adapter: str) -> None:
+        # one lineage until per-community serving lands (issue 24): every notice is ours
+        if adapter != serving.active:
+            took = await serving.activate(adapter)
+            log.info("serving %s, promoted by a training worker (swap %.0f ms)", adapter, took * 1000)
+
+    async def catch_up() -> None:
+        current = serving.store.current()
+        if current != serving.active:
+            await on_promoted(None, current)
+
+    await listen_promotions(settings.database_url.get(), on_promoted, catch_up=catch_up, ready=ready)
+
+
+@dataclass
+class WorkerServices:
+    """What `kilroy worker` runs on: the database, the shared adapter store, a training runner per community."""
+
+    settings: Settings
+    storage: Storage
+    adapter_store: AdapterStore
+
+    def runner_for(self, community: str | None) -> TrainingRunner:
+        """The training path of one community's job, in this process (the worker is the training's own process),
+        with no live model: promotion checks the files and moves the pointer; the bots swap on the worker's notice.
+        With A/B trials on, a gate-passing candidate waits for a bot's next start (as with `kilroy train`)."""
+        # per-community lineages (issue 24) plug in here: TrainingRunner(..., community=community) on its store
+        return TrainingRunner(
+            self.settings,
+            self.storage,
+            self.adapter_store,
+            in_process=True,
+            defer_to_trial=self.settings.trials.share > 0,
+            backup=nightly_backup,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_worker_services(settings: Settings) -> AsyncIterator[WorkerServices]:
+    """`kilroy worker`'s services: the database and the adapters folder it shares with the bots."""
+    async with Storage.open(settings.database) as storage:
+        yield WorkerServices(settings=settings, storage=storage, adapter_store=adapter_store(settings))
