@@ -359,7 +359,7 @@ class PostgresConnection(Connection):
         query = to_postgres(sql)
         if _RETURNS_ROWS.search(sql):
             records = await self._run(self.raw.fetch(query, *args))
-            description = [(k,) for k in records[0].keys()]  # noqa: SIM118 (a Record) if records else []
+            description = [(k,) for k in records[0].keys()] if records else []  # noqa: SIM118 (a Record)
             return Result([tuple(r) for r in records], description, len(records))
         status = await self._run(self.raw.execute(query, *args))
         return Result([], [], _rowcount(status))
