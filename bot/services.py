@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.adapters.promotion import Promoter
 from bot.adapters.serving import AdapterService
 from bot.adapters.store import AdapterStore
 from bot.config.settings import Settings
@@ -174,7 +175,10 @@ async def open_services(
             trials = TrialService(storage, serving, generator, settings, clock=clock, announce=hooks.announce)
             training: TrainingRunner | QueueRunner
             if queue is not None:
-                training = QueueRunner(queue)  # `kilroy worker` trains and promotes; we swap on its notice
+                # `kilroy worker` trains and promotes; we swap on its notice. With A/B trials on it stops before
+                # serving, and this process (the one that asked) starts the guard or trial
+                promoter = Promoter(storage, store, swap=serving.use, trial=trials.on_candidate)
+                training = QueueRunner(queue, promote=promoter.apply if settings.trials.share > 0 else None)
             else:
                 training = TrainingRunner(
                     settings,
@@ -195,7 +199,8 @@ async def open_services(
                 log.info("serving adapter %s", await serving.restore())
                 await trials.restore()
             if queue is not None:
-                stack.push_async_callback(_stop, asyncio.create_task(follow_promotions(settings, serving)))
+                follow = follow_promotions(settings, serving, trials=trials)
+                stack.push_async_callback(_stop, asyncio.create_task(follow))
             if freeze_heap:
                 # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event
                 # loop for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything
@@ -332,7 +337,13 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def follow_promotions(settings: Settings, serving: AdapterService, *, ready: asyncio.Event | None = None) -> None:
+async def follow_promotions(
+    settings: Settings,
+    serving: AdapterService,
+    *,
+    trials: TrialService | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
     """KILROY_TRAINING_QUEUE=postgres: serve each adapter a `kilroy worker` promotes, without a restart. The worker
     moved the pointer in the shared adapters folder; a notice missed while reconnecting is caught up from it."""
     from bot.training.queue import listen_promotions
@@ -342,6 +353,8 @@ async def follow_promotions(settings: Settings, serving: AdapterService, *, read
         if adapter != serving.active:
             took = await serving.activate(adapter)
             log.info("serving %s, promoted by a training worker (swap %.0f ms)", adapter, took * 1000)
+        if trials is not None:
+            await trials.restore()  # a guard or trial another process started: both arms loaded and pinned here
 
     async def catch_up() -> None:
         current = serving.store.current()

@@ -202,9 +202,19 @@ class QueueRunner:
     `community` is the lineage trained (None: the whole bot, the layout before communities); one runner per
     community, like `TrainingRunner`."""
 
-    def __init__(self, queue: JobQueue, *, community: str | None = None) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        *,
+        community: str | None = None,
+        promote: Callable[[int], Awaitable[RunResult]] | None = None,
+    ) -> None:
         self.queue = queue
         self.community = community
+        # A/B trials on: the worker stops a gate-passing candidate before serving it (it has no live model, no
+        # trial); the asking bot runs the rest of the promotion sequence (`Promoter.apply`: guard or trial) and
+        # tells the other processes
+        self.promote = promote
         self._mine: int | None = None  # the job this process waits on
 
     @property
@@ -224,7 +234,12 @@ class QueueRunner:
         self._mine = job
         log.info("training job %d enqueued (%s)", job, reason)
         try:
-            return await self.queue.wait(job, on_progress)
+            result = await self.queue.wait(job, on_progress)
+            if self.promote is not None and result.run_id is not None and result.accepted and not result.promoted:
+                result = await self.promote(result.run_id)
+                if result.adapter is not None and (result.promoted or result.trial):
+                    await notify_promoted(self.queue.app, self.community, result.adapter, result.run_id)
+            return result
         finally:
             self._mine = None
 

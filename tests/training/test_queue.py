@@ -43,6 +43,7 @@ def queue_env(postgres_server, tiny_model_dir, tmp_path):
         "KILROY_DATABASE_URL": url,
         "KILROY_TRAINING_QUEUE": "postgres",
         "KILROY_WORKER_STALLED_SECONDS": "10",
+        "KILROY_AB_SHARE": "0",  # the worker promotes by itself (with trials on, the asking bot does)
         **OPEN_GATE,
     }
     yield env
@@ -56,9 +57,12 @@ class Workers:
         self.env, self.tmp_path, self.procs = env, tmp_path, []
 
     def start(self, name: str, **overrides: str) -> subprocess.Popen:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("KILROY_") and k != "DISCORD_TOKEN"
-        } | {**self.env, **overrides, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILROY_") and k != "DISCORD_TOKEN"} | {
+            **self.env,
+            **overrides,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
         log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "worker", "--name", name],
@@ -106,6 +110,11 @@ async def job_rows(queue: JobQueue) -> list[dict]:
     )
 
 
+def versions(settings: Settings, pattern: str = "v0*") -> list[str]:
+    """The adapter folders on disk matching `pattern`."""
+    return sorted(p.name for p in Path(settings.adapters_dir).glob(pattern))
+
+
 class FakeServing:
     """The bot's serving side as the promotion listener sees it: what serves, the pointer, a swap."""
 
@@ -135,10 +144,10 @@ async def test_a_job_is_trained_by_a_worker_and_its_result_and_promotion_come_ba
         runner = QueueRunner(queue)
         result = await asyncio.wait_for(runner.run("/retrain", events.append, now=DAY), 240)
         assert result.status == "done" and result.promoted and result.adapter == "v0001", workers.log("w1")
-        assert [e.kind for e in events][0] == "start" and any(e.stage == "train" for e in events)
+        assert events[0].kind == "start" and any(e.stage == "train" for e in events)
         assert AdapterStore(settings.adapters_dir).current() == "v0001"
         deadline = time.monotonic() + 10
-        while serving.active != "v0001" and time.monotonic() < deadline:
+        while serving.active != "v0001" and time.monotonic() < deadline:  # noqa: ASYNC110 - another process swaps
             await asyncio.sleep(0.05)
         assert serving.active == "v0001" and serving.swaps == ["v0001"]
         listener.cancel()
@@ -206,7 +215,7 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
             pytest.fail("the worker never reported a training step:\n" + workers.log("w1"))
         w1.send_signal(signal.SIGKILL)
         w1.wait()
-        assert not list(Path(settings.adapters_dir).glob("v0*"))  # nothing committed by the dead run
+        assert versions(settings) == []  # nothing committed by the dead run
         async with Storage.open(settings.database) as storage:
             assert len(await storage.post_records(untrained_only=True)) == 16  # nothing claimed by the dead run
         workers.start("w2", **{**env, "KILROY_EPOCHS": "1"})
@@ -215,7 +224,7 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
         (row,) = await job_rows(queue)
         assert row["status"] == "succeeded" and row["attempts"] == 1
     assert [i.name for i in store.list()] == ["v0001"]
-    assert not list(Path(settings.adapters_dir).glob(".tmp-*"))
+    assert versions(settings, ".tmp-*") == []
     async with Storage.open(settings.database) as storage:
         assert await storage.post_records(untrained_only=True) == []
         runs = {r.id: r for r in await storage.runs()}
