@@ -82,8 +82,26 @@ def queue_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
     return app
 
 
+class QueueUnavailable(RuntimeError):
+    """KILROY_TRAINING_QUEUE=postgres without the `scale` extra installed."""
+
+
+def require_queue() -> None:
+    """Raise QueueUnavailable, naming the fix, when procrastinate or psycopg is missing."""
+    try:
+        import procrastinate  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise QueueUnavailable(
+            f"KILROY_TRAINING_QUEUE=postgres needs procrastinate and psycopg ({exc}): install the scale extra "
+            "(scripts/install.sh .venv scale, or pip install 'procrastinate[psycopg]'), or set "
+            "KILROY_TRAINING_QUEUE=local"
+        ) from exc
+
+
 async def ensure_schema(url: str) -> None:
     """Install procrastinate's schema and the events table once (idempotent; safe from several processes)."""
+    require_queue()
     import psycopg
     from procrastinate.schema import SchemaManager
 

@@ -225,7 +225,7 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
         # procrastinate counts each run that ended: the killed one (ended by the retry) and the retry
         assert row["status"] == "succeeded" and row["attempts"] == 2
         assert "retrying it once" in workers.log("w2")
-    assert versions(settings) == ["v0001"]  # one version: the retry's
+    assert versions(settings) == ["v0001"] and store.current() == "v0001"  # one version: the retry's
     assert versions(settings, ".tmp-*") == []
     async with Storage.open(settings.database) as storage:
         assert await storage.post_records(untrained_only=True) == []
