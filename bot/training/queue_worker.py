@@ -43,13 +43,17 @@ TRAINING_LOCK = 0x4B54524E  # 'KTRN': one training at a time on one database
 RunnerFor = Callable[[str | None], "TrainingRunner"]
 
 
-async def retry_stalled(app: procrastinate.App, seconds: float) -> list[int]:
-    """Retry, once, each training job whose worker sent no heartbeat for `seconds`; fail it the second time."""
+async def retry_stalled(app: procrastinate.App, seconds: float, *, mine: int | None = None) -> list[int]:
+    """Retry, once, each training job whose worker sent no heartbeat for `seconds`; fail it the second time.
+    `mine`, the job this worker runs, is never among them: a training that starves our own heartbeat (a busy
+    CPU) must not look dead to ourselves."""
     from procrastinate.jobs import Status
 
     retried = []
     for job in await app.job_manager.get_stalled_jobs(task_name=TASK, seconds_since_heartbeat=seconds):
         assert job.id is not None
+        if job.id == mine:
+            continue
         try:
             if job.attempts >= 1:
                 await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
@@ -89,6 +93,7 @@ class JobRunner:
 
     def __init__(self, app: procrastinate.App, url: str, runner_for: RunnerFor, *, busy_wait: float = 2.0) -> None:
         self.app, self.url, self.runner_for, self.busy_wait = app, url, runner_for, busy_wait
+        self.running: int | None = None  # the job being run now
 
     async def __call__(
         self, context: procrastinate.JobContext, *, community: str | None = None, reason: str = "queued",
@@ -96,6 +101,13 @@ class JobRunner:
     ) -> None:  # fmt: skip
         job_id = context.job.id
         assert job_id is not None
+        self.running = job_id
+        try:
+            await self._run(job_id, context.job.attempts, community, reason, now)
+        finally:
+            self.running = None
+
+    async def _run(self, job_id: int, attempts: int, community: str | None, reason: str, now: float | None) -> None:
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[Progress | None] = asyncio.Queue()
 
@@ -110,7 +122,7 @@ class JobRunner:
                     log.warning("could not record a progress event of job %d", job_id, exc_info=True)
 
         relaying = asyncio.create_task(relay())
-        log.info("training job %d (%s, attempt %d): %s", job_id, community or "the bot", context.job.attempts + 1,
+        log.info("training job %d (%s, attempt %d): %s", job_id, community or "the bot", attempts + 1,
                  reason)  # fmt: skip
         try:
             runner = self.runner_for(community)
@@ -151,6 +163,7 @@ async def run_worker(
     stalled = settings.training.stalled_seconds
     await ensure_schema(url)
     app = queue_app(url)
+    job_runner = JobRunner(app, url, runner_for)
     async with app.open_async():
         await retry_stalled(app, stalled)
 
@@ -158,7 +171,7 @@ async def run_worker(
             while True:
                 await asyncio.sleep(stalled / 2)
                 try:
-                    await retry_stalled(app, stalled)
+                    await retry_stalled(app, stalled, mine=job_runner.running)
                 except Exception:
                     log.warning("could not look for stalled training jobs", exc_info=True)
 
@@ -171,7 +184,7 @@ async def run_worker(
             "listen_notify": True,
             "fetch_job_polling_interval": 5.0,
             "delete_jobs": "never",  # a finished job stays for the asker to read (and for the operator)
-            "additional_context": {"train": JobRunner(app, url, runner_for)},
+            "additional_context": {"train": job_runner},
             "update_heartbeat_interval": stalled / 4,
             "stalled_worker_timeout": stalled,
         }

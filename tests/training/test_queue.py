@@ -20,9 +20,8 @@ from bot.config.settings import Settings
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy
 from bot.training.queue import TASK, JobQueue, lock_of
+from bot.training.runner import TrainingFailed
 from tests.support.data import DAY, OPEN_GATE, seed_posts
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,6 +126,7 @@ class FakeServing:
         return 0.001
 
 
+@pytest.mark.slow
 async def test_a_job_is_trained_by_a_worker_and_its_result_and_promotion_come_back(queue_env, workers):
     """The asker gets the worker's progress and result; the promotion reaches this process, which swaps."""
     from bot.services import follow_promotions
@@ -170,6 +170,7 @@ async def test_a_second_job_for_a_busy_community_is_refused(queue_env):
         assert len(await job_rows(queue)) == 2
 
 
+@pytest.mark.slow
 async def test_two_workers_never_train_one_community_at_once(queue_env, workers):
     """Two jobs of one community (deferred straight through procrastinate, past the busy check) on two workers:
     never both running; both finish, the second finding nothing left to train."""
@@ -196,10 +197,11 @@ async def test_two_workers_never_train_one_community_at_once(queue_env, workers)
     assert first.promoted and second.status == "skipped"
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried_once(queue_env, workers):
     """SIGKILL during the training steps: no version committed, no post marked; a second worker retries the job
     once (its heartbeat stopped) and the retry trains every post, once."""
-    env = {**queue_env, "KILROY_EPOCHS": "30", "KILROY_WORKER_STALLED_SECONDS": "3"}
+    env = {**queue_env, "KILROY_EPOCHS": "30", "KILROY_WORKER_STALLED_SECONDS": "5"}
     settings = await seeded(env)
     store = AdapterStore(settings.adapters_dir)
     async with JobQueue.open(settings.database_url.get()) as queue:
@@ -219,7 +221,10 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
         async with Storage.open(settings.database) as storage:
             assert len(await storage.post_records(untrained_only=True)) == 16  # nothing claimed by the dead run
         workers.start("w2", **{**env, "KILROY_EPOCHS": "1"})
-        result = await asyncio.wait_for(queue.wait(job), 240)
+        try:
+            result = await asyncio.wait_for(queue.wait(job), 240)
+        except TrainingFailed:
+            pytest.fail(f"{workers.log('w1')}\n---\n{workers.log('w2')}")
         assert result.promoted and result.adapter == "v0001", workers.log("w2")
         (row,) = await job_rows(queue)
         # procrastinate counts each run that ended: the killed one (ended by the retry) and the retry
