@@ -185,3 +185,22 @@ def test_the_queue_needs_the_database_url(make_settings):
     with pytest.raises(ConfigError, match="KILROY_DATABASE_URL"):
         make_settings(KILROY_TRAINING_QUEUE="postgres")
     assert make_settings().training.queue == "local"
+
+
+async def test_the_doctor_checks_the_queue_and_its_workers(url, make_settings):
+    """kilroy doctor: local is fine; with the queue, no live worker is a failure naming `kilroy worker`, a worker's
+    heartbeat makes it pass, and an unreachable database names KILROY_DATABASE_URL."""
+    from bot.ops.doctor import queue_check
+
+    assert queue_check(make_settings()).ok
+    settings = make_settings(KILROY_DATABASE_URL=url, KILROY_TRAINING_QUEUE="postgres")
+    async with JobQueue.open(url) as queue:
+        await queue.enqueue(None, "nightly")
+        idle = await asyncio.to_thread(queue_check, settings)
+        assert not idle.ok and "kilroy worker" in idle.fix and "1 job(s) wait" in idle.detail
+        await queue.app.job_manager.register_worker()
+        assert (await asyncio.to_thread(queue_check, settings)).ok
+    missing = url.replace("/kilroy_test", "/no_such_db")
+    gone = make_settings(KILROY_DATABASE_URL=missing, KILROY_TRAINING_QUEUE="postgres")
+    down = await asyncio.to_thread(queue_check, gone)
+    assert not down.ok and "KILROY_DATABASE_URL" in down.fix
