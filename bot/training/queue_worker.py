@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+EVENTS_KEEP_DAYS = 7  # a job's progress rows are kept this long
 TRAINING_LOCK = 0x4B54524E  # 'KTRN': one training at a time on one database
 RunnerFor = Callable[[str | None], "TrainingRunner"]
 
@@ -129,7 +131,7 @@ class JobRunner:
             async with training_lock(self.url):
                 while True:
                     try:
-                        result = await runner.run(f"{reason} (job {job_id})", emit, now=now)
+                        result = await runner.run(reason, emit, now=now)  # 'nightly' takes the nightly backup
                         break
                     except TrainingBusy as exc:  # `kilroy train` on this machine's adapters folder
                         log.info("training job %d waits: %s", job_id, exc)
@@ -166,6 +168,9 @@ async def run_worker(
     job_runner = JobRunner(app, url, runner_for)
     async with app.open_async():
         await retry_stalled(app, stalled)
+        await app.connector.execute_query_async(  # the asker read them long ago
+            "DELETE FROM kilroy_training_events WHERE at < %(before)s", before=time.time() - EVENTS_KEEP_DAYS * 86400
+        )
 
         async def reap() -> None:
             while True:

@@ -142,7 +142,7 @@ async def test_a_job_is_trained_by_a_worker_and_its_result_and_promotion_come_ba
         from bot.training.queue import QueueRunner
 
         runner = QueueRunner(queue)
-        result = await asyncio.wait_for(runner.run("/retrain", events.append, now=DAY), 240)
+        result = await asyncio.wait_for(runner.run("/retrain", events.append, now=DAY), 600)
         assert result.status == "done" and result.promoted and result.adapter == "v0001", workers.log("w1")
         assert events[0].kind == "start" and any(e.stage == "train" for e in events)
         assert AdapterStore(settings.adapters_dir).current() == "v0001"
@@ -182,7 +182,7 @@ async def test_two_workers_never_train_one_community_at_once(queue_env, workers)
             await task.configure(lock=lock).defer_async(community=None, reason=reason, now=DAY)
         workers.start("w1")
         workers.start("w2")
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         most_running = 0
         while time.monotonic() < deadline:
             rows = await job_rows(queue)
@@ -207,7 +207,7 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
     async with JobQueue.open(settings.database_url.get()) as queue:
         job = await queue.enqueue(None, "nightly", now=DAY)
         w1 = workers.start("w1", **env)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if any(e.get("stage") == "train" for _, e in await queue.events(job)):
                 break
@@ -222,7 +222,7 @@ async def test_a_worker_killed_mid_training_loses_nothing_and_its_job_is_retried
             assert len(await storage.post_records(untrained_only=True)) == 16  # nothing claimed by the dead run
         workers.start("w2", **{**env, "KILROY_EPOCHS": "1"})
         try:
-            result = await asyncio.wait_for(queue.wait(job), 240)
+            result = await asyncio.wait_for(queue.wait(job), 600)
         except TrainingFailed:
             pytest.fail(f"{workers.log('w1')}\n---\n{workers.log('w2')}")
         assert result.promoted and result.adapter == "v0001", workers.log("w2")
