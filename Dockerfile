@@ -7,6 +7,8 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# scale: the training queue (KILROY_TRAINING_QUEUE=postgres, `kilroy worker`); empty for the smallest image
+ARG EXTRAS=scale
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -22,7 +24,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY scripts/install.sh scripts/install.sh
 COPY bot bot
 COPY cogs cogs
-RUN TORCH_INDEX="$TORCH_INDEX" sh scripts/install.sh /opt/venv \
+RUN TORCH_INDEX="$TORCH_INDEX" sh scripts/install.sh /opt/venv "$EXTRAS" \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/kilroy --create-home kilroy \
  && mkdir -p /var/lib/kilroy/data /var/lib/kilroy/adapters /var/lib/kilroy/hf /var/lib/kilroy/backups \
  && chown -R kilroy:kilroy /var/lib/kilroy

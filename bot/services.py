@@ -25,7 +25,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ from bot.storage import Storage
 from bot.stories.service import StoryService
 from bot.training.lock import TrainingBusy, TrainingLock
 from bot.training.night import Night, NightResult
+from bot.training.queue import JobQueue, QueueRunner
 from bot.training.runner import TrainingRunner
 from bot.trials.service import Pins, TrialService
 
@@ -108,15 +109,18 @@ class Communities:
         in_process: bool = False,
         backup: Callable[[Settings], object] | None = None,
         defer_to_trial: bool = False,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings, self.storage, self.lineages, self.generator = settings, storage, lineages, generator
+        self.queue = queue  # KILROY_TRAINING_QUEUE=postgres: trainings are jobs a `kilroy worker` runs
         self.hooks = hooks or BotHooks()
         self.clock, self.in_process, self.backup, self.defer_to_trial = clock, in_process, backup, defer_to_trial
         self.pins = Pins(generator) if generator is not None else None
         self._serving: dict[str, AdapterService] = {}
         self._trials: dict[str, TrialService] = {}
         self._runners: dict[str, TrainingRunner] = {}
-        self.night = Night(self.runner, storage, settings, skip=self._skip)
+        self._queued: dict[str, QueueRunner] = {}
+        self.night = Night(self.runner, storage, settings, skip=self._skip)  # type: ignore[arg-type]
 
     @staticmethod
     def of_guild(guild_id: int) -> str:
@@ -154,8 +158,23 @@ class Communities:
             )
         return found
 
-    def runner(self, community: str) -> TrainingRunner:
-        """A community's training runner: its posts, its parent (what serves it), its gate and promotion."""
+    def runner(self, community: str) -> TrainingRunner | QueueRunner:
+        """A community's training runner: its posts, its parent (what serves it), its gate and promotion. With the
+        queue (KILROY_TRAINING_QUEUE=postgres) a `QueueRunner` that enqueues a job carrying the community (a
+        `kilroy worker` runs that community's `local_runner`); with A/B trials on, this process (the one that asked)
+        runs the guard or trial of the worker's candidate through the local runner's promoter."""
+        if self.queue is None:
+            return self.local_runner(community)
+        queued = self._queued.get(community)
+        if queued is None:
+            promote = None
+            if self.settings.trials.share > 0 and self.generator is not None:
+                promote = self.local_runner(community).promoter.apply
+            queued = self._queued[community] = QueueRunner(self.queue, community=community, promote=promote)
+        return queued
+
+    def local_runner(self, community: str) -> TrainingRunner:
+        """A community's training path in this process (or its worker subprocess); `kilroy worker` runs jobs on it."""
         found = self._runners.get(community)
         if found is None:
             live = self.generator is not None
@@ -184,7 +203,10 @@ class Communities:
         return reference
 
     async def reconcile(self) -> list[str]:
-        """At start: finish every lineage's interrupted promotion, if no other process trains now."""
+        """At start: finish every lineage's interrupted promotion, if no other process trains now (with the queue,
+        the workers do it before each job)."""
+        if self.queue is not None:
+            return []
         lock = TrainingLock(self.settings.adapters_dir)
         try:
             lock.acquire("start-up reconcile")
@@ -194,7 +216,7 @@ class Communities:
         try:
             fixed: list[str] = []
             for community in self.lineages.communities():
-                fixed += await self.runner(community).promoter.reconcile()
+                fixed += await self.local_runner(community).promoter.reconcile()
             return fixed
         finally:
             lock.release()
@@ -252,7 +274,7 @@ class Services:
     adapter_store: AdapterStore  # the commons' versions on disk and its pointer
     generator: Generator
     serving: AdapterService  # what the live model serves by default (the commons): activate, use, roll back
-    training: TrainingRunner  # the commons' runner
+    training: TrainingRunner | QueueRunner  # the commons' runner (QueueRunner: KILROY_TRAINING_QUEUE=postgres)
     stories: StoryService
     trials: TrialService  # the commons' trials
     privacy: PrivacyService
@@ -343,7 +365,12 @@ async def open_services(
     hooks = BotHooks()
     clock = time.time
     try:
-        async with Storage.open(settings.database) as storage:
+        async with contextlib.AsyncExitStack() as stack, Storage.open(settings.database) as storage:
+            queue = None
+            if settings.training.queue == "postgres" and not in_process_training:
+                from bot.training.queue import JobQueue
+
+                queue = await stack.enter_async_context(JobQueue.open(settings.database_url.get()))
             # trial starts and decisions go to each server's log channel once the bot plugs in
             communities = Communities(
                 settings,
@@ -354,14 +381,17 @@ async def open_services(
                 clock=clock,
                 in_process=in_process_training,
                 backup=nightly_backup,
+                queue=queue,
             )
             serving, trials, training = (
                 communities.serving(COMMONS),
                 communities.trials(COMMONS),
                 communities.runner(COMMONS),
             )
-            # the model thread takes every core, except while a training (here or in another process) runs
-            generator.contended = TrainingNow(training)
+            if queue is None:
+                # the model thread takes every core, except while a training (here or in another process) runs
+                generator.contended = TrainingNow(communities.local_runner(COMMONS))
+            # queue: `kilroy worker` finishes interrupted promotions before each job, so nothing to do here
             await communities.reconcile()
             if adapter is not None and "/" in adapter:
                 await generator.use_adapter(adapter, None if adapter == BASE else lineages.path(adapter))
@@ -369,6 +399,14 @@ async def open_services(
                 await serving.activate(adapter)
             else:
                 log.info("serving adapters %s", await communities.restore())
+            if queue is not None:
+                follow = follow_promotions(
+                    settings,
+                    communities.serving,
+                    communities=communities.lineages.communities,
+                    trials_for=communities.trials,
+                )
+                stack.push_async_callback(_stop, asyncio.create_task(follow))
             if freeze_heap:
                 # torch and transformers leave a large, long-lived heap; a full GC pass over it stalled the event
                 # loop for ~200 ms during reaction bursts (benchmarks/gateway_burst.py). Freezing moves everything
@@ -506,4 +544,79 @@ async def open_shell_services(settings: Settings) -> AsyncIterator[ShellServices
             adapter_store=lineages.store(COMMONS),
             training=communities.runner(COMMONS),
             communities=communities,
+        )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def follow_promotions(
+    settings: Settings,
+    serving_for: Callable[[str], AdapterService],
+    *,
+    communities: Callable[[], Iterable[str]] = lambda: [COMMONS],
+    trials_for: Callable[[str], TrialService] | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """KILROY_TRAINING_QUEUE=postgres: serve each adapter a `kilroy worker` promotes, without a restart, in the
+    community it was trained for (`serving_for(community)`; a job without one: the commons). The worker moved the
+    pointer in the shared adapters folder; a notice missed while reconnecting is caught up from every lineage's."""
+    from bot.training.queue import listen_promotions
+
+    async def on_promoted(community: str | None, adapter: str) -> None:
+        community = community or COMMONS
+        serving = serving_for(community)
+        if adapter != serving.active:
+            took = await serving.activate(adapter)
+            log.info("serving %s for %s, promoted by a training worker (swap %.0f ms)", adapter, community, took * 1000)
+        if trials_for is not None:
+            # a guard or trial another process started: both arms loaded and pinned here
+            await trials_for(community).restore()
+
+    async def catch_up() -> None:
+        for community in communities():
+            serving = serving_for(community)
+            current = serving.store.current()
+            if current != serving.active:
+                await on_promoted(community, current)
+
+    await listen_promotions(settings.database_url.get(), on_promoted, catch_up=catch_up, ready=ready)
+
+
+@dataclass
+class WorkerServices:
+    """What `kilroy worker` runs on: the database, the shared adapters folder's lineages, a runner per community."""
+
+    settings: Settings
+    storage: Storage
+    adapter_store: AdapterStore  # the commons'
+    communities: Communities  # no live model: each lineage's runner, in this process
+
+    def runner_for(self, community: str | None) -> TrainingRunner:
+        """The training path of one community's job, in this process (the worker is the training's own process),
+        with no live model: promotion checks the files and moves the pointer; the bots swap on the worker's notice.
+        With A/B trials on, a gate-passing candidate waits for the asking bot (or a bot's next start). A job without
+        a community (enqueued before communities) trains the commons."""
+        return self.communities.local_runner(community or COMMONS)
+
+
+@contextlib.asynccontextmanager
+async def open_worker_services(settings: Settings) -> AsyncIterator[WorkerServices]:
+    """`kilroy worker`'s services: the database and the adapters folder (its lineages) it shares with the bots."""
+    async with Storage.open(settings.database) as storage:
+        lineages = await prepare_lineages(settings, storage)
+        communities = Communities(
+            settings,
+            storage,
+            lineages,
+            None,
+            in_process=True,
+            defer_to_trial=settings.trials.share > 0,
+            backup=nightly_backup,
+        )
+        yield WorkerServices(
+            settings=settings, storage=storage, adapter_store=lineages.store(COMMONS), communities=communities
         )

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from bot.cli import adapters, backup, doctor, generate, migrate_db, run, simulate, story, train
+from bot.cli import adapters, backup, doctor, generate, migrate_db, run, simulate, story, train, worker
 from bot.cli.common import HelpFormatter
 from bot.config.settings import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter)
 
-    for module in (run, simulate, train, generate, adapters, story, backup, migrate_db, doctor):
+    for module in (run, simulate, train, generate, adapters, story, backup, migrate_db, doctor, worker):
         module.add_parser(command)
     return p
 
@@ -61,6 +61,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "backup": backup.cmd_backup,
     "restore": backup.cmd_restore,
     "migrate-db": migrate_db.cmd_migrate_db,
+    "worker": worker.cmd_worker,
 }
 
 

@@ -417,6 +417,21 @@ class TrainingSettings:
         help="A night trains one server after another (most new settled posts first) until this many minutes have "
         "passed; a server that does not fit waits for the next night.",
     )
+    queue: str = setting(
+        "KILROY_TRAINING_QUEUE",
+        "local",
+        choices=("local", "postgres"),
+        help="local: train in a worker process beside the bot. postgres: the bot enqueues training jobs in "
+        "KILROY_DATABASE_URL (procrastinate) and `kilroy worker` processes, here or on a GPU machine sharing "
+        "KILROY_ADAPTERS_DIR, run them (README: Training on another machine).",
+    )
+    stalled_seconds: float = setting(
+        "KILROY_WORKER_STALLED_SECONDS",
+        60.0,
+        lo=2,
+        hi=3600,
+        help="A `kilroy worker` silent (no heartbeat) this long is taken for dead: its job is retried once.",
+    )
 
 
 @dataclass(frozen=True)
@@ -696,6 +711,11 @@ class Settings:
                 f"KILROY_DASHBOARD_TOKEN is {len(token)} characters long; a dashboard token needs at least "
                 f"{DASHBOARD_TOKEN_MIN_CHARS}: make one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(32))"`, or leave it empty for no dashboard'
+            )
+        if settings is not None and settings.training.queue == "postgres" and not settings.database_url:
+            problems.append(
+                "KILROY_TRAINING_QUEUE=postgres keeps its jobs in PostgreSQL: set KILROY_DATABASE_URL too "
+                "(postgresql://USER:PASSWORD@HOST:5432/DBNAME), or KILROY_TRAINING_QUEUE=local"
             )
         if problems:
             raise ConfigError(problems)

@@ -368,6 +368,47 @@ def http_check(s: Settings) -> Check:
     return Check("http port", True, f"{s.ops.http_host}:{s.ops.http_port} is free")
 
 
+def queue_check(s: Settings) -> Check:
+    """KILROY_TRAINING_QUEUE=postgres: the queue's packages, its database, and a live `kilroy worker`."""
+    if s.training.queue == "local":
+        return Check("training queue", True, "local: training runs in a worker process beside the bot")
+    from bot.training.queue import QueueUnavailable, psycopg_url, require_queue
+
+    try:
+        require_queue()
+    except QueueUnavailable as exc:
+        return Check("training queue", False, str(exc), "scripts/install.sh .venv scale")
+    import psycopg
+
+    try:
+        with psycopg.connect(psycopg_url(s.database_url.get()), connect_timeout=5, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() == (None,):
+                return Check("training queue", True, "not installed yet: the bot or a worker installs it at start")
+            workers = conn.execute(
+                "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
+                (s.training.stalled_seconds,),
+            ).fetchone()
+            waiting = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = 'training'"
+            ).fetchone()
+    except psycopg.Error as exc:
+        return Check(
+            "training queue",
+            False,
+            f"cannot reach the queue's database ({type(exc).__name__}: {str(exc).strip()[:200]})",
+            "check KILROY_DATABASE_URL (host, port, user, password) and that PostgreSQL accepts connections",
+        )
+    live, todo = (workers or (0,))[0], (waiting or (0,))[0]
+    if not live:
+        return Check(
+            "training queue",
+            False,
+            f"no `kilroy worker` has sent a heartbeat in the last {s.training.stalled_seconds:g} s; {todo} job(s) wait",
+            "start `kilroy worker` (README: Training on another machine), or set KILROY_TRAINING_QUEUE=local",
+        )
+    return Check("training queue", True, f"{live} live worker(s), {todo} job(s) waiting")
+
+
 CHECKS: tuple[Callable[[Settings], Check], ...] = (
     token_check,
     data_dir_check,
@@ -378,6 +419,7 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
     disk_check,
     torch_check,
     http_check,
+    queue_check,
 )
 
 
