@@ -1,0 +1,548 @@
+"""When one machine is not enough: PostgreSQL against SQLite, the single-process limit, and training capacity.
+
+    nice -n 5 python benchmarks/scale.py [--quick] [--json PATH] [--skip ingest,history,gateway,training]
+
+Starts its own PostgreSQL server (tests/support/postgres.py: the installed binaries, a unix socket, in /dev/shm
+where there is one) and puts the SQLite files on the same file system. The test server runs without fsync; here
+it is switched back on (fsync, full_page_writes) with `synchronous_commit=off`, the durability SQLite's WAL with
+`synchronous=NORMAL` has (a crash loses the last commits, never the database). Every ratio is against SQLite,
+measured in the same run.
+
+1. ingest: reaction events into storage through the group-commit writer (`add_vote`/`remove_vote`, one task an
+   event as a listener makes them; benchmarks/votes.py's events and injector): a burst of events at once
+   (throughput), then offered rates stepped up (1,000/s doubling), each for a few seconds, with the event loop's
+   lag p50/p99 (a 10 ms ticker). The storage limit is the highest step that keeps up (>= 90% of the offered rate)
+   with p99 lag <= 50 ms.
+2. gateway: the same steps through the real bot (discord.py client, the tiny model loaded, the loopback fake
+   Discord in the same process and loop, so the figures include the cost of producing the events): the
+   single-process limit a real bot meets first.
+3. history: benchmarks/service.py's 20k-post history (20k posts, 300k votes, 1M reaction events) built in SQLite,
+   copied into PostgreSQL by `migrate_db` (timed), then `/stats 365` (`Storage.stats_summary`) and forget-me
+   (`Storage.forget_member`, a different member each time), median of 3, with the worst loop lag.
+4. training: one community's night (`train_adapter` with the shipped settings: one channel posting hourly, 24
+   posts, batch 16, the gate's 256 samples a model) on the tiny model, timed whole, in a fresh process using every
+   core as a dedicated worker would; on GPT-2's 124M shape (random init, no hub) only a few pieces are measured (a
+   training step, a 16-sample draw, a 16-sample scoring pass) and the night is extrapolated from them, stated so.
+   Communities a night = the night budget (--night-hours, default 6) / one community's night.
+
+`--quick`: fewer, shorter steps, a 2k-post history, and the 124M pieces skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg
+
+from benchmarks.service import LagTicker, bench_settings, build_history, model_dir, timed
+from benchmarks.votes import inject, make_events, new_path
+from bot.domain.scoring import ScoreFormula
+from bot.storage import NewPost, Storage
+from tests.support.postgres import PostgresServer, start_server
+
+LAG_LIMIT_MS = 50.0
+KEEP_UP = 0.9  # a step keeps up when at least this share of the offered rate is stored in its time
+
+
+def lag_stats(ticker: LagTicker) -> dict[str, float]:
+    lags = sorted(ticker.lags) or [0.0]
+    return {"lag_p50_ms": statistics.median(lags), "lag_p99_ms": ticker.p99(), "lag_max_ms": lags[-1]}
+
+
+async def production_durability(server: PostgresServer) -> None:
+    """fsync and full-page writes on again (the test server turns them off); commits stay asynchronous."""
+    con = await asyncpg.connect(server.url("postgres"))
+    try:
+        for name, value in (("fsync", "on"), ("full_page_writes", "on"), ("synchronous_commit", "off")):
+            await con.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        await con.execute("SELECT pg_reload_conf()")
+    finally:
+        await con.close()
+
+
+class Backends:
+    """A fresh database per measurement: a SQLite file beside the server's data, or a PostgreSQL database."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        near = server.root.parent if server.root is not None else None
+        self.tmp = Path(tempfile.mkdtemp(prefix="kilroy-scale-", dir=near))
+        self._n = 0
+
+    def fresh(self, backend: str) -> Path | str:
+        self._n += 1
+        return self.tmp / f"k{self._n}.db" if backend == "sqlite" else self.server.new_database()
+
+
+# --- 1. ingest: the group-commit writer on both backends ------------------------------------------------------------
+
+
+async def ingest_once(target: Path | str, events: list, rate: float) -> dict[str, Any]:
+    """Inject `events` at `rate` (inf: all at once) into a fresh database; events/s until all are stored, lag."""
+    async with Storage.open(target) as s:
+        for mid in range(1, 51):
+            await s.add_post(NewPost(channel_id=1, text="p", adapter="base", created_at=0.0, message_id=mid))
+        await asyncio.sleep(0.05)
+        with LagTicker() as ticker:
+            await asyncio.sleep(0.02)
+            start = time.perf_counter()
+            await inject(lambda e: new_path(s, e), events, rate)
+            took = time.perf_counter() - start
+        logged = (await s.db.execute_fetchall("SELECT COUNT(*) FROM reaction_events"))[0][0]
+    return {"events": len(events), "stored": int(logged), "events_per_s": len(events) / took, **lag_stats(ticker)}
+
+
+def limit(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The highest step below the first that falls behind or lags past 50 ms p99 (None if the first already does)."""
+    best = None
+    for step in steps:
+        if step["events_per_s"] < KEEP_UP * step["offered"] or step["lag_p99_ms"] > LAG_LIMIT_MS:
+            break
+        best = step
+    return best
+
+
+async def ingest(backends: Backends, quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    burst = make_events(5_000 if quick else 20_000)
+    rates = [1000, 4000, 16000] if quick else [1000, 2000, 4000, 8000, 16000, 32000]
+    seconds = 1.5 if quick else 4.0
+    for backend in ("sqlite", "postgresql"):
+        b = await ingest_once(backends.fresh(backend), burst, math.inf)
+        steps = []
+        for rate in rates:
+            step = await ingest_once(backends.fresh(backend), make_events(int(rate * seconds), seed=rate), rate)
+            step["offered"] = rate
+            steps.append(step)
+            print(
+                f"  ingest {backend:10} {rate:6,}/s offered: {step['events_per_s']:7,.0f}/s stored, lag p50 "
+                f"{step['lag_p50_ms']:5.1f} p99 {step['lag_p99_ms']:6.1f} max {step['lag_max_ms']:6.1f} ms",
+                flush=True,
+            )
+            if step["events_per_s"] < 0.5 * rate:
+                break  # far behind: higher steps only take longer
+        out[backend] = {"burst": b, "steps": steps, "limit": limit(steps)}
+        print(f"  ingest {backend:10} burst of {len(burst):,}: {b['events_per_s']:,.0f}/s", flush=True)
+    return out
+
+
+# --- 2. gateway: the same steps through the real bot --------------------------------------------------------------
+
+
+async def gateway(backends: Backends, quick: bool) -> dict[str, Any]:
+    import random
+
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    from bot.config.env import Secret
+    from tests.support import e2e, fake_discord as fd
+
+    rates = [250, 1000] if quick else [250, 500, 1000, 2000, 4000]
+    seconds = 1.5 if quick else 4.0
+    out: dict[str, Any] = {}
+    for backend in ("sqlite", "postgresql"):
+        tmp = Path(tempfile.mkdtemp(prefix="kilroy-scale-bot-", dir=backends.tmp))
+        settings = bench_settings(tmp)
+        if backend == "postgresql":
+            settings = settings.replace(database_url=Secret(str(backends.fresh(backend))))
+        server = fd.FakeDiscord()
+        await server.start()
+        Route.BASE = server.base_url
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
+        steps = []
+        try:
+            async with e2e.running_bot(settings, server, freeze_heap=True, ready_timeout=60) as bot:
+                storage = bot.services.storage
+                message_ids = []
+                for i in range(50):
+                    mid = fd.snowflake()
+                    server.messages[mid] = server._message(mid, fd.user(fd.BOT_ID, "kilroy", bot=True), f"post {i}")
+                    await storage.add_post(
+                        NewPost(fd.CHANNEL_ID, f"post {i}", "base", time.time(), message_id=mid, guild_id=fd.GUILD_ID)
+                    )
+                    message_ids.append(mid)
+                people = [7_000_000 + i for i in range(200)]
+                for uid in people:
+                    server.members.setdefault(uid, fd.member(uid, f"m{uid}"))
+                rng = random.Random(0)
+                present: set[tuple[int, int, str]] = set()
+                for rate in rates:
+                    before = (await storage.db.execute_fetchall("SELECT COUNT(*) FROM reaction_events"))[0][0]
+                    n = int(rate * seconds)
+                    with LagTicker() as ticker:
+                        await asyncio.sleep(0.02)
+                        start, sent = time.perf_counter(), 0
+                        while sent < n:
+                            due = min(n, int((time.perf_counter() - start) * rate) + 1) - sent
+                            for _ in range(due):
+                                key = (rng.choice(message_ids), rng.choice(people), rng.choice(["❤️", "👍"]))
+                                add = key not in present
+                                (present.add if add else present.discard)(key)
+                                await server.react(*key, add=add)
+                                sent += 1
+                            await asyncio.sleep(0.002)
+                        deadline = time.monotonic() + 60
+                        while True:
+                            rows = await storage.db.execute_fetchall("SELECT COUNT(*) FROM reaction_events")
+                            stored = rows[0][0] - before
+                            if stored >= n or time.monotonic() > deadline:
+                                break
+                            await asyncio.sleep(0.005)
+                        took = time.perf_counter() - start
+                    step = {"offered": rate, "events": n, "stored": stored, "events_per_s": stored / took}
+                    step.update(lag_stats(ticker))
+                    steps.append(step)
+                    print(
+                        f"  gateway {backend:10} {rate:5,}/s offered: {step['events_per_s']:6,.0f}/s stored "
+                        f"({stored}/{n}), lag p50 {step['lag_p50_ms']:5.1f} p99 {step['lag_p99_ms']:6.1f} ms",
+                        flush=True,
+                    )
+                    if step["events_per_s"] < 0.5 * rate:
+                        break
+        finally:
+            await server.stop()
+        out[backend] = {"steps": steps, "limit": limit(steps)}
+    return out
+
+
+# --- 3. history: /stats 365 and forget-me on the 20k-post history --------------------------------------------------
+
+
+async def history(backends: Backends, quick: bool) -> dict[str, Any]:
+    from bot.ops.migrate_db import migrate_db
+
+    posts, votes, events = (2_000, 30_000, 100_000) if quick else (20_000, 300_000, 1_000_000)
+    db = backends.fresh("sqlite")
+    async with Storage.open(db):
+        pass  # the migrated schema
+    await asyncio.to_thread(build_history, db, posts, votes, events)
+    url = backends.server.new_database(migrated=False)
+    t = time.perf_counter()
+    await migrate_db(db, url)
+    out: dict[str, Any] = {"posts": posts, "votes": votes, "events": events, "migrate_db_s": time.perf_counter() - t}
+    print(f"  history: {posts:,} posts, {votes:,} votes, {events:,} events; migrate-db {out['migrate_db_s']:.1f} s")
+    f = ScoreFormula()
+    for backend, target in (("sqlite", db), ("postgresql", url)):
+        async with Storage.open(target) as s:
+            stats, forget = [], []
+            for i in range(3):
+                stats.append(
+                    await timed(
+                        lambda s=s: s.stats_summary(
+                            created_after=time.time() - 365 * 86400,
+                            guild_id=1,
+                            emoji_weights=f.emoji_weights,
+                            default_weight=f.default_emoji_weight,
+                            reply_weight=f.reply_weight,
+                        )
+                    )
+                )
+                forget.append(await timed(lambda s=s, m=101 + 997 * i: s.forget_member(m, at=time.time())))
+        out[backend] = {
+            "stats_365_ms": statistics.median(x[0] for x in stats),
+            "stats_365_lag_ms": max(x[1] for x in stats),
+            "forget_me_ms": statistics.median(x[0] for x in forget),
+            "forget_me_lag_ms": max(x[1] for x in forget),
+        }
+        r = out[backend]
+        print(
+            f"  history {backend:10} /stats 365 {r['stats_365_ms']:7.1f} ms (worst lag {r['stats_365_lag_ms']:.1f}), "
+            f"forget-me {r['forget_me_ms']:7.1f} ms (worst lag {r['forget_me_lag_ms']:.1f})",
+            flush=True,
+        )
+    return out
+
+
+# --- 4. training: communities one worker trains a night ------------------------------------------------------------
+
+
+def night_child(model: str, posts: int, tokens: int) -> dict[str, Any]:
+    """One community's night through `train_adapter` with the shipped training settings, timed by stage."""
+    import random
+
+    from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
+    from bot.training.dataset import TrainingExample
+    from bot.training.trainer import train_adapter
+
+    rng = random.Random(0)
+    examples = [
+        TrainingExample(i, (0,), tuple(rng.randrange(1, 1474) for _ in range(tokens)), rng.choice((-1.0, 1.0)))
+        for i in range(posts)
+    ]
+    marks: dict[str, float] = {}
+
+    def progress(event: Any) -> None:
+        marks.setdefault(getattr(event, "stage", None) or "other", time.perf_counter())
+
+    started = time.perf_counter()
+    candidate = train_adapter(
+        examples,
+        model_settings=ModelSettings(name=model),
+        training=TrainingSettings(),
+        generation=GenerationSettings(max_new_tokens=tokens),
+        data_dir=Path(tempfile.mkdtemp()),
+        parent_path=None,
+        out_dir=Path(tempfile.mkdtemp()),
+        on_progress=progress,
+    )
+    ended = time.perf_counter()
+    return {
+        "night_s": ended - started,
+        "load_s": marks.get("train", ended) - started,
+        "evaluate_s": ended - marks.get("evaluate", ended),
+        "steps": math.ceil(posts / TrainingSettings().batch_size),
+        "gate_samples": TrainingSettings().gate_samples,
+        "loss": candidate.metrics["loss"],
+    }
+
+
+def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
+    """GPT-2-124M-shaped pieces of a night: a training step (batch 16: forward with and without the adapter,
+    backward, AdamW), a 16-sample draw of `tokens` tokens, a 16-sample scoring pass (the gate's KL)."""
+    import random
+
+    import torch
+    from peft import get_peft_model
+
+    from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
+    from bot.engine.generator import SamplingParams, sample_batch
+    from bot.engine.model import load_base, lora_config
+    from bot.training.dataset import TrainingExample
+    from bot.training.objective import kl_per_sequence, reward_weighted_loss
+    from bot.training.trainer import _batch, _sequence_stats
+
+    settings = ModelSettings(name=model)
+    t = time.perf_counter()
+    loaded = load_base(settings, Path(tempfile.mkdtemp()), device="cpu")
+    load_s = time.perf_counter() - t
+    peft_model = get_peft_model(loaded.model, lora_config(settings)).eval()
+    training = TrainingSettings()
+    rng = random.Random(0)
+    batch = [
+        TrainingExample(i, (0,), tuple(rng.randrange(1, 1474) for _ in range(tokens)), rng.choice((-1.0, 1.0)))
+        for i in range(training.batch_size)
+    ]
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=training.learning_rate)
+    step_s = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        ids, attn, labels, adv = _batch(batch, loaded.tokenizer.pad_token_id, "cpu")
+        logp, ref_logp, mask = _sequence_stats(peft_model, ids, attn, labels)
+        loss = reward_weighted_loss(logp.sum(-1) / tokens, adv, kl_per_sequence(logp, ref_logp, mask), 0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step_s.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    torch.manual_seed(0)
+    sample_batch(
+        peft_model,
+        loaded.tokenizer,
+        prompt="",
+        n=16,
+        params=SamplingParams.from_settings(GenerationSettings(max_new_tokens=tokens, no_repeat_ngram=0)),
+        stop_at_newline=False,  # random weights rarely stop: every sample runs its full length, an upper bound
+        context_size=loaded.context_size,
+        adapter="x",
+    )
+    draw_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.no_grad():
+        ids, attn, labels, _ = _batch(batch, loaded.tokenizer.pad_token_id, "cpu")
+        _sequence_stats(peft_model, ids, attn, labels)
+    score_s = time.perf_counter() - t
+    return {"load_s": load_s, "step_s": statistics.median(step_s), "steps_measured": steps, "draw16_s": draw_s,
+            "score16_s": score_s}  # fmt: skip
+
+
+def _child(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def training(quick: bool, night_hours: float, posts: int, tokens: int) -> dict[str, Any]:
+    from benchmarks.quantization import _model_dirs
+
+    budget = night_hours * 3600
+    tiny = str(model_dir())
+    out: dict[str, Any] = {"night_hours": night_hours, "posts": posts, "tokens": tokens}
+    night = _child("night", tiny, str(posts), str(tokens))
+    night["communities_per_night"] = budget / night["night_s"]
+    out["tiny"] = night
+    print(
+        f"  training tiny: one community's night {night['night_s']:.1f} s (load {night['load_s']:.1f}, evaluate "
+        f"{night['evaluate_s']:.1f}) -> {night['communities_per_night']:,.0f} communities in {night_hours:g} h",
+        flush=True,
+    )
+    if quick:
+        return out
+    dirs = _model_dirs(Path(tempfile.mkdtemp()), ["124m"])
+    p = _child("pieces", dirs["124m"], str(tokens), "2")
+    gate = TrainingGate(p, night["gate_samples"])
+    steps = night["steps"]
+    # extrapolated, not measured: load + steps + three arms of the gate's draw + its scoring pass
+    p["night_s_extrapolated"] = p["load_s"] + steps * p["step_s"] + gate.draws_s + gate.score_s
+    p["communities_per_night"] = budget / p["night_s_extrapolated"]
+    out["gpt2_124m"] = p
+    print(
+        f"  training 124M shape: step {p['step_s']:.1f} s, 16-sample draw {p['draw16_s']:.1f} s, scoring "
+        f"{p['score16_s']:.1f} s -> one night ~{p['night_s_extrapolated']:.0f} s (extrapolated) -> "
+        f"{p['communities_per_night']:,.1f} communities in {night_hours:g} h",
+        flush=True,
+    )
+    return out
+
+
+class TrainingGate:
+    """The gate's cost from 16-sample pieces: candidate, base and serving draws (3 x samples), one scoring pass."""
+
+    def __init__(self, pieces: dict[str, Any], samples: int) -> None:
+        self.draws_s = 3 * samples / 16 * pieces["draw16_s"]  # linear in the batch: an upper bound on a CPU
+        self.score_s = samples / 16 * pieces["score16_s"]
+
+
+# --- the table -----------------------------------------------------------------------------------------------------
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = ["| measure | SQLite | PostgreSQL | PostgreSQL / SQLite |", "|---|---:|---:|---:|"]
+
+    def row(name: str, a: float | None, b: float | None, fmt: str = "{:,.0f}") -> None:
+        ratio = f"x{b / a:.2f}" if a and b is not None else "-"
+        rows.append(
+            f"| {name} | {fmt.format(a) if a is not None else '-'} | {fmt.format(b) if b is not None else '-'} "
+            f"| {ratio} |"
+        )
+
+    def lag_row(s: dict[str, Any], p: dict[str, Any]) -> None:
+        rows.append(
+            f"|   loop lag p50 / p99 (ms) | {s['lag_p50_ms']:.1f} / {s['lag_p99_ms']:.1f} "
+            f"| {p['lag_p50_ms']:.1f} / {p['lag_p99_ms']:.1f} | - |"
+        )
+
+    if "ingest" in r:
+        i = r["ingest"]
+        row("reaction events/s, a burst at once", i["sqlite"]["burst"]["events_per_s"],
+            i["postgresql"]["burst"]["events_per_s"])  # fmt: skip
+        for s, p in zip(i["sqlite"]["steps"], i["postgresql"]["steps"], strict=False):
+            row(f"events/s stored at {s['offered']:,}/s offered", s["events_per_s"], p["events_per_s"])
+            lag_row(s, p)
+        ls, lp = i["sqlite"]["limit"], i["postgresql"]["limit"]
+        row("storage limit: highest step kept up, p99 lag <= 50 ms (events/s)", ls and ls["offered"],
+            lp and lp["offered"])  # fmt: skip
+    if "gateway" in r:
+        g = r["gateway"]
+        for s, p in zip(g["sqlite"]["steps"], g["postgresql"]["steps"], strict=False):
+            row(f"bot (gateway) events/s stored at {s['offered']:,}/s offered", s["events_per_s"], p["events_per_s"])
+            lag_row(s, p)
+        ls, lp = g["sqlite"]["limit"], g["postgresql"]["limit"]
+        row("single-process limit: events/s (highest step kept up, p99 lag <= 50 ms)", ls and ls["offered"],
+            lp and lp["offered"])  # fmt: skip
+    if "history" in r:
+        h = r["history"]
+        s, p = h["sqlite"], h["postgresql"]
+        row(f"/stats 365 on {h['posts']:,} posts (ms)", s["stats_365_ms"], p["stats_365_ms"], "{:,.1f}")
+        row("  worst loop lag during it (ms)", s["stats_365_lag_ms"], p["stats_365_lag_ms"], "{:,.1f}")
+        row("forget-me (ms)", s["forget_me_ms"], p["forget_me_ms"], "{:,.1f}")
+        row("  worst loop lag during it (ms)", s["forget_me_lag_ms"], p["forget_me_lag_ms"], "{:,.1f}")
+    lines = ["\n".join(rows)]
+    if "history" in r:
+        lines.append(f"kilroy migrate-db of that history: {r['history']['migrate_db_s']:.1f} s")
+    if "training" in r:
+        t = r["training"]
+        lines.append(
+            f"training, one community's night ({t['posts']} posts of {t['tokens']} tokens, shipped settings), one "
+            f"2-core worker, {t['night_hours']:g} h a night:"
+        )
+        lines.append(
+            f"  tiny model, measured: {t['tiny']['night_s']:.1f} s -> {t['tiny']['communities_per_night']:,.0f} "
+            "communities a night"
+        )
+        if "gpt2_124m" in t:
+            g = t["gpt2_124m"]
+            lines.append(
+                f"  GPT-2 124M shape, EXTRAPOLATED from {g['steps_measured']} measured steps ({g['step_s']:.1f} s "
+                f"each) and 16-sample draws ({g['draw16_s']:.1f} s): ~{g['night_s_extrapolated']:.0f} s -> "
+                f"{g['communities_per_night']:,.1f} communities a night"
+            )
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    skip = set(filter(None, args.skip.split(",")))
+    result: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    server = await asyncio.to_thread(start_server)
+    try:
+        await production_durability(server)
+        backends = Backends(server)
+        con = await asyncpg.connect(server.url("postgres"))
+        result["postgresql"] = await con.fetchval("SHOW server_version")
+        await con.close()
+        print(f"PostgreSQL {result['postgresql']} (fsync on, synchronous_commit off); SQLite in {backends.tmp}")
+        if "ingest" not in skip:
+            result["ingest"] = await ingest(backends, args.quick)
+        if "gateway" not in skip:
+            result["gateway"] = await gateway(backends, args.quick)
+        if "history" not in skip:
+            result["history"] = await history(backends, args.quick)
+    finally:
+        await asyncio.to_thread(server.stop)
+    if "training" not in skip:
+        result["training"] = await asyncio.to_thread(training, args.quick, args.night_hours, args.posts, args.tokens)
+    result["load_after"] = os.getloadavg()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short steps, a 2k-post history, no 124M pieces")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: ingest,gateway,history,training")
+    p.add_argument("--night-hours", type=float, default=6.0, help="the training window a night")
+    p.add_argument("--posts", type=int, default=24, help="one community's posts a night (one channel, hourly)")
+    p.add_argument("--tokens", type=int, default=60, help="tokens a post (KILROY_MAX_NEW_TOKENS)")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "night":
+            print(json.dumps(night_child(rest[0], int(rest[1]), int(rest[2]))))
+        else:
+            print(json.dumps(pieces_child(rest[0], int(rest[1]), int(rest[2]))))
+        return
+    result = asyncio.run(run(args))
+    print(f"\nload average before {result['load_before'][0]:.1f}, after {result['load_after'][0]:.1f}\n")
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
