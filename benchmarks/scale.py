@@ -1,6 +1,6 @@
 """When one machine is not enough: PostgreSQL against SQLite, the single-process limit, and training capacity.
 
-    nice -n 5 python benchmarks/scale.py [--quick] [--json PATH] [--skip ingest,history,gateway,training]
+    PYTHONPATH=. nice -n 5 python benchmarks/scale.py [--quick] [--json PATH] [--skip ingest,history,gateway,training]
 
 Starts its own PostgreSQL server (tests/support/postgres.py: the installed binaries, a unix socket, in /dev/shm
 where there is one) and puts the SQLite files on the same file system. The test server runs without fsync; here
@@ -15,7 +15,9 @@ measured in the same run.
    with p99 lag <= 50 ms.
 2. gateway: the same steps through the real bot (discord.py client, the tiny model loaded, the loopback fake
    Discord in the same process and loop, so the figures include the cost of producing the events): the
-   single-process limit a real bot meets first.
+   single-process limit a real bot meets first. Then posts through the bot's own posting path (`Posting.post_to`:
+   generate on the model thread, send, store) started at 1, 2, 4... a second: the posts/hour limit on the tiny
+   test model (on GPT-2's 124M shape the model thread's time per post bounds it first, see 4).
 3. history: benchmarks/service.py's 20k-post history (20k posts, 300k votes, 1M reaction events) built in SQLite,
    copied into PostgreSQL by `migrate_db` (timed), then `/stats 365` (`Storage.stats_summary`) and forget-me
    (`Storage.forget_member`, a different member each time), median of 3, with the worst loop lag.
@@ -23,7 +25,8 @@ measured in the same run.
    posts, batch 16, the gate's 256 samples a model) on the tiny model, timed whole, in a fresh process using every
    core as a dedicated worker would; on GPT-2's 124M shape (random init, no hub) only a few pieces are measured (a
    training step, a 16-sample draw, a 16-sample scoring pass) and the night is extrapolated from them, stated so.
-   Communities a night = the night budget (--night-hours, default 6) / one community's night.
+   Communities a night = the night budget (--night-hours, default 6) / one community's night. Also one 60-token
+   post at batch 1 on the 124M shape: the posts/hour one process's model thread can make.
 
 `--quick`: fewer, shorter steps, a 2k-post history, and the 124M pieces skipped.
 """
@@ -43,17 +46,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import asyncpg
 
-from benchmarks.service import LagTicker, bench_settings, build_history, model_dir, timed
+from benchmarks.service import LagTicker, bench_settings, build_history, timed
 from benchmarks.votes import inject, make_events, new_path
 from bot.domain.scoring import ScoreFormula
 from bot.storage import NewPost, Storage
 from tests.support.postgres import PostgresServer, start_server
 
+ROOT = Path(__file__).resolve().parents[1]
 LAG_LIMIT_MS = 50.0
 KEEP_UP = 0.9  # a step keeps up when at least this share of the offered rate is stored in its time
 
@@ -116,27 +117,37 @@ def limit(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
+async def idle_lag(seconds: float = 2.0) -> dict[str, float]:
+    """The loop's lag doing nothing: the machine's own noise, the baseline for every lag below."""
+    with LagTicker() as ticker:
+        await asyncio.sleep(seconds)
+    return lag_stats(ticker)
+
+
 async def ingest(backends: Backends, quick: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """The burst, then each offered rate on SQLite then PostgreSQL (interleaved, so both meet the same load)."""
+    out: dict[str, Any] = {"idle": await idle_lag()}
     burst = make_events(5_000 if quick else 20_000)
     rates = [1000, 4000, 16000] if quick else [1000, 2000, 4000, 8000, 16000, 32000]
     seconds = 1.5 if quick else 4.0
-    for backend in ("sqlite", "postgresql"):
-        b = await ingest_once(backends.fresh(backend), burst, math.inf)
-        steps = []
-        for rate in rates:
+    both = ("sqlite", "postgresql")
+    for backend in both:
+        out[backend] = {"burst": await ingest_once(backends.fresh(backend), burst, math.inf), "steps": []}
+        print(f"  ingest {backend:10} burst of {len(burst):,}: {out[backend]['burst']['events_per_s']:,.0f}/s")
+    for rate in rates:
+        for backend in both:
             step = await ingest_once(backends.fresh(backend), make_events(int(rate * seconds), seed=rate), rate)
             step["offered"] = rate
-            steps.append(step)
+            out[backend]["steps"].append(step)
             print(
                 f"  ingest {backend:10} {rate:6,}/s offered: {step['events_per_s']:7,.0f}/s stored, lag p50 "
                 f"{step['lag_p50_ms']:5.1f} p99 {step['lag_p99_ms']:6.1f} max {step['lag_max_ms']:6.1f} ms",
                 flush=True,
             )
-            if step["events_per_s"] < 0.5 * rate:
-                break  # far behind: higher steps only take longer
-        out[backend] = {"burst": b, "steps": steps, "limit": limit(steps)}
-        print(f"  ingest {backend:10} burst of {len(burst):,}: {b['events_per_s']:,.0f}/s", flush=True)
+        if all(out[b]["steps"][-1]["events_per_s"] < 0.5 * rate for b in both):
+            break  # both far behind: higher steps only take longer
+    for backend in both:
+        out[backend]["limit"] = limit(out[backend]["steps"])
     return out
 
 
@@ -153,7 +164,8 @@ async def gateway(backends: Backends, quick: bool) -> dict[str, Any]:
     from bot.config.env import Secret
     from tests.support import e2e, fake_discord as fd
 
-    rates = [250, 1000] if quick else [250, 500, 1000, 2000, 4000]
+    rates = [100, 400] if quick else [100, 250, 500, 1000, 2000]
+    post_rates = [1, 4] if quick else [1, 2, 4, 8, 16]
     seconds = 1.5 if quick else 4.0
     out: dict[str, Any] = {}
     for backend in ("sqlite", "postgresql"):
@@ -215,10 +227,43 @@ async def gateway(backends: Backends, quick: bool) -> dict[str, Any]:
                     )
                     if step["events_per_s"] < 0.5 * rate:
                         break
+                posts = await posting_steps(bot, fd.CHANNEL_ID, post_rates, seconds)
         finally:
             await server.stop()
-        out[backend] = {"steps": steps, "limit": limit(steps)}
+        out[backend] = {"steps": steps, "limit": limit(steps), "posts": posts, "posts_limit": limit(posts)}
     return out
+
+
+async def posting_steps(bot: Any, channel_id: int, rates: list[int], seconds: float) -> list[dict[str, Any]]:
+    """Posts through the bot's own path (`Posting.post_to`: generate on the model thread, send, store), started at
+    `rate` a second for `seconds`: posts/s done and the loop's lag."""
+    posting = bot.get_cog("Posting")
+    await posting.post_to(channel_id)  # warm: the first post pays one-off costs
+    steps = []
+    for rate in rates:
+        n = max(4, int(rate * seconds))
+        with LagTicker() as ticker:
+            await asyncio.sleep(0.02)
+            start, tasks = time.perf_counter(), []
+            for k in range(n):
+                await asyncio.sleep(max(0.0, start + k / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(posting.post_to(channel_id)))
+            done = sum(
+                1
+                for m in await asyncio.gather(*tasks, return_exceptions=True)
+                if m and not isinstance(m, BaseException)
+            )
+            took = time.perf_counter() - start
+        step = {"offered": rate, "posts": n, "done": done, "events_per_s": done / took, **lag_stats(ticker)}
+        steps.append(step)
+        print(
+            f"  posting {rate:3}/s offered: {step['events_per_s']:5.1f} posts/s ({done}/{n}), lag p50 "
+            f"{step['lag_p50_ms']:5.1f} p99 {step['lag_p99_ms']:6.1f} ms",
+            flush=True,
+        )
+        if step["events_per_s"] < 0.5 * rate:
+            break
+    return steps
 
 
 # --- 3. history: /stats 365 and forget-me on the 20k-post history --------------------------------------------------
@@ -272,19 +317,26 @@ async def history(backends: Backends, quick: bool) -> dict[str, Any]:
 # --- 4. training: communities one worker trains a night ------------------------------------------------------------
 
 
-def night_child(model: str, posts: int, tokens: int) -> dict[str, Any]:
-    """One community's night through `train_adapter` with the shipped training settings, timed by stage."""
+def synthetic_posts(model: str, posts: int, tokens: int) -> list[Any]:
+    """`posts` training examples of `tokens` random token ids (within the model's vocabulary), rewards +-1."""
     import random
 
-    from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
     from bot.training.dataset import TrainingExample
-    from bot.training.trainer import train_adapter
 
+    vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
     rng = random.Random(0)
-    examples = [
-        TrainingExample(i, (0,), tuple(rng.randrange(1, 1474) for _ in range(tokens)), rng.choice((-1.0, 1.0)))
+    return [
+        TrainingExample(i, (0,), tuple(rng.randrange(1, vocab) for _ in range(tokens)), rng.choice((-1.0, 1.0)))
         for i in range(posts)
     ]
+
+
+def night_child(model: str, posts: int, tokens: int) -> dict[str, Any]:
+    """One community's night through `train_adapter` with the shipped training settings, timed by stage."""
+    from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
+    from bot.training.trainer import train_adapter
+
+    examples = synthetic_posts(model, posts, tokens)
     marks: dict[str, float] = {}
 
     def progress(event: Any) -> None:
@@ -315,15 +367,12 @@ def night_child(model: str, posts: int, tokens: int) -> dict[str, Any]:
 def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
     """GPT-2-124M-shaped pieces of a night: a training step (batch 16: forward with and without the adapter,
     backward, AdamW), a 16-sample draw of `tokens` tokens, a 16-sample scoring pass (the gate's KL)."""
-    import random
-
     import torch
     from peft import get_peft_model
 
     from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
     from bot.engine.generator import SamplingParams, sample_batch
     from bot.engine.model import load_base, lora_config
-    from bot.training.dataset import TrainingExample
     from bot.training.objective import kl_per_sequence, reward_weighted_loss
     from bot.training.trainer import _batch, _sequence_stats
 
@@ -333,11 +382,7 @@ def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
     load_s = time.perf_counter() - t
     peft_model = get_peft_model(loaded.model, lora_config(settings)).eval()
     training = TrainingSettings()
-    rng = random.Random(0)
-    batch = [
-        TrainingExample(i, (0,), tuple(rng.randrange(1, 1474) for _ in range(tokens)), rng.choice((-1.0, 1.0)))
-        for i in range(training.batch_size)
-    ]
+    batch = synthetic_posts(model, training.batch_size, tokens)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=training.learning_rate)
     step_s = []
@@ -364,12 +409,24 @@ def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
     )
     draw_s = time.perf_counter() - t
     t = time.perf_counter()
+    sample_batch(
+        peft_model,
+        loaded.tokenizer,
+        prompt="",
+        n=1,
+        params=SamplingParams.from_settings(GenerationSettings(max_new_tokens=tokens, no_repeat_ngram=0)),
+        stop_at_newline=False,
+        context_size=loaded.context_size,
+        adapter="x",
+    )
+    post_s = time.perf_counter() - t
+    t = time.perf_counter()
     with torch.no_grad():
         ids, attn, labels, _ = _batch(batch, loaded.tokenizer.pad_token_id, "cpu")
         _sequence_stats(peft_model, ids, attn, labels)
     score_s = time.perf_counter() - t
     return {"load_s": load_s, "step_s": statistics.median(step_s), "steps_measured": steps, "draw16_s": draw_s,
-            "score16_s": score_s}  # fmt: skip
+            "post_s": post_s, "score16_s": score_s}  # fmt: skip
 
 
 def _child(*args: str) -> dict[str, Any]:
@@ -378,7 +435,12 @@ def _child(*args: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TOKENIZERS_PARALLELISM": "false",
+            "TRANSFORMERS_VERBOSITY": "error",
+        },
         check=False,
     )
     if proc.returncode != 0:
@@ -390,7 +452,10 @@ def training(quick: bool, night_hours: float, posts: int, tokens: int) -> dict[s
     from benchmarks.quantization import _model_dirs
 
     budget = night_hours * 3600
-    tiny = str(model_dir())
+    from bot.engine.tiny import ensure_tiny
+
+    # the shipped tiny model (KILROY_MODEL=tiny, built once into data/), not the test suite's smaller one
+    tiny = str(ensure_tiny(ROOT / "data"))
     out: dict[str, Any] = {"night_hours": night_hours, "posts": posts, "tokens": tokens}
     night = _child("night", tiny, str(posts), str(tokens))
     night["communities_per_night"] = budget / night["night_s"]
@@ -448,6 +513,11 @@ def table(r: dict[str, Any]) -> str:
 
     if "ingest" in r:
         i = r["ingest"]
+        idle = i["idle"]
+        rows.append(
+            f"| loop lag idle, p50 / p99 (ms): the machine's noise | {idle['lag_p50_ms']:.1f} / "
+            f"{idle['lag_p99_ms']:.1f} | (same loop) | - |"
+        )
         row("reaction events/s, a burst at once", i["sqlite"]["burst"]["events_per_s"],
             i["postgresql"]["burst"]["events_per_s"])  # fmt: skip
         for s, p in zip(i["sqlite"]["steps"], i["postgresql"]["steps"], strict=False):
@@ -464,6 +534,12 @@ def table(r: dict[str, Any]) -> str:
         ls, lp = g["sqlite"]["limit"], g["postgresql"]["limit"]
         row("single-process limit: events/s (highest step kept up, p99 lag <= 50 ms)", ls and ls["offered"],
             lp and lp["offered"])  # fmt: skip
+        for s, p in zip(g["sqlite"]["posts"], g["postgresql"]["posts"], strict=False):
+            row(f"tiny-model posts/s done at {s['offered']}/s offered", s["events_per_s"], p["events_per_s"], "{:.1f}")
+            lag_row(s, p)
+        ls, lp = g["sqlite"]["posts_limit"], g["postgresql"]["posts_limit"]
+        row("posts/hour limit, tiny model (highest step kept up, p99 lag <= 50 ms)", ls and ls["offered"] * 3600,
+            lp and lp["offered"] * 3600)  # fmt: skip
     if "history" in r:
         h = r["history"]
         s, p = h["sqlite"], h["postgresql"]
@@ -490,6 +566,10 @@ def table(r: dict[str, Any]) -> str:
                 f"  GPT-2 124M shape, EXTRAPOLATED from {g['steps_measured']} measured steps ({g['step_s']:.1f} s "
                 f"each) and 16-sample draws ({g['draw16_s']:.1f} s): ~{g['night_s_extrapolated']:.0f} s -> "
                 f"{g['communities_per_night']:,.1f} communities a night"
+            )
+            lines.append(
+                f"  GPT-2 124M shape, one {t['tokens']}-token post at batch 1 (measured): {g['post_s']:.1f} s -> at "
+                f"most {3600 / g['post_s']:,.0f} posts/hour a process with its model thread busy all the time"
             )
     return "\n".join(lines)
 
