@@ -332,31 +332,35 @@ def night_child(model: str, posts: int, tokens: int) -> dict[str, Any]:
     }
 
 
-def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
+def pieces_child(tokenizer_dir: str, tokens: int, steps: int) -> dict[str, Any]:
     """GPT-2-124M-shaped pieces of a night: a training step (batch 16: forward with and without the adapter,
     backward, AdamW), a 16-sample draw of `tokens` tokens, a 16-sample scoring pass (the gate's KL)."""
     import torch
     from peft import get_peft_model
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from bot.config.settings import GenerationSettings, ModelSettings, TrainingSettings
     from bot.engine.generator import SamplingParams, sample_batch
-    from bot.engine.model import load_base, lora_config
+    from bot.engine.model import lora_config
     from bot.training.objective import kl_per_sequence, reward_weighted_loss
     from bot.training.trainer import _batch, _sequence_stats
 
-    settings = ModelSettings(name=model)
     t, c = time.perf_counter(), time.process_time()
-    loaded = load_base(settings, Path(tempfile.mkdtemp()), device="cpu")
+    torch.manual_seed(0)
+    # built in memory (random init, no hub), with the tiny model's tokenizer: the shape sets the cost
+    model_ = GPT2LMHeadModel(GPT2Config(vocab_size=50257, bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     load_s = time.perf_counter() - t
-    peft_model = get_peft_model(loaded.model, lora_config(settings)).eval()
+    peft_model = get_peft_model(model_, lora_config(ModelSettings())).eval()
+    context_size = model_.config.n_positions
     training = TrainingSettings()
-    batch = synthetic_posts(model, training.batch_size, tokens)
+    batch = synthetic_posts(tokenizer_dir, training.batch_size, tokens)  # ids within the tokenizer's vocabulary
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=training.learning_rate)
     step_s, step_cpu = [], []
     for _ in range(steps):
         t, c = time.perf_counter(), time.process_time()
-        ids, attn, labels, adv = _batch(batch, loaded.tokenizer.pad_token_id, "cpu")
+        ids, attn, labels, adv = _batch(batch, tokenizer.pad_token_id, "cpu")
         logp, ref_logp, mask = _sequence_stats(peft_model, ids, attn, labels)
         loss = reward_weighted_loss(logp.sum(-1) / tokens, adv, kl_per_sequence(logp, ref_logp, mask), 0.1)
         loss.backward()
@@ -368,30 +372,30 @@ def pieces_child(model: str, tokens: int, steps: int) -> dict[str, Any]:
     torch.manual_seed(0)
     sample_batch(
         peft_model,
-        loaded.tokenizer,
+        tokenizer,
         prompt="",
         n=16,
         params=SamplingParams.from_settings(GenerationSettings(max_new_tokens=tokens, no_repeat_ngram=0)),
         stop_at_newline=False,  # random weights rarely stop: every sample runs its full length, an upper bound
-        context_size=loaded.context_size,
+        context_size=context_size,
         adapter="x",
     )
     draw_s, draw_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
     sample_batch(
         peft_model,
-        loaded.tokenizer,
+        tokenizer,
         prompt="",
         n=1,
         params=SamplingParams.from_settings(GenerationSettings(max_new_tokens=tokens, no_repeat_ngram=0)),
         stop_at_newline=False,
-        context_size=loaded.context_size,
+        context_size=context_size,
         adapter="x",
     )
     post_s, post_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
-        ids, attn, labels, _ = _batch(batch, loaded.tokenizer.pad_token_id, "cpu")
+        ids, attn, labels, _ = _batch(batch, tokenizer.pad_token_id, "cpu")
         _sequence_stats(peft_model, ids, attn, labels)
     score_s, score_cpu = time.perf_counter() - t, time.process_time() - c
     return {"load_s": load_s, "step_s": statistics.median(step_s), "steps_measured": steps, "draw16_s": draw_s,
@@ -419,7 +423,6 @@ def _child(*args: str) -> dict[str, Any]:
 
 
 def training(quick: bool, night_hours: float, posts: int, tokens: int) -> dict[str, Any]:
-    from benchmarks.quantization import _model_dirs
     from benchmarks.service import model_dir
 
     budget = night_hours * 3600
@@ -439,8 +442,7 @@ def training(quick: bool, night_hours: float, posts: int, tokens: int) -> dict[s
     )
     if quick:
         return out
-    dirs = _model_dirs(Path(tempfile.mkdtemp()), ["124m"])
-    out["gpt2_124m"] = extrapolate(_child("pieces", dirs["124m"], str(tokens), "2"), night, budget)
+    out["gpt2_124m"] = extrapolate(_child("pieces", tiny, str(tokens), "2"), night, budget)
     p = out["gpt2_124m"]
     print(
         f"  training 124M shape: step {p['step_s']:.1f} s, 16-sample draw {p['draw16_s']:.1f} s, scoring "
