@@ -39,6 +39,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -556,6 +557,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
                               "events_per_post": args.events_per_post}  # fmt: skip
     server = await asyncio.to_thread(start_server)
+    backends = None
     try:
         await production_durability(server)
         backends = Backends(server)
@@ -571,6 +573,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["history"] = await history(backends, args.quick)
     finally:
         await asyncio.to_thread(server.stop)
+        if backends is not None:  # the SQLite files live in /dev/shm where there is one: memory
+            shutil.rmtree(backends.tmp, ignore_errors=True)
     if "training" not in skip:
         result["training"] = await asyncio.to_thread(training, args.quick, args.night_hours, args.posts, args.tokens)
     result["load_after"] = os.getloadavg()
