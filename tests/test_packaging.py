@@ -52,3 +52,53 @@ def test_license_matches_pyproject():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert meta["license"]["text"] == "MIT"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_compose_scale_profile_runs_postgres_two_shards_and_a_gpu_worker():
+    """`docker compose --profile scale`: PostgreSQL (volume, health check), shards 0 and 1 of 2 on it, one CUDA worker
+    on the queue, every process on one adapters volume; the plain `docker compose up` still starts the one bot."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services, volumes = compose["services"], compose["volumes"]
+    assert "profiles" not in services["kilroy"]
+    scale = {name: s for name, s in services.items() if "scale" in s.get("profiles", [])}
+    assert set(scale) == {"postgres", "shard-0", "shard-1", "worker"}
+
+    pg = scale["postgres"]
+    assert pg["image"].startswith("postgres:") and "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    data = [v for v in pg["volumes"] if v.endswith(":/var/lib/postgresql/data")]
+    assert data and data[0].split(":")[0] in volumes
+
+    def volume(service: dict, path: str) -> str:
+        return next(v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == path)
+
+    shards = [scale["shard-0"], scale["shard-1"]]
+    adapters = {volume(s, "/var/lib/kilroy/adapters") for s in [*shards, scale["worker"]]}
+    assert len(adapters) == 1 and adapters <= set(volumes)  # promotions land where every process reads
+    # each process its own data folder (the run lock), no two the same
+    assert len({volume(s, "/var/lib/kilroy/data") for s in [*shards, scale["worker"]]}) == 3
+    for i, shard in enumerate(shards):
+        env = shard["environment"]
+        assert shard["command"] == ["run"]
+        assert env["KILROY_SHARD_COUNT"] == "2" and env["KILROY_SHARD_IDS"] == str(i)
+        assert shard["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert shards[0]["ports"] != shards[1]["ports"]
+
+    worker = scale["worker"]
+    assert worker["command"] == ["worker"] and worker["depends_on"]["postgres"]["condition"] == "service_healthy"
+    cuda = worker["build"]["args"]["TORCH_INDEX"]
+    assert "/whl/cu" in cuda and cuda in (ROOT / "Dockerfile").read_text()  # the index the Dockerfile documents
+    gpu = worker["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+
+    for name in ("shard-0", "shard-1", "worker"):
+        env = scale[name]["environment"]
+        assert (
+            env["KILROY_DATABASE_URL"].startswith("postgresql://kilroy:")
+            and "@postgres:5432/kilroy" in env["KILROY_DATABASE_URL"]
+        )
+        assert env["KILROY_TRAINING_QUEUE"] == "postgres"
+    # every KILROY_ name is a setting (.env.example lists them all); the shard and queue settings come with the
+    # shards and jobs branches, merged beside this file
+    documented = set(re.findall(r"^#? ?(KILROY_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    named = {k for s in scale.values() for k in s.get("environment", {}) if k.startswith("KILROY_")}
+    assert named - documented <= {"KILROY_SHARD_COUNT", "KILROY_SHARD_IDS", "KILROY_TRAINING_QUEUE"}
