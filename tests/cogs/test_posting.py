@@ -172,3 +172,59 @@ async def test_a_posting_rounds_json_log_line_names_guild_channel_and_post(make_
     assert line["message"].startswith("posted")
     assert (line["guild"], line["channel"], line["post"], line["message_id"]) == (1, 500, post.id, 4242)
     assert line["adapter"] == "v0003" and not any("member" in k or "user" in k for k in line)
+
+
+class MixedGenerator:
+    """Records every batch; each row's text names the adapter that wrote it."""
+
+    active = "base"
+
+    def __init__(self):
+        self.batches = []
+
+    async def generate_mixed(self, requests, **kw):
+        self.batches.append([(r.adapter, r.n) for r in requests])
+        return [
+            [Sample(f"written by {r.adapter} row {i}", "", (0,), (5, 6, 0), r.adapter, {}) for i in range(r.n)]
+            for r in requests
+        ]
+
+    async def generate(self, n, **kw):  # pragma: no cover - a round of several posts must not come here
+        raise AssertionError("posts that fall due together go in one mixed batch")
+
+
+class TwoCommunities:
+    """Each server is served by its own lineage's reference; no trials."""
+
+    class lineages:  # noqa: N801 - the attribute the cog reads
+        @staticmethod
+        def communities():
+            return []
+
+    async def reference(self, community):
+        return f"{community}/v0001"
+
+    def trials(self, community):
+        return None
+
+
+async def test_posts_due_together_are_written_in_one_mixed_batch_each_by_its_server(
+    make_settings, storage, monkeypatch
+):
+    """Two servers' channels fall due in one round: one generate_mixed call, each row by its own server's adapter,
+    and each post records the reference that wrote it."""
+    chans = {500: channel(message_id=801), 600: channel(message_id=802)}
+    chans[600].guild = MagicMock(spec=discord.Guild, id=2)
+    bot = fake_bot()
+    bot.get_channel = MagicMock(side_effect=chans.get)
+    generator = MixedGenerator()
+    settings = make_settings(KILROY_POST_CHANNEL_IDS="500,600")
+    cog = Posting(bot, settings=settings, storage=storage, generator=generator, communities=TwoCommunities())
+    monkeypatch.setattr("cogs.posting.random.uniform", lambda a, b: 0.0)
+    await cog.post_everywhere()
+    assert len(generator.batches) == 1
+    assert [adapter for adapter, _ in generator.batches[0]] == ["g1/v0001", "g2/v0001"]
+    first, second = await post_by_message(storage, 801), await post_by_message(storage, 802)
+    assert (first.adapter, first.guild_id) == ("g1/v0001", 1)
+    assert (second.adapter, second.guild_id) == ("g2/v0001", 2)
+    assert first.text.startswith("written by g1/v0001") and second.text.startswith("written by g2/v0001")
