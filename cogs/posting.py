@@ -14,7 +14,7 @@ from discord.ext import commands, tasks
 from bot.app.checks import NO_MENTIONS
 from bot.config.settings import Settings
 from bot.domain.safety import OutputFilter, guild_allowed
-from bot.engine.compose import compose_post
+from bot.engine.compose import RECENT_POSTS, compose_post
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
 from bot.storage import NewPost, Storage
@@ -80,6 +80,11 @@ class Posting(commands.Cog):
                     # round must not stop the schedule
                     log.exception("posting to channel %s failed; trying again next round", channel_id)
 
+    async def _recent_texts(self, channel_id: int) -> list[str]:
+        """The channel's latest posts (at most RECENT_POSTS, from the last 30 days), for best-of-N's novelty term."""
+        posts = await self.storage.posts_since(time.time() - 30 * 86400.0)
+        return [p.text for p in posts if p.channel_id == channel_id][-RECENT_POSTS:]
+
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""
         with log_context(channel=channel_id):  # every line of this post names its channel, then guild and post
@@ -104,6 +109,7 @@ class Posting(commands.Cog):
         choice = await self.trials.choose() if self.trials is not None else None  # an A/B trial's arm, if any
         g = self.settings.generation
         model = await self.reward_model.current() if g.best_of > 1 else None
+        recent = await self._recent_texts(channel_id) if model is not None and g.best_of_novelty > 0 else ()
         try:
             picked = await compose_post(
                 self.generator,
@@ -114,6 +120,8 @@ class Posting(commands.Cog):
                 best_of=g.best_of,
                 scorer=model.scores if model is not None else None,
                 explore=g.best_of_explore,
+                recent=recent,
+                novelty=g.best_of_novelty,
             )
         except GeneratorBusy:
             log.warning("generation queue full; skipping this round's post in channel %s", channel_id)

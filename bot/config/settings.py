@@ -203,6 +203,15 @@ class GenerationSettings(SamplingParams):
         hi=1,
         help="Share of best-of-N posts that send a random postable candidate instead of the reward model's pick.",
     )
+    best_of_novelty: float = setting(
+        "KILROY_BEST_OF_NOVELTY",
+        0.0,
+        lo=0,
+        hi=10,
+        help="Best-of-N's novelty weight: each candidate's predicted score loses this x its share of word bigrams "
+        "already in the channel's last 64 posts (x the batch's mean prediction), so picks do not converge on the "
+        "same phrases. 0 = off.",
+    )
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ the reward model scores highest (best-of-N), resample a bounded number of times,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +21,20 @@ log = logging.getLogger(__name__)
 
 # predicted scores of a batch of texts (the reward model's `predict`, in score units); the engine knows no more of it
 Scorer = Callable[[Sequence[str]], Sequence[float]]
+
+RECENT_POSTS = 64  # how many of a channel's latest posts the novelty term compares a candidate with
+_WORD = re.compile(r"[\w']+")
+
+
+def word_bigrams(text: str) -> frozenset[tuple[str, str]]:
+    """A text's word bigrams, lowercased, punctuation ignored."""
+    return frozenset(itertools.pairwise(_WORD.findall(text.lower())))
+
+
+def familiarity(text: str, seen: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> float:
+    """The share of a text's word bigrams already in `seen` (the recent posts' bigrams): 0 all new, 1 all seen."""
+    grams = word_bigrams(text)
+    return len(grams & seen) / len(grams) if grams else 0.0
 
 
 @dataclass(frozen=True)
@@ -48,12 +64,20 @@ def pick(
     scorer: Scorer | None = None,
     explore: float = 0.0,
     rng: random.Random | None = None,
+    recent: Sequence[str] = (),
+    novelty: float = 0.0,
 ) -> Choice | None:
     """Best-of-N over one batch: the postable sample with the highest predicted score, or None if none is postable.
 
     Without a scorer it is the first postable sample (every sample is then a plain draw of the policy). With
     probability `explore` the pick is uniform among the postable ones instead: a reranker that only exploits its
     reward model never shows the audience what the model does not yet know.
+
+    Novelty: a reward model ranks the posts it likes the same way every time, so its picks converge on the same
+    words and phrases, post after post (what members tire of, and what distinct-2 measures). With `novelty` > 0 each
+    candidate's prediction loses `novelty` x its familiarity (the share of its word bigrams already in the `recent`
+    posts) x the batch's mean |prediction|: at 1, a candidate made only of phrases the channel just saw counts as
+    nothing. The recorded predictions stay the reward model's own.
     """
     if scorer is None or len(samples) < 2:
         # a plain draw: the first postable sample (the ones after it are never checked, nor counted as refused)
@@ -72,7 +96,12 @@ def pick(
     if explore > 0 and (rng or random).random() < explore:
         chosen, explored = (rng or random).choice(ok), True
     else:
-        chosen = max(ok, key=lambda i: (predicted[i], -i))  # ties: the earliest draw
+        ranked = predicted
+        if novelty > 0 and recent:
+            seen = frozenset().union(*(word_bigrams(t) for t in recent))
+            scale = sum(abs(predicted[i]) for i in ok) / len(ok)
+            ranked = [p - novelty * scale * familiarity(s.text, seen) for p, s in zip(predicted, samples, strict=True)]
+        chosen = max(ok, key=lambda i: (ranked[i], -i))  # ties: the earliest draw
     candidates = tuple(
         Candidate(s.text, tuple(s.completion_ids), p, v.ok)
         for s, p, v in zip(samples, predicted, verdicts, strict=True)
@@ -91,10 +120,12 @@ async def compose_post(
     best_of: int = 1,
     scorer: Scorer | None = None,
     explore: float = 0.0,
+    recent: Sequence[str] = (),
+    novelty: float = 0.0,
 ) -> Choice | None:
     """A choice among `best_of` samples drawn in one batch (written by `adapter`, default the serving one) that
     passed the filter, or None after `tries` batches without one. With `best_of` 1 (or no scorer) it is the first
-    postable sample of a batch of two, as before best-of-N."""
+    postable sample of a batch of two, as before best-of-N. `recent` and `novelty`: see `pick`."""
     if best_of <= 1:
         scorer = None  # best-of-N off: a plain draw of the policy, as before
     n = max(2, best_of) if scorer is not None else 2  # without a reward model, N draws would choose nothing
@@ -104,6 +135,8 @@ async def compose_post(
             output_filter,
             scorer=scorer if best_of > 1 else None,
             explore=explore,
+            recent=recent,
+            novelty=novelty,
         )
         if choice is not None:
             return choice
