@@ -24,7 +24,7 @@ from bot.config.settings import Settings
 from bot.domain.community import community_id
 from bot.domain.safety import OutputFilter, guild_allowed
 from bot.domain.shards import owns_guild, runs_database_jobs
-from bot.engine.compose import Choice, PostRequest, compose_post, compose_posts
+from bot.engine.compose import RECENT_POSTS, Choice, PostRequest, compose_post, compose_posts
 from bot.engine.generator import Generator, GeneratorBusy
 from bot.logs import bind_log_context, log_context
 from bot.storage import NewPost, Storage
@@ -138,6 +138,11 @@ class Posting(commands.Cog):
             )
         return found
 
+    async def _recent_texts(self, channel_id: int) -> list[str]:
+        """The channel's latest posts (at most RECENT_POSTS, from the last 30 days), for best-of-N's novelty term."""
+        posts = await self.storage.posts_since(time.time() - 30 * 86400.0)
+        return [p.text for p in posts if p.channel_id == channel_id][-RECENT_POSTS:]
+
     async def post_to(self, channel_id: int) -> discord.Message | None:
         """Generate and send one post; skip (with a warning) a channel we cannot post in."""
         with log_context(channel=channel_id):  # every line of this post names its channel, then guild and post
@@ -180,8 +185,10 @@ class Posting(commands.Cog):
         adapter = choice.adapter if choice else None
         if adapter is None and self.communities is not None and community is not None:
             adapter = await self.communities.reference(community)  # its own adapter, the commons', or base
-        model = await self._reward_model_of(community).current() if self.settings.generation.best_of > 1 else None
-        return _Plan(channel_id, channel, guild.id, choice, adapter, model)
+        g = self.settings.generation
+        model = await self._reward_model_of(community).current() if g.best_of > 1 else None
+        recent = await self._recent_texts(channel_id) if model is not None and g.best_of_novelty > 0 else []
+        return _Plan(channel_id, channel, guild.id, choice, adapter, model, tuple(recent))
 
     async def _compose(self, plans: list[_Plan]) -> list[Choice | None]:
         """One choice per plan. Several plans are written in ONE mixed-adapter batch (each row by its plan's
@@ -203,6 +210,8 @@ class Posting(commands.Cog):
                         best_of=g.best_of,
                         scorer=p.model.scores if p.model is not None else None,
                         explore=g.best_of_explore,
+                        recent=p.recent,
+                        novelty=g.best_of_novelty,
                     )
                 ]
             requests = [
@@ -213,6 +222,8 @@ class Posting(commands.Cog):
                     scorer=p.model.scores if p.model is not None else None,
                     best_of=g.best_of,
                     explore=g.best_of_explore,
+                    recent=p.recent,
+                    novelty=g.best_of_novelty,
                 )
                 for p in plans
             ]
@@ -261,6 +272,7 @@ class _Plan:
     choice: Any  # the trial's arm (TrialService.choose), or None
     adapter: str | None  # the reference that writes it (None: the serving one)
     model: Any  # the community's reward model for best-of-N, or None
+    recent: tuple[str, ...] = ()  # the channel's latest posts, for best-of-N's novelty term
 
 
 async def setup(bot: KilroyBot) -> None:

@@ -103,6 +103,21 @@ async def test_best_of_n_sends_the_reward_models_favourite_and_records_every_can
     assert [c.predicted for c in got] == [1.0, 2.0, 7.0, 1.0] and not got[2].postable
 
 
+async def test_best_of_n_novelty_reads_the_channels_recent_posts(make_cog, storage):
+    """With KILROY_BEST_OF_NOVELTY the second post passes over a candidate that repeats the first one's phrases."""
+    from bot.training.reward_model import REWARD_MODEL_FILE, RewardModel, save_reward_model
+
+    ch = channel()
+    texts = ["the cat sat on the mat", "plain words", "the cat sat on the mat again", "a dog ran"]
+    cog = make_cog(texts, ch, KILROY_BEST_OF="2", KILROY_BEST_OF_NOVELTY="2")
+    model = RewardModel(bias=1.0, weights={"cat": 1.0}, signal=0.2, posts=64, mean_score=1.0)
+    save_reward_model(model, cog.settings.adapters_dir / REWARD_MODEL_FILE)
+    await cog.post_to(500)
+    ch.send.return_value.id = 778  # the second message
+    await cog.post_to(500)
+    assert sent(ch) == ["the cat sat on the mat", "a dog ran"]
+
+
 def sent(ch) -> list[str]:
     """What was sent; every send must carry AllowedMentions.none()."""
     for call in ch.send.await_args_list:
@@ -196,10 +211,16 @@ class MixedGenerator:
 class TwoCommunities:
     """Each server is served by its own lineage's reference; no trials."""
 
-    class lineages:  # noqa: N801 - the attribute the cog reads
+    class lineages:
         @staticmethod
         def communities():
             return []
+
+        @staticmethod
+        def reward_model_path(community):
+            from pathlib import Path
+
+            return Path("/nonexistent") / community / "reward_model.json"  # no reward model yet: plain draws
 
     async def reference(self, community):
         return f"{community}/v0001"
