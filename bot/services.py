@@ -356,6 +356,8 @@ async def open_services(
         max_queue=settings.safety.max_queue,
         keep_loaded=settings.model.max_resident_adapters,
         lora_rank=settings.model.lora_rank,
+        # an adapter a mixed batch names that is not resident loads from its lineage's folder
+        resolver=lambda name: lineages.path(name) if "/" in name else store.path(name),
         # trainings run in a worker process beside us: while one runs, take only our share of the cores
         # (bot/engine/threads.py); when training runs in this process (the simulation) nothing competes, so torch
         # keeps them all

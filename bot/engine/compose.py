@@ -12,8 +12,10 @@ adapter cannot load gets None and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,20 @@ log = logging.getLogger(__name__)
 
 # predicted scores of a batch of texts (the reward model's `predict`, in score units); the engine knows no more of it
 Scorer = Callable[[Sequence[str]], Sequence[float]]
+
+RECENT_POSTS = 64  # how many of a channel's latest posts the novelty term compares a candidate with
+_WORD = re.compile(r"[\w']+")
+
+
+def word_bigrams(text: str) -> frozenset[tuple[str, str]]:
+    """A text's word bigrams, lowercased, punctuation ignored."""
+    return frozenset(itertools.pairwise(_WORD.findall(text.lower())))
+
+
+def familiarity(text: str, seen: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> float:
+    """The share of a text's word bigrams already in `seen` (the recent posts' bigrams): 0 all new, 1 all seen."""
+    grams = word_bigrams(text)
+    return len(grams & seen) / len(grams) if grams else 0.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +74,20 @@ def pick(
     scorer: Scorer | None = None,
     explore: float = 0.0,
     rng: random.Random | None = None,
+    recent: Sequence[str] = (),
+    novelty: float = 0.0,
 ) -> Choice | None:
     """Best-of-N over one batch: the postable sample with the highest predicted score, or None if none is postable.
 
     Without a scorer it is the first postable sample (every sample is then a plain draw of the policy). With
     probability `explore` the pick is uniform among the postable ones instead: a reranker that only exploits its
     reward model never shows the audience what the model does not yet know.
+
+    Novelty: a reward model ranks the posts it likes the same way every time, so its picks converge on the same
+    words and phrases, post after post (what members tire of, and what distinct-2 measures). With `novelty` > 0 each
+    candidate's prediction loses `novelty` x its familiarity (the share of its word bigrams already in the `recent`
+    posts) x the batch's mean |prediction|: at 1, a candidate made only of phrases the channel just saw counts as
+    nothing. The recorded predictions stay the reward model's own.
     """
     if scorer is None or len(samples) < 2:
         # a plain draw: the first postable sample (the ones after it are never checked, nor counted as refused)
@@ -82,7 +106,12 @@ def pick(
     if explore > 0 and (rng or random).random() < explore:
         chosen, explored = (rng or random).choice(ok), True
     else:
-        chosen = max(ok, key=lambda i: (predicted[i], -i))  # ties: the earliest draw
+        ranked = predicted
+        if novelty > 0 and recent:
+            seen = frozenset().union(*(word_bigrams(t) for t in recent))
+            scale = sum(abs(predicted[i]) for i in ok) / len(ok)
+            ranked = [p - novelty * scale * familiarity(s.text, seen) for p, s in zip(predicted, samples, strict=True)]
+        chosen = max(ok, key=lambda i: (ranked[i], -i))  # ties: the earliest draw
     candidates = tuple(
         Candidate(s.text, tuple(s.completion_ids), p, v.ok)
         for s, p, v in zip(samples, predicted, verdicts, strict=True)
@@ -109,10 +138,12 @@ async def compose_post(
     best_of: int = 1,
     scorer: Scorer | None = None,
     explore: float = 0.0,
+    recent: Sequence[str] = (),
+    novelty: float = 0.0,
 ) -> Choice | None:
     """A choice among `best_of` samples drawn in one batch (written by `adapter`, default the serving one) that
     passed the filter, or None after `tries` batches without one. With `best_of` 1 (or no scorer) it is the first
-    postable sample of a batch of two, as before best-of-N."""
+    postable sample of a batch of two, as before best-of-N. `recent` and `novelty`: see `pick`."""
     n, scorer = draws(best_of, scorer)
     for attempt in range(tries):
         choice = pick(
@@ -120,6 +151,8 @@ async def compose_post(
             output_filter,
             scorer=scorer,
             explore=explore,
+            recent=recent,
+            novelty=novelty,
         )
         if choice is not None:
             return choice
@@ -148,6 +181,8 @@ class PostRequest:
     explore: float = 0.0
     output_filter: OutputFilter | None = None
     path: Path | None = None
+    recent: tuple[str, ...] = ()  # the channel's latest posts, for the novelty term (see `pick`)
+    novelty: float = 0.0
 
 
 async def compose_posts(
@@ -193,7 +228,15 @@ async def compose_posts(
         still = []
         for i, group in zip(pending, groups, strict=True):
             r = requests[i]
-            choice = pick(group, r.output_filter or output_filter, scorer=plans[i][1], explore=r.explore, rng=rng)
+            choice = pick(
+                group,
+                r.output_filter or output_filter,
+                scorer=plans[i][1],
+                explore=r.explore,
+                rng=rng,
+                recent=r.recent,
+                novelty=r.novelty,
+            )
             if choice is None:
                 log.info("no postable sample for channel %s (attempt %d of %d)", r.channel_id, attempt, tries)
                 still.append(i)

@@ -27,6 +27,7 @@ from bot.sim.nights import CHANNELS, DAY, EPOCH, AudienceSpec, _fresh_dir, react
 from bot.storage import NewPost
 from bot.training.objective import distinct_n
 from bot.trials.sequential import CANDIDATE, PROMOTING, assign_arm
+from bot.trials.service import ROLLBACK
 
 if TYPE_CHECKING:
     from bot.engine.generator import Sample
@@ -44,6 +45,9 @@ class TrialRecord:
     ended_night: int | None = None
     settled: int = 0
     expected: dict[str, float] = field(default_factory=dict)  # adapter -> mean expected score of fresh samples
+    guard: bool = (
+        False  # a guard (KILROY_AB_MODE=guard): the candidate served from the start, the anchor is `incumbent`
+    )
 
     @property
     def right(self) -> str | None:
@@ -54,7 +58,12 @@ class TrialRecord:
 
     @property
     def outcome(self) -> str:
-        """promoted / kept / ended (futile or replaced) / undecided."""
+        """A trial: promoted / kept / ended (futile or replaced) / undecided. A guard: rolled_back (`keep` or an
+        operator's stop) / serving (the candidate stays: `promote`, or `futile`, no harm shown) / guarding."""
+        if self.guard:
+            if self.verdict is None:
+                return "guarding"
+            return "rolled_back" if self.verdict in ROLLBACK else "serving"
         if self.verdict is None:
             return "undecided"
         if self.verdict in PROMOTING:
@@ -151,6 +160,7 @@ async def simulate_ab(
                 if status.trial.verdict is not None:
                     rec.verdict, rec.ended_night = status.trial.verdict, night
                     night_json["promoted"] = status.trial.verdict in PROMOTING
+                    night_json["rolled_back"] = settings.trials.mode == "guard" and status.trial.verdict in ROLLBACK
                     night_json["trial"]["right"] = rec.right
             # the night: a guard never holds training back; a superiority trial does until it decides (the bot's rule)
             guard = settings.trials.mode == "guard"
@@ -161,7 +171,9 @@ async def simulate_ab(
                 if run.trial:
                     started = await storage.active_trial()
                     assert started is not None
-                    rec = trials.get(started.id) or TrialRecord(started.id, started.candidate, started.incumbent, night)
+                    rec = trials.get(started.id) or TrialRecord(
+                        started.id, started.candidate, started.incumbent, night, guard=guard
+                    )
                     rec.candidate = started.candidate  # a guard's candidate arm moves to the newest candidate
                     rec.expected = {
                         started.candidate: await expected(started.candidate),
@@ -172,21 +184,7 @@ async def simulate_ab(
             out_nights.append(night_json)
             emit({"event": "night_done", **{k: night_json[k] for k in ("night", "mean_score", "adapter")}})
     records = list(trials.values())
-    summary = {
-        "trials": len(records),
-        "promoted": sum(r.outcome == "promoted" for r in records),
-        "kept": sum(r.outcome == "kept" for r in records),
-        "ended": sum(r.outcome == "ended" for r in records),
-        "undecided": sum(r.outcome == "undecided" for r in records),
-        "right": sum(
-            r.verdict is not None and r.right == ("promote" if r.outcome == "promoted" else "keep")
-            for r in records
-            if r.outcome in ("promoted", "kept")
-        ),
-        "wrongly_promoted": sum(r.outcome == "promoted" and r.right == "keep" for r in records),
-        "wrongly_kept": sum(r.outcome == "kept" and r.right == "promote" for r in records),
-        "candidates_truly_better": sum(r.right == "promote" for r in records),
-    }
+    summary = trial_summary(records, settings.trials.mode)
     base = out_nights[0]["expected_score"] if out_nights else 0.0
     return {
         "audience": audience.name,
@@ -224,7 +222,59 @@ async def _night_samples(
     return [pools[a].pop() for a in arms], list(arms)
 
 
-def _note(s: dict[str, int]) -> str:
+def trial_summary(records: Sequence[TrialRecord], mode: str) -> dict[str, Any]:
+    """Count the trials' outcomes against what the expected scores say was right.
+
+    A superiority trial (`mode` "trial") is right when a promoted candidate is truly better and a kept-out one truly
+    worse. A guard (`mode` "guard") serves its candidate from the start, so what counts is the other way round: a
+    rollback is right when the candidate is truly worse, and a candidate still serving at the end (confirmed, no harm
+    shown, or still guarded) that is truly worse is the guard's miss (`worse_serving`).
+    """
+    worse = [r.right == "keep" for r in records]
+    if mode == "guard":
+        rolled_back = [r.outcome == "rolled_back" for r in records]
+        serving = [r.outcome in ("serving", "guarding") for r in records]
+        return {
+            "mode": "guard",
+            "trials": len(records),
+            "rolled_back": sum(rolled_back),
+            "confirmed": sum(r.verdict in PROMOTING for r in records),
+            "no_harm_shown": sum(r.outcome == "serving" and r.verdict not in PROMOTING for r in records),
+            "guarding": sum(r.outcome == "guarding" for r in records),
+            "right": sum(b and w for b, w in zip(rolled_back, worse, strict=True))
+            + sum(r.outcome == "serving" and r.right == "promote" for r in records),
+            "wrongly_rolled_back": sum(b and r.right == "promote" for b, r in zip(rolled_back, records, strict=True)),
+            "worse_serving": sum(s and w for s, w in zip(serving, worse, strict=True)),
+            "candidates_truly_better": sum(r.right == "promote" for r in records),
+        }
+    return {
+        "mode": "trial",
+        "trials": len(records),
+        "promoted": sum(r.outcome == "promoted" for r in records),
+        "kept": sum(r.outcome == "kept" for r in records),
+        "ended": sum(r.outcome == "ended" for r in records),
+        "undecided": sum(r.outcome == "undecided" for r in records),
+        "right": sum(
+            r.right == ("promote" if r.outcome == "promoted" else "keep")
+            for r in records
+            if r.outcome in ("promoted", "kept")
+        ),
+        "wrongly_promoted": sum(r.outcome == "promoted" and w for r, w in zip(records, worse, strict=True)),
+        "wrongly_kept": sum(r.outcome == "kept" and r.right == "promote" for r in records),
+        "candidates_truly_better": sum(r.right == "promote" for r in records),
+    }
+
+
+def _note(s: dict[str, Any]) -> str:
+    if s.get("mode") == "guard":
+        return (
+            f"{s['trials']} guard(s) started (each gate-passing candidate served at once, its predecessor the "
+            f"anchor): {s['rolled_back']} rolled back as worse, {s['confirmed']} confirmed better, "
+            f"{s['no_harm_shown']} ended with no harm shown, {s['guarding']} still guarding at the end. "
+            f"{s['right']} decided guard(s) agree with the expected scores ({s['wrongly_rolled_back']} wrongly rolled "
+            f"back); {s['worse_serving']} truly worse candidate(s) still serve; "
+            f"{s['candidates_truly_better']} candidate(s) were truly better by expected score."
+        )
     return (
         f"{s['trials']} candidate(s) passed the gate and went on trial: {s['promoted']} promoted, {s['kept']} kept "
         f"out as worse, {s['ended']} ended without a verdict, {s['undecided']} still undecided at the end. Of the "

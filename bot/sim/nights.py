@@ -27,6 +27,7 @@ from bot.config.settings import Settings
 from bot.domain.community import COMMONS
 from bot.domain.safety import OutputFilter
 from bot.domain.scoring import ScoreFormula, score_post
+from bot.engine.compose import RECENT_POSTS
 from bot.storage import NewPost, PostRecord, Storage
 from bot.training.objective import distinct_n, repeat3
 from bot.training.reward_model import REWARD_MODEL_FILE, RewardModel, RewardModelFile
@@ -503,6 +504,7 @@ async def simulate(
     pick_rng = random.Random(f"pick/{seed}")
     output_filter = OutputFilter(settings.discord.blocklist, settings.safety.allow_urls)
     reward_file = RewardModelFile(settings.adapters_dir / COMMONS / REWARD_MODEL_FILE)  # the commons' lineage
+    channel: deque[str] = deque(maxlen=RECENT_POSTS)  # the channel's latest posts, as the bot reads them to pick
     async with open_services(settings, in_process_training=not isolated) as services:
         storage, generator, loaded = services.storage, services.generator, services.generator.loaded
         for night in range(nights):
@@ -514,7 +516,7 @@ async def simulate(
             drawn = await generator.generate(
                 posts_per_night * group, prompt=settings.generation.prompt, seed=seed * 7919 + night
             )
-            choices = _pick_all(drawn, group, output_filter, model, settings, pick_rng)
+            choices = _pick_all(drawn, group, output_filter, model, settings, pick_rng, channel)
             samples = [c.sample for c in choices]
             records = await publish_night(
                 storage, community, samples, start=start, first_id=message_id, rng=rng, choices=choices
@@ -530,7 +532,12 @@ async def simulate(
                 seed=seed * 7919 + 104_729,
             )
             plain = held[: max(2, eval_samples)] if model is None else held[:: max(2, best_of)]
-            picked = plain if model is None else [c.sample for c in _pick_all(held, best_of, output_filter, model)]
+            if model is None:
+                picked = plain
+            else:  # the channel's history as the evaluation posts build it (a fresh one each night: steady state)
+                recent: deque[str] = deque(maxlen=RECENT_POSTS)
+                chosen = _pick_all(held, best_of, output_filter, model, None, None, recent, settings)
+                picked = [c.sample for c in chosen]
             picked_texts = [s.text for s in picked]
             kl = await asyncio.to_thread(kl_to_base, _served_model(generator), loaded.tokenizer, plain)
             mean_tokens = statistics.fmean(s.tokens for s in picked)
@@ -587,17 +594,36 @@ def _pick_all(
     model: RewardModel | None,
     settings: Settings | None = None,
     rng: random.Random | None = None,
+    recent: deque[str] | None = None,
+    novelty_settings: Settings | None = None,
 ) -> list[Choice]:
     """`drawn` in groups of `n`, each picked as the bot picks a post (groups with nothing postable are skipped).
 
-    Evaluation picks greedily (no `settings`): the served policy's exploitation, without the exploration share."""
+    Evaluation picks greedily (no `settings`): the served policy's exploitation, without the exploration share.
+    `recent` is the channel's latest posts (each pick is appended to it), for the novelty term of
+    `novelty_settings` (default `settings`)."""
     from bot.engine.compose import pick
 
     explore = settings.generation.best_of_explore if settings is not None else 0.0
-    groups = (drawn[i : i + n] for i in range(0, len(drawn), n))
+    ns = novelty_settings or settings
+    novelty = ns.generation.best_of_novelty if ns is not None else 0.0
     scorer = model.scores if model is not None else None
-    choices = (pick(g, output_filter, scorer=scorer, explore=explore, rng=rng) for g in groups)
-    return [c for c in choices if c is not None]
+    out = []
+    for i in range(0, len(drawn), n):
+        c = pick(
+            drawn[i : i + n],
+            output_filter,
+            scorer=scorer,
+            explore=explore,
+            rng=rng,
+            recent=tuple(recent) if recent is not None and novelty > 0 else (),
+            novelty=novelty,
+        )
+        if c is not None:
+            out.append(c)
+            if recent is not None:
+                recent.append(c.sample.text)
+    return out
 
 
 def _served_model(generator: Any) -> Any:

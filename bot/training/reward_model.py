@@ -13,6 +13,7 @@ Pure apart from torch's linear algebra (float64 on CPU); no model weights involv
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -40,9 +41,14 @@ def _length(text: str) -> float:
     return float(len(_WORD.findall(text)))
 
 
-def features(text: str) -> set[str]:
-    """The post's features: its lowercased words, and whether it asks a question or carries emoji."""
-    out = set(_WORD.findall(text.lower()))
+def features(text: str, *, bigrams: bool = False) -> set[str]:
+    """The post's features: its lowercased words, and whether it asks a question or carries emoji; with `bigrams`,
+    also each pair of adjacent words ("hot take"), chosen without looking at any audience's form: n-grams are what
+    a phrase, a template or a turn of speech looks like to a bag-of-features model."""
+    seq = _WORD.findall(text.lower())
+    out = set(seq)
+    if bigrams:
+        out.update(f"{a} {b}" for a, b in itertools.pairwise(seq))
     if "?" in text:
         out.add("<question>")
     if any(ord(c) > 0x2000 for c in text):
@@ -63,12 +69,15 @@ class RewardModel:
     p_value: float = 1.0  # chance that noise fits as well (permutation test); 1 when not fitted
     length_weight: float = 0.0  # score per word of length, fitted alongside the words so they are read at equal length
     mean_words: float = 0.0
+    bigrams: bool = False  # features include adjacent word pairs (`features`)
 
     def predict(self, text: str, *, at_usual_length: bool = False) -> float:
         """The expected score of `text` (in score units); with `at_usual_length`, as if it had the pooled mean
         length, so that only what it says counts, not how long it goes on."""
         words = self.mean_words if at_usual_length else _length(text)
-        return self.bias + sum(self.weights.get(f, 0.0) for f in features(text)) + self.length_weight * words
+        total = self.bias + sum(self.weights.get(f, 0.0) for f in features(text, bigrams=self.bigrams))
+        total += self.length_weight * words
+        return total
 
     def relative(self, texts: Sequence[str], *, at_usual_length: bool = True) -> list[float]:
         """Predicted engagement of each text relative to the pooled mean: +0.3 is "30% more than usual".
@@ -150,8 +159,10 @@ def fit_reward_model(
     *,
     min_count: int = 2,
     permutations: int = 99,
+    bigrams: bool = False,
 ) -> RewardModel:
-    """Ridge regression of channel-centred scores on word presence; ridge strength by exact leave-one-out error.
+    """Ridge regression of channel-centred scores on word presence (and adjacent word pairs, with `bigrams`) and
+    length; ridge strength by exact leave-one-out error.
 
     Words seen in fewer than `min_count` posts are dropped (a single post says nothing about its words). The fit's
     p-value is a permutation test: the share of `permutations` shuffles of the scores whose best leave-one-out R²
@@ -172,7 +183,7 @@ def fit_reward_model(
     mean_score = sum(scores) / n
     y = torch.tensor([s - centre[g] for s, g in zip(scores, groups, strict=True)], dtype=torch.float64)
 
-    feats = [features(t) for t in texts]
+    feats = [features(t, bigrams=bigrams) for t in texts]
     counts: dict[str, int] = {}
     for f in feats:
         for w in f:
@@ -219,7 +230,9 @@ def fit_reward_model(
     weights = {w: float(b) for w, b in zip(vocab, beta[:-1].tolist(), strict=True)}
     bias = mean_score - float(beta @ x_mean)
     mean_words = float(x_mean[-1]) * 10.0
-    return RewardModel(bias, weights, signal, lam, n, mean_score, p_value, float(beta[-1]) / 10.0, mean_words)
+    return RewardModel(
+        bias, weights, signal, lam, n, mean_score, p_value, float(beta[-1]) / 10.0, mean_words, bigrams=bigrams
+    )
 
 
 def model_rewards(

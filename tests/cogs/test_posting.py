@@ -103,6 +103,21 @@ async def test_best_of_n_sends_the_reward_models_favourite_and_records_every_can
     assert [c.predicted for c in got] == [1.0, 2.0, 7.0, 1.0] and not got[2].postable
 
 
+async def test_best_of_n_novelty_reads_the_channels_recent_posts(make_cog, storage):
+    """With KILROY_BEST_OF_NOVELTY the second post passes over a candidate that repeats the first one's phrases."""
+    from bot.training.reward_model import REWARD_MODEL_FILE, RewardModel, save_reward_model
+
+    ch = channel()
+    texts = ["the cat sat on the mat", "plain words", "the cat sat on the mat again", "a dog ran"]
+    cog = make_cog(texts, ch, KILROY_BEST_OF="2", KILROY_BEST_OF_NOVELTY="2")
+    model = RewardModel(bias=1.0, weights={"cat": 1.0}, signal=0.2, posts=64, mean_score=1.0)
+    save_reward_model(model, cog.settings.adapters_dir / REWARD_MODEL_FILE)
+    await cog.post_to(500)
+    ch.send.return_value.id = 778  # the second message
+    await cog.post_to(500)
+    assert sent(ch) == ["the cat sat on the mat", "a dog ran"]
+
+
 def sent(ch) -> list[str]:
     """What was sent; every send must carry AllowedMentions.none()."""
     for call in ch.send.await_args_list:
@@ -172,3 +187,65 @@ async def test_a_posting_rounds_json_log_line_names_guild_channel_and_post(make_
     assert line["message"].startswith("posted")
     assert (line["guild"], line["channel"], line["post"], line["message_id"]) == (1, 500, post.id, 4242)
     assert line["adapter"] == "v0003" and not any("member" in k or "user" in k for k in line)
+
+
+class MixedGenerator:
+    """Records every batch; each row's text names the adapter that wrote it."""
+
+    active = "base"
+
+    def __init__(self):
+        self.batches = []
+
+    async def generate_mixed(self, requests, **kw):
+        self.batches.append([(r.adapter, r.n) for r in requests])
+        return [
+            [Sample(f"written by {r.adapter} row {i}", "", (0,), (5, 6, 0), r.adapter, {}) for i in range(r.n)]
+            for r in requests
+        ]
+
+    async def generate(self, n, **kw):  # pragma: no cover - a round of several posts must not come here
+        raise AssertionError("posts that fall due together go in one mixed batch")
+
+
+class TwoCommunities:
+    """Each server is served by its own lineage's reference; no trials."""
+
+    class lineages:
+        @staticmethod
+        def communities():
+            return []
+
+        @staticmethod
+        def reward_model_path(community):
+            from pathlib import Path
+
+            return Path("/nonexistent") / community / "reward_model.json"  # no reward model yet: plain draws
+
+    async def reference(self, community):
+        return f"{community}/v0001"
+
+    def trials(self, community):
+        return None
+
+
+async def test_posts_due_together_are_written_in_one_mixed_batch_each_by_its_server(
+    make_settings, storage, monkeypatch
+):
+    """Two servers' channels fall due in one round: one generate_mixed call, each row by its own server's adapter,
+    and each post records the reference that wrote it."""
+    chans = {500: channel(message_id=801), 600: channel(message_id=802)}
+    chans[600].guild = MagicMock(spec=discord.Guild, id=2)
+    bot = fake_bot()
+    bot.get_channel = MagicMock(side_effect=chans.get)
+    generator = MixedGenerator()
+    settings = make_settings(KILROY_POST_CHANNEL_IDS="500,600")
+    cog = Posting(bot, settings=settings, storage=storage, generator=generator, communities=TwoCommunities())
+    monkeypatch.setattr("cogs.posting.random.uniform", lambda a, b: 0.0)
+    await cog.post_everywhere()
+    assert len(generator.batches) == 1
+    assert [adapter for adapter, _ in generator.batches[0]] == ["g1/v0001", "g2/v0001"]
+    first, second = await post_by_message(storage, 801), await post_by_message(storage, 802)
+    assert (first.adapter, first.guild_id) == ("g1/v0001", 1)
+    assert (second.adapter, second.guild_id) == ("g2/v0001", 2)
+    assert first.text.startswith("written by g1/v0001") and second.text.startswith("written by g2/v0001")

@@ -91,3 +91,37 @@ async def test_post_text_is_the_checked_normalised_text():
     assert sample.text == "a quiet morn"
     assert f.check(sample.text).ok and f.check(sample.text).text == sample.text
     assert f.resampled["invite"] == 2
+
+
+def test_novelty_passes_over_a_candidate_that_repeats_the_channels_recent_phrases():
+    """With a novelty weight, a candidate made of phrases the channel just posted loses to a slightly lower-predicted
+    fresh one; without the weight (or without recent posts) the reward model's favourite is sent, and the recorded
+    predictions stay the model's own."""
+    batch = samples("good morning coffee lovers", "the garden is quiet tonight")
+
+    def scorer(texts):
+        return [1.1 if "coffee" in t else 1.0 for t in texts]
+
+    recent = ["good morning coffee lovers everywhere", "more coffee please"]
+    assert pick(batch, OutputFilter(), scorer=scorer).chosen == 0
+    assert pick(batch, OutputFilter(), scorer=scorer, recent=recent, novelty=0.0).chosen == 0
+    assert pick(batch, OutputFilter(), scorer=scorer, novelty=1.0).chosen == 0  # no recent posts: nothing familiar
+    choice = pick(batch, OutputFilter(), scorer=scorer, recent=recent, novelty=1.0)
+    assert choice.chosen == 1 and [c.predicted for c in choice.candidates] == [1.1, 1.0]
+    # a small weight does not outweigh a large predicted gap
+    assert pick(batch, OutputFilter(), scorer=scorer, recent=recent, novelty=0.05).chosen == 0
+
+
+async def test_compose_passes_recent_posts_to_the_pick():
+    """compose_post hands the channel's recent posts and the weight to the pick."""
+    gen = CountingGenerator(["good morning coffee lovers", "the garden is quiet tonight"])
+    choice = await compose_post(
+        gen,
+        prompt="",
+        output_filter=OutputFilter(),
+        best_of=2,
+        scorer=lambda texts: [1.1 if "coffee" in t else 1.0 for t in texts],
+        recent=["good morning coffee lovers everywhere"],
+        novelty=1.0,
+    )
+    assert choice.sample.text == "the garden is quiet tonight"

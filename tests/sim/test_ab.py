@@ -34,11 +34,14 @@ def test_simulate_ab_json_has_trials(env, tmp_path, capsys):  # noqa: F811
     assert len(data["nights"]) == 3 and data["nights"][0]["trial"] is None
     summary = data["trial_summary"]
     assert summary["trials"] == len(data["trials"])
-    assert summary["promoted"] + summary["kept"] + summary["ended"] + summary["undecided"] == summary["trials"]
+    assert summary["mode"] == "guard"  # the default: every gate-passing candidate serves at once
+    assert summary["rolled_back"] + summary["confirmed"] + summary["no_harm_shown"] + summary["guarding"] == len(
+        data["trials"]
+    )
     for night in data["nights"]:
         if night["trial"]:
             assert sum(night["trial"]["arms"].values()) == night["posts"] == 16
     if data["trials"]:  # the gate passed night 0's candidate: night 1 is split between the arms
         assert data["nights"][1]["trial"]["id"] == data["trials"][0]["id"]
         assert set(data["trials"][0]["expected"]) == {data["trials"][0]["candidate"], "base"}
-    assert "went on trial" in data["note"] and "went on trial" in capsys.readouterr().out
+    assert "guard(s) started" in data["note"] and "guard(s) started" in capsys.readouterr().out

@@ -224,3 +224,28 @@ def test_phrase_and_length_preferences_leave_the_reward_models_class():
         AudienceSpec.from_dict({"members": 1, "reaction_rate": 0.1, "phrases": {"three word phrase": 1}})
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "audiences" / "phrase_length.json"
     assert AudienceSpec.from_file(path).phrases["hot take"] == 0.5
+
+
+def test_simulated_picks_read_the_channels_history_for_novelty():
+    """`simulate` picks as the bot does: each pick joins the channel's recent posts, so with a novelty weight the
+    second group passes over a candidate repeating the first pick's phrases; without it the favourite wins twice."""
+    from collections import deque
+
+    from bot.config.settings import load_settings
+    from bot.domain.safety import OutputFilter
+    from bot.engine.generator import Sample
+    from bot.sim.nights import _pick_all
+    from bot.training.reward_model import RewardModel
+
+    texts = ["the coffee is hot today", "plain words here", "the coffee is hot again", "a quiet garden"]
+    drawn = [Sample(t, "", (0,), (1, 0), "base", {}) for t in texts]
+    model = RewardModel(bias=1.0, weights={"coffee": 1.0}, signal=0.2, posts=64, mean_score=1.0)
+    picks = {}
+    for novelty in ("0", "1"):
+        settings = load_settings(None, {"KILROY_BEST_OF_NOVELTY": novelty})
+        recent: deque[str] = deque(maxlen=64)
+        chosen = _pick_all(drawn, 2, OutputFilter(), model, None, None, recent, settings)
+        picks[novelty] = [c.sample.text for c in chosen]
+        assert list(recent) == picks[novelty]
+    assert picks["0"] == ["the coffee is hot today", "the coffee is hot again"]
+    assert picks["1"] == ["the coffee is hot today", "a quiet garden"]

@@ -26,6 +26,26 @@ def test_features_are_words_and_style():
     assert features("Coffee, again? ☕") == {"coffee", "again", "<question>", "<emoji>"}
 
 
+def test_bigram_features_are_adjacent_word_pairs():
+    assert features("Hot take: coffee", bigrams=True) == {"hot", "take", "coffee", "hot take", "take coffee"}
+
+
+def test_bigram_model_finds_a_liked_phrase_the_words_model_cannot():
+    """An audience that likes the phrase "coffee garden" (in that order), not either word: the 1-2-gram model ranks
+    the phrase above the same words reversed, and survives the JSON round trip; the words model cannot tell them
+    apart."""
+    rng = random.Random(1)
+    texts = [["coffee garden ", "garden coffee ", ""][i % 3] + t for i, t in enumerate(_posts(400, 1))]
+    scores = [_poisson(rng, 2.0 * (2.0 if "coffee garden" in t else 1.0)) for t in texts]
+    ngrams = fit_reward_model(texts, scores, bigrams=True)
+    words = fit_reward_model(texts, scores)
+    assert ngrams.signal > words.signal and ngrams.top(1)[0][0] == "coffee garden"
+    again = RewardModel.from_json(ngrams.as_json())
+    phrase, reversed_ = again.scores(["coffee garden moon", "garden coffee moon"])
+    assert phrase - reversed_ > 0.5
+    assert words.scores(["coffee garden moon"]) == words.scores(["garden coffee moon"])
+
+
 def test_finds_a_weak_liked_word_pooled_over_many_posts():
     """A word that raises engagement by half is found from noisy counts; the signal is clearly positive."""
     rng = random.Random(0)
