@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.adapters.commons import CommonsPolicy, commons_policy
 from bot.adapters.lineages import Lineages
 from bot.adapters.migrate import migrate_flat
 from bot.adapters.serving import AdapterService
@@ -189,9 +190,16 @@ class Communities:
                 in_process=self.in_process,
                 backup=self.backup,  # type: ignore[arg-type]  # a night asks its first run for it
                 community=community,
-                parent=lambda: self.lineages.serving(community),
+                # a server's first adapter starts from the commons (KILROY_COMMONS), else from what serves it
+                parent=self._parent_of(community),
             )
         return found
+
+    def _parent_of(self, community: str) -> Callable[[], str]:
+        policy = self.lineages.policy
+        if isinstance(policy, CommonsPolicy):
+            return lambda: policy.parent(community, self.lineages)
+        return lambda: self.lineages.serving(community)
 
     async def reference(self, community: str) -> str:
         """The reference that writes `community`'s next post, made resident: the one seam the posting path asks
@@ -241,7 +249,10 @@ class Communities:
         self, reason: str = "nightly", on_result: Callable[[NightResult], Awaitable[None]] | None = None
     ) -> list[NightResult]:
         """One night over every stale community (`Night.run`)."""
-        return await self.night.run(reason, on_result=on_result)
+        try:
+            return await self.night.run(reason, on_result=on_result)
+        finally:
+            await refresh_commons(self.lineages, self.storage, self.settings)  # settled counts decide who serves
 
 
 async def prepare_lineages(settings: Settings, storage: Storage | None = None) -> Lineages:
@@ -252,7 +263,10 @@ async def prepare_lineages(settings: Settings, storage: Storage | None = None) -
     try:
         lock.acquire("adapters migration")
     except TrainingBusy:
-        return Lineages(settings.adapters_dir)
+        lineages = Lineages(settings.adapters_dir, policy=commons_policy(settings))
+        if storage is not None:
+            await refresh_commons(lineages, storage, settings)
+        return lineages
     try:
         if storage is None:
             async with Storage.open(settings.database) as opened:
@@ -262,7 +276,17 @@ async def prepare_lineages(settings: Settings, storage: Storage | None = None) -
         await asyncio.to_thread(migrate_flat, settings.adapters_dir, [community_id(g) for g in guilds])
     finally:
         lock.release()
-    return Lineages(settings.adapters_dir)
+    lineages = Lineages(settings.adapters_dir, policy=commons_policy(settings))
+    if storage is not None:
+        await refresh_commons(lineages, storage, settings)
+    return lineages
+
+
+async def refresh_commons(lineages: Lineages, storage: Storage, settings: Settings) -> None:
+    """Count every server's settled posts for the commons policy (at start and after each night)."""
+    policy = lineages.policy
+    if isinstance(policy, CommonsPolicy):
+        await policy.refresh(storage, now=time.time(), settle_hours=settings.scoring.settle_hours)
 
 
 @dataclass
@@ -368,6 +392,7 @@ async def open_services(
     clock = time.time
     try:
         async with contextlib.AsyncExitStack() as stack, Storage.open(settings.database) as storage:
+            await refresh_commons(lineages, storage, settings)  # who is served by the commons, from settled counts
             queue = None
             if settings.training.queue == "postgres" and not in_process_training:
                 from bot.training.queue import JobQueue

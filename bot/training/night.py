@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config.settings import Settings
-from bot.domain.community import community_id
+from bot.domain.community import COMMONS, community_id
 from bot.domain.records import RunResult
 from bot.storage import Storage
 from bot.training.lock import TrainingBusy
@@ -75,7 +75,10 @@ class Night:
         settled_before = now - self.settings.scoring.settle_hours * 3600.0
         counts = await self.storage.untrained_settled_by_guild(created_before=settled_before)
         ready = [(n, g) for g, n in counts.items() if n >= self.settings.training.min_posts]
-        return [community_id(g) for n, g in sorted(ready, key=lambda x: (-x[0], x[1]))]
+        own = [community_id(g) for n, g in sorted(ready, key=lambda x: (-x[0], x[1]))]
+        # the commons first (KILROY_COMMONS not off): the servers' first adapters start from what it learns tonight;
+        # a commons with too few new pooled posts ends at once with "not enough posts"
+        return [COMMONS, *own] if self.settings.training.commons != "off" and own else own
 
     def place(self, community: str) -> int | None:
         """0 while `community` trains, k when it is k-th in tonight's queue, None when not queued."""

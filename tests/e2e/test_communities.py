@@ -64,6 +64,7 @@ async def test_two_servers_each_learn_and_are_served_their_own(server, tiny_sett
         KILROY_OPERATOR_USER_IDS=str(fd.OPERATOR_ID),
         KILROY_SETTLE_HOURS="0",
         KILROY_MIN_TRAIN_POSTS="1",
+        KILROY_COMMUNITY_MIN_POSTS="0",
         KILROY_EPOCHS="1",
         KILROY_REWARD_MAX_P="1",
         KILROY_GATE_SAMPLES="8",

@@ -44,7 +44,9 @@ class FakeRunner:
 
 
 async def test_a_night_takes_the_stalest_first_and_stops_at_its_budget(make_settings, storage):
-    settings = make_settings(KILROY_MIN_TRAIN_POSTS="2", KILROY_TRAIN_BUDGET_MINUTES="1", KILROY_SETTLE_HOURS="0")
+    settings = make_settings(
+        KILROY_MIN_TRAIN_POSTS="2", KILROY_TRAIN_BUDGET_MINUTES="1", KILROY_SETTLE_HOURS="0", KILROY_COMMONS="off"
+    )
     await _posts(storage, 1, 4)
     await _posts(storage, 2, 6)
     await _posts(storage, 3, 3)
@@ -69,7 +71,7 @@ async def test_a_night_takes_the_stalest_first_and_stops_at_its_budget(make_sett
 
 
 async def test_a_night_skips_a_community_whose_trial_decides(make_settings, storage):
-    settings = make_settings(KILROY_MIN_TRAIN_POSTS="1", KILROY_SETTLE_HOURS="0")
+    settings = make_settings(KILROY_MIN_TRAIN_POSTS="1", KILROY_SETTLE_HOURS="0", KILROY_COMMONS="off")
     await _posts(storage, 1, 2)
     await _posts(storage, 2, 1)
     log, clock = [], {"t": 0.0}
@@ -122,7 +124,7 @@ def make_adapter_for(settings, store):
 async def test_a_night_waits_for_a_retrain_that_slipped_in_between(make_settings, storage):
     from bot.training.lock import TrainingBusy
 
-    settings = make_settings(KILROY_MIN_TRAIN_POSTS="1", KILROY_SETTLE_HOURS="0")
+    settings = make_settings(KILROY_MIN_TRAIN_POSTS="1", KILROY_SETTLE_HOURS="0", KILROY_COMMONS="off")
     await _posts(storage, 1, 2)
     await _posts(storage, 2, 1)
     busy = {"left": 2}
@@ -148,3 +150,16 @@ async def test_a_night_waits_for_a_retrain_that_slipped_in_between(make_settings
     night.sleep = sleep
     results = await night.run("nightly")
     assert ran == ["g1", "g2"] and len(waits) == 2 and all(r.result for r in results)
+
+
+async def test_with_the_commons_on_a_night_trains_the_commons_first(make_settings, storage):
+    """KILROY_COMMONS not off: the commons trains first, so the servers' first adapters start from tonight's commons;
+    with the commons off it is never queued."""
+    await _posts(storage, 1, 4)
+    await _posts(storage, 2, 6)
+    on = Night(
+        lambda c: None, storage, make_settings(KILROY_MIN_TRAIN_POSTS="2", KILROY_SETTLE_HOURS="0"), now=lambda: DAY
+    )
+    assert await on.order() == ["commons", "g2", "g1"]
+    off = make_settings(KILROY_MIN_TRAIN_POSTS="2", KILROY_SETTLE_HOURS="0", KILROY_COMMONS="off")
+    assert await Night(lambda c: None, storage, off, now=lambda: DAY).order() == ["g2", "g1"]
