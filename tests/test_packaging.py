@@ -102,3 +102,34 @@ def test_compose_scale_profile_runs_postgres_two_shards_and_a_gpu_worker():
     documented = set(re.findall(r"^#? ?(KILROY_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     named = {k for s in scale.values() for k in s.get("environment", {}) if k.startswith("KILROY_")}
     assert named - documented <= {"KILROY_SHARD_COUNT", "KILROY_SHARD_IDS", "KILROY_TRAINING_QUEUE"}
+
+
+def test_every_third_party_package_the_code_imports_is_declared():
+    """A clean install gets what bot/ and cogs/ import at module level or lazily (a merge once dropped asyncpg, and
+    a fresh install could not open KILROY_DATABASE_URL): each is in dependencies or, for the queue, the scale extra."""
+    import ast
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = " ".join(project["dependencies"] + project["optional-dependencies"]["scale"]).lower()
+    # import name -> distribution name, where they differ
+    dist = {
+        "discord": "discord.py",
+        "dotenv": "python-dotenv",
+        "pythonjsonlogger": "python-json-logger",
+        "yaml": "pyyaml",
+    }
+    imported: set[str] = set()
+    for folder in ("bot", "cogs"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in {"bot", "cogs", "tests"}}
+    missing = sorted(
+        m for m in third_party if dist.get(m, m).lower().replace("_", "-") not in declared.replace("_", "-")
+    )
+    assert missing == [], f"imported but not declared in pyproject.toml: {missing}"
