@@ -151,7 +151,7 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
         kilroy_run(procs[1][1], server),
         aiohttp.ClientSession() as http,
     ):
-        with kilroy_worker(worker_env, worker_home) as (worker, worker_log):
+        with kilroy_worker(worker_env, worker_home) as (worker, _):
 
             async def healthy():
                 return all([(await get(http, f"{base}/healthz"))[0] == 200 for *_, base in procs])
@@ -218,7 +218,7 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
 
             # the promotion reaches both shard processes, which swap without a restart, within 10 s
             swap = f"serving v0001 for {COMMUNITY}, promoted by a training worker"
-            while not all(swap in log_of(s) for s in range(SHARDS)) and time.monotonic() - done_at < 10:
+            while not all(swap in log_of(s) for s in range(SHARDS)) and time.monotonic() - done_at < 10:  # noqa: ASYNC110 - other processes log
                 await asyncio.sleep(0.1)
             assert [swap in log_of(s) for s in range(SHARDS)] == [True, True]
             print(f"fleet test: swapped in both within {time.monotonic() - done_at:.1f}s of the result")
@@ -227,4 +227,3 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
 
 async def _async_len(rows, n: int) -> bool:
     return len(await rows) >= n
-
