@@ -178,12 +178,16 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
             for message_id in reacted.values():
                 await server.react(message_id, fd.MEMBER_ID, "❤️")
 
-            async def votes_stored():
-                return await query(database_url, "SELECT message_id, member_id FROM votes ORDER BY message_id")
-
-            await wait_for(lambda: _async_len(votes_stored(), len(GUILDS)), 60, "a vote in every server")
+            events = (
+                "SELECT p.message_id, e.member_id, e.action FROM reaction_events e JOIN posts p ON p.id = e.post_id"
+            )
+            await wait_for(lambda: _async_len(query(database_url, events), len(GUILDS)), 60, "an event in every server")
             await asyncio.sleep(1.0)  # a duplicate write would land by now
-            assert sorted(await votes_stored()) == sorted((m, fd.MEMBER_ID) for m in reacted.values())
+            assert sorted(await query(database_url, events)) == sorted(
+                (m, fd.MEMBER_ID, "add") for m in reacted.values()
+            )
+            votes = "SELECT p.message_id, v.member_id FROM votes v JOIN posts p ON p.id = v.post_id"
+            assert sorted(await query(database_url, votes)) == sorted((m, fd.MEMBER_ID) for m in reacted.values())
             counted = 0.0
             for *_, base in procs:
                 _, metrics = await get(http, f"{base}/metrics")
