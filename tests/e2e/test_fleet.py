@@ -188,16 +188,6 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
             )
             votes = "SELECT p.message_id, v.member_id FROM votes v JOIN posts p ON p.id = v.post_id"
             assert sorted(await query(database_url, votes)) == sorted((m, fd.MEMBER_ID) for m in reacted.values())
-            counted = 0.0
-            for *_, base in procs:
-                _, metrics = await get(http, f"{base}/metrics")
-                counted += sum(
-                    float(line.rsplit(" ", 1)[1])
-                    for line in metrics.splitlines()
-                    if line.startswith("kilroy_reaction_events_total")
-                )
-            assert counted == len(GUILDS)  # each event handled by one process only
-
             # a moderator's /retrain in a shard-1 server: the worker trains it, progress reaches the moderator
             _, token = await server.slash(
                 fd.MODERATOR_ID, "retrain", guild_id=RETRAIN_GUILD, channel_id=GUILDS[RETRAIN_GUILD]
