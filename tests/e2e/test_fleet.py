@@ -31,6 +31,7 @@ import pytest
 
 from tests.e2e.test_service import ROOT, free_port, get, kilroy_run, wait_for, write_env
 from tests.support import fake_discord as fd
+from tests.support.adapters import make_adapter
 from tests.support.data import OPEN_GATE
 
 pytestmark = pytest.mark.slow
@@ -105,8 +106,13 @@ async def query(url: str, sql: str, *args) -> list[tuple]:
         await conn.close()
 
 
-async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny_model_dir, database_url, tmp_path):
+async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny_settings, database_url, tmp_path):
+    from bot.adapters.lineages import Lineages
+    from bot.engine.model import load_base
+
     started = time.monotonic()
+    settings = tiny_settings()
+    tiny_model_dir = Path(settings.model.name)
     server.shard_count = SHARDS
     for guild_id, channel_id in list(GUILDS.items())[2:]:
         server.add_guild(guild_id, channel_id)
@@ -115,6 +121,11 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
     server.members2[fd.MODERATOR_ID] = fd.member(fd.MODERATOR_ID, "moderator", roles=(fd.MODERATOR_ROLE,))
     assert sorted(fd.shard_of(g, SHARDS) for g in GUILDS) == [0, 0, 1, 1] and fd.shard_of(RETRAIN_GUILD, SHARDS) == 1
     adapters = tmp_path / "adapters"
+    # the shard-1 server's lineage already serves v0001: both processes load it at start, so a promotion is a hot
+    # swap in each (a lineage neither has loaded yet is read from its pointer when first used: nothing to swap)
+    store = Lineages(adapters).store(COMMUNITY)
+    make_adapter(load_base(settings.model, settings.data_dir, device="cpu"), store, 1)
+    store.set_current("v0001")
     channels = ",".join(str(c) for c in GUILDS.values())
     procs = []
     for shard in range(SHARDS):
@@ -169,6 +180,8 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
             for channel_id in GUILDS.values():
                 assert server.tokens_posting_in(channel_id) == {f"token-{owner(channel_id)}"}, channel_id
             posts = await query(database_url, "SELECT guild_id, message_id FROM posts WHERE message_id IS NOT NULL")
+            written = "SELECT DISTINCT adapter FROM posts WHERE guild_id = $1"
+            assert await query(database_url, written, RETRAIN_GUILD) == [(f"{COMMUNITY}/v0001",)]
             assert len({m for _, m in posts}) == len(posts)  # no post stored twice
             for guild_id, message_id in posts:
                 sent_by = {int(m["id"]) for m in server.posts_in(GUILDS[guild_id])}
@@ -203,17 +216,17 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
             done_at = time.monotonic()
             contents = [e.get("content") or "" for e in server.original_edits[token]]
             assert any(c.startswith(("training", "evaluating")) for c in contents[:-1]), contents  # progress
-            assert "v0001" in contents[-1] and "promoted and now serving" in contents[-1], contents
+            assert "v0002" in contents[-1] and "promoted and now serving" in contents[-1], contents
             assert worker.poll() is None
             # trained by the worker: the job went through the queue (only `kilroy worker` runs its jobs) and succeeded
             jobs = await query(database_url, "SELECT status::text, args->>'community' FROM procrastinate_jobs")
             assert jobs == [("succeeded", COMMUNITY)], jobs
             runs = await query(database_url, "SELECT community, status, stage FROM training_runs")
             assert runs == [(COMMUNITY, "done", "promoted")], runs
-            assert (adapters / COMMUNITY / "v0001").is_dir()
+            assert (adapters / COMMUNITY / "v0002").is_dir() and store.current() == "v0002"
 
             # the promotion reaches both shard processes, which swap without a restart, within 10 s
-            swap = f"serving v0001 for {COMMUNITY}, promoted by a training worker"
+            swap = f"serving v0002 for {COMMUNITY}, promoted by a training worker"
             while not all(swap in log_of(s) for s in range(SHARDS)) and time.monotonic() - done_at < 10:  # noqa: ASYNC110 - other processes log
                 await asyncio.sleep(0.1)
             assert [swap in log_of(s) for s in range(SHARDS)] == [True, True]
