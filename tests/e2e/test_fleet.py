@@ -163,7 +163,7 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
         kilroy_run(procs[1][1], server),
         aiohttp.ClientSession() as http,
     ):
-        with kilroy_worker(worker_env, worker_home) as (worker, _):
+        with kilroy_worker(worker_env, worker_home) as (worker, worker_log):
 
             async def healthy():
                 return all([(await get(http, f"{base}/healthz"))[0] == 200 for *_, base in procs])
@@ -230,8 +230,19 @@ async def test_a_fleet_of_two_shards_and_a_worker_on_one_postgresql(server, tiny
             while not all(swap in log_of(s) for s in range(SHARDS)) and time.monotonic() - done_at < 10:  # noqa: ASYNC110 - other processes log
                 await asyncio.sleep(0.1)
             assert [swap in log_of(s) for s in range(SHARDS)] == [True, True]
-            print(f"fleet test: swapped in both within {time.monotonic() - done_at:.1f}s of the result")
+            # and within 10 s of the worker's promotion (the logs' HH:MM:SS, one clock)
+            promoted = logged_at(worker_log.read_text(errors="replace"), "v0002 promoted and serving")
+            lags = [(logged_at(log_of(s), swap) - promoted) % 86400 for s in range(SHARDS)]
+            assert all(lag <= 10 for lag in lags), lags
+            print(f"fleet test: swapped in both {lags} s after the worker promoted")
     print(f"fleet test took {time.monotonic() - started:.0f}s")
+
+
+def logged_at(log: str, needle: str) -> int:
+    """The second of the day (from the HH:MM:SS a log line starts with) of the first line holding `needle`."""
+    line = next(ln for ln in log.splitlines() if needle in ln)
+    h, m, sec = (int(x) for x in line[:8].split(":"))
+    return h * 3600 + m * 60 + sec
 
 
 async def _async_len(rows, n: int) -> bool:
