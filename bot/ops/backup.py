@@ -168,7 +168,19 @@ def _lineages(adapters_dir: Path) -> list[str]:
 
     if not adapters_dir.is_dir():
         return []
-    return sorted(p.name for p in adapters_dir.iterdir() if is_community(p.name) and p.is_dir() and not p.is_symlink())
+    return sorted(
+        p.name
+        for p in adapters_dir.iterdir()
+        if is_community(p.name) and p.is_dir() and not p.is_symlink() and _holds_a_file(p)
+    )
+
+
+def _holds_a_file(folder: Path) -> bool:
+    """A lineage folder with something committed in it: a server that has posted but trained nothing yet has an
+    empty one, which a backup leaves out (a manifest entry without files fails verification)."""
+    return any(
+        e.is_file() and not any(part.startswith(".") for part in e.relative_to(folder).parts) for e in folder.rglob("*")
+    )
 
 
 def _copy_lineage(src: Path, dst: Path) -> None:

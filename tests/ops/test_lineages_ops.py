@@ -51,3 +51,17 @@ def test_doctor_checks_each_lineage(env_file, tmp_path):  # noqa: F811
     (root / "g7" / "STATE.json").write_text(json.dumps({"current": "v0009", "history": []}))
     check = by_name(doctor.run_checks(env_file()))["adapters"]
     assert not check.ok and "g7: the pointer names 'v0009'" in check.detail and check.fix
+
+
+async def test_an_empty_lineage_folder_does_not_break_a_backup(make_settings, tmp_path):
+    """A server that posted but has trained nothing has an empty lineage folder (only temp entries at most): the
+    backup leaves it out and verifies (it listed it without files, and verification failed on a running bot)."""
+    settings = make_settings()
+    async with Storage.open(settings.db_path):
+        pass
+    lineage(settings.adapters_dir, "g7", ["v0001"], "v0001")
+    (settings.adapters_dir / "g8" / ".tmp-half-written").mkdir(parents=True)
+    (settings.adapters_dir / "commons").mkdir()
+    result = backup(settings, tmp_path / "b")
+    verify(tmp_path / "b")
+    assert "g7" in result.adapters and "g8" not in result.adapters and "commons" not in result.adapters
