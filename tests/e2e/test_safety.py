@@ -56,7 +56,9 @@ async def test_no_pings_from_generated_post_or_story_line(server, e2e_settings):
         script(bot, [f"hello @everyone and <@{fd.MEMBER_ID}> and @here"])
         message = await bot.get_cog("Posting").post_to(fd.CHANNEL_ID)
         assert message is not None
-        await server.slash(fd.MEMBER_ID, "story", "start")
+        started, _ = await server.slash(fd.MEMBER_ID, "story", "start")
+        # a member sees the story start before adding a line (the two interactions would otherwise race)
+        await until(lambda: _has(server.callbacks, started))
         _, token = await server.slash(fd.MEMBER_ID, "story", "line", text=f"<@{fd.MODERATOR_ID}> @everyone look")
         await until(lambda: _has(server.webhook_messages, token))
     texts = assert_no_mentions(server)
